@@ -1,0 +1,294 @@
+"""The HTTP API (Starlette). Everything process-bound is created in the lifespan, after fork."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hive import abi
+from hive.auth import bearer_matches, ensure_admin_token
+from hive.errors import (
+    BadRequest,
+    GuestError,
+    HiveError,
+    InvalidModule,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from hive.manifest import parse_manifest, validate_name
+from hive.registry import Registry, VersionRecord, sha256_hex
+from hive.runtime import Runtime, env_for, limits_for
+from hive.sandbox import GuestContext, GuestInstance, Sandbox
+from hive.settings import Settings, load_settings
+
+log = logging.getLogger("hive.app")
+
+INVOKE_METHODS = ["GET", "POST", "PUT", "PATCH", "HEAD", "OPTIONS"]
+ALL_METHODS = INVOKE_METHODS + ["DELETE"]
+
+
+@dataclass
+class Hive:
+    settings: Settings
+    registry: Registry
+    sandbox: Sandbox
+    runtime: Runtime
+    admin_token: str
+
+
+def _hive(request: Request) -> Hive:
+    return request.app.state.hive
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def version_json(rec: VersionRecord) -> dict[str, Any]:
+    m = rec.manifest
+    return {
+        "function": rec.name,
+        "version": rec.version,
+        "sha256": rec.sha256,
+        "size": rec.size,
+        "deployed_at": _iso(rec.deployed_at),
+        "limits": {k: v for k, v in (("timeout_ms", m.limits.timeout_ms), ("memory_mb", m.limits.memory_mb),
+                                     ("max_request_bytes", m.limits.max_request_bytes),
+                                     ("max_response_bytes", m.limits.max_response_bytes)) if v is not None},
+        "wasi": m.wasi,
+        "config_keys": sorted(m.config),  # values may be secrets: never listed
+    }
+
+
+def require_admin(request: Request) -> None:
+    if not bearer_matches(request.headers.get("authorization"), _hive(request).admin_token):
+        raise Unauthorized("admin routes need 'Authorization: Bearer <admin token>'")
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        if not cl.isdigit():
+            raise BadRequest("invalid Content-Length")
+        if int(cl) > limit:
+            raise PayloadTooLarge(f"{what} of {cl} bytes exceeds the limit of {limit} bytes", limit=limit)
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            raise PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # lets request.form() parse what was already read
+    return body
+
+
+# --- invoke ---
+
+
+class GuestResponse(Response):
+    def __init__(self, resp: abi.Response) -> None:
+        self.status_code = resp.status
+        self.body = resp.body
+        self.background = None
+        self.raw_headers = resp.headers + [(b"content-length", str(len(resp.body)).encode())]
+
+
+async def invoke(request: Request) -> Response:
+    hive = _hive(request)
+    rt = hive.runtime
+    rt.sync()  # one key read; makes a deploy visible to the next request on every worker
+    loaded = rt.lookup(request.path_params["function"])
+    body = await read_limited(request, loaded.max_request_bytes, "request body")
+    scope = request.scope
+    envelope = abi.encode_request(
+        scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
+        scope["query_string"], scope["headers"], body,
+    )
+    request_id = request.headers.get("x-request-id") or os.urandom(8).hex()
+    try:
+        resp = rt.invoke(loaded, envelope, request_id)
+    except HiveError:
+        if rt.needs_refill:
+            asyncio.get_running_loop().call_soon(rt.refill)
+        raise
+    return GuestResponse(resp)
+
+
+# --- admin ---
+
+
+async def deploy(request: Request) -> Response:
+    require_admin(request)
+    hive = _hive(request)
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaType("deploy expects multipart/form-data with fields 'function' and 'wasm'")
+    limit = hive.settings.max_upload_bytes
+    await read_limited(request, limit + 64 * 1024, "upload")
+    async with request.form(max_files=2, max_fields=8) as form:
+        for field in ("function", "wasm"):
+            if field not in form:
+                raise BadRequest(f"missing multipart field {field!r}")
+        name = validate_name(form["function"])
+        upload = form["wasm"]
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("field 'wasm' must be a file part (curl -F wasm=@function.wasm)")
+        wasm = await upload.read()
+        manifest_field = form.get("manifest")
+        manifest = parse_manifest(await manifest_field.read() if isinstance(manifest_field, UploadFile) else manifest_field)
+    if len(wasm) > limit:
+        raise PayloadTooLarge(f"module of {len(wasm)} bytes exceeds the limit of {limit} bytes", limit=limit)
+    sha = sha256_hex(wasm)
+
+    def validate() -> None:
+        compiled = hive.sandbox.compile(wasm, sha, manifest.allowed_wasi_imports())
+        # Trial instantiation runs the start function and _initialize under the limits.
+        try:
+            GuestInstance(hive.sandbox, compiled, limits_for(manifest, hive.settings),
+                          GuestContext(name, 0, env_for(manifest)))
+        except GuestError as e:
+            raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
+
+    await asyncio.to_thread(validate)
+    rec = hive.registry.deploy(name, wasm, manifest, sha)
+    hive.runtime.sync()
+    log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
+    return JSONResponse(version_json(rec), status_code=201)
+
+
+async def list_functions(request: Request) -> Response:
+    require_admin(request)
+    _, current = _hive(request).registry.snapshot()
+    return JSONResponse({"functions": [version_json(r) for _, r in sorted(current.items())]})
+
+
+async def delete_function(request: Request) -> Response:
+    require_admin(request)
+    hive = _hive(request)
+    name = validate_name(request.path_params["function"])
+    hive.registry.delete(name)
+    hive.runtime.sync()
+    return JSONResponse({"deleted": name})
+
+
+async def list_versions(request: Request) -> Response:
+    require_admin(request)
+    hive = _hive(request)
+    name = validate_name(request.path_params["function"])
+    current = hive.registry.current(name)
+    versions = hive.registry.versions(name)
+    return JSONResponse({"function": name, "current": current.version if current else None,
+                         "versions": [version_json(v) for v in versions]})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "pid": os.getpid()})
+
+
+async def readyz(request: Request) -> Response:
+    rt = _hive(request).runtime
+    rt.sync()
+    ok, detail = rt.readiness()
+    return JSONResponse({"ready": ok, "pid": os.getpid(), **detail}, status_code=200 if ok else 503)
+
+
+# --- errors ---
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+async def hive_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HiveError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error(500, "internal_error", "internal server error")
+
+
+# --- assembly ---
+
+
+def open_hive(settings: Settings) -> Hive:
+    data = settings.data_path
+    token, token_file = ensure_admin_token(data, settings.admin_token)
+    if token_file is not None:
+        log.info("admin token: %s", token_file)
+    registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
+                        keep_versions=settings.keep_versions)
+    sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms)
+    runtime = Runtime(settings, registry, sandbox)
+    runtime.sync(force=True)  # every function warm before this worker takes a connection
+    return Hive(settings, registry, sandbox, runtime, token)
+
+
+async def _watch(hive: Hive) -> None:
+    interval = hive.settings.sync_interval_ms / 1000
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            hive.runtime.sync()
+        except Exception:
+            log.exception("registry sync failed")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        started = time.monotonic()
+        hive = open_hive(settings or load_settings())
+        app.state.hive = hive
+        log.info("worker %d ready: %d functions warm in %.1f ms", os.getpid(),
+                 len(hive.runtime.functions), (time.monotonic() - started) * 1000)
+        watcher = asyncio.create_task(_watch(hive))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            hive.sandbox.close()
+            hive.registry.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/api/v1/edge", list_functions, methods=["GET"]),
+        Route("/api/v1/edge/deploy", deploy, methods=["POST"]),
+        Route("/api/v1/edge/{function}/versions", list_versions, methods=["GET"]),
+        Route("/api/v1/edge/{function}", invoke, methods=INVOKE_METHODS),
+        Route("/api/v1/edge/{function}", delete_function, methods=["DELETE"]),
+        # Supabase-style paths: any method, any sub-path.
+        Route("/functions/v1/{function}", invoke, methods=ALL_METHODS),
+        Route("/functions/v1/{function}/{rest:path}", invoke, methods=ALL_METHODS),
+    ]
+    handlers = {HiveError: hive_error, HTTPException: http_error, Exception: internal_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]

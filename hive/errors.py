@@ -1,0 +1,105 @@
+"""One error base; each subclass has a stable snake_case code and an HTTP status.
+
+The mapping to HTTP responses lives in hive.app; the mapping to exit codes in hive.cli.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HiveError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+class BadRequest(HiveError):
+    code, status = "bad_request", 400
+
+
+class InvalidName(HiveError):
+    code, status = "invalid_name", 400
+
+
+class Unauthorized(HiveError):
+    code, status = "unauthorized", 401
+
+
+class NotFound(HiveError):
+    code, status = "not_found", 404
+
+
+class FunctionNotFound(HiveError):
+    code, status = "function_not_found", 404
+
+
+class MethodNotAllowed(HiveError):
+    code, status = "method_not_allowed", 405
+
+
+class PayloadTooLarge(HiveError):
+    code, status = "payload_too_large", 413
+
+
+class UnsupportedMediaType(HiveError):
+    code, status = "unsupported_media_type", 415
+
+
+class InvalidModule(HiveError):
+    """Not WebAssembly, fails validation, or lacks the ABI exports."""
+
+    code, status = "invalid_module", 422
+
+
+class ForbiddenImport(HiveError):
+    code, status = "forbidden_import", 422
+
+
+class InvalidManifest(HiveError):
+    code, status = "invalid_manifest", 422
+
+
+class GuestError(HiveError):
+    """The guest failed while serving a request."""
+
+    code, status = "guest_error", 502
+
+
+class GuestTrap(GuestError):
+    code, status = "trap", 502
+
+
+class AbiViolation(GuestError):
+    code, status = "abi_violation", 502
+
+
+class ResponseTooLarge(AbiViolation):
+    code, status = "response_too_large", 502
+
+
+class GuestExit(GuestError):
+    code, status = "guest_exit", 502
+
+
+class Timeout(GuestError):
+    code, status = "timeout", 504
+
+
+class NotReady(HiveError):
+    code, status = "not_ready", 503
+
+
+class RegistryError(HiveError):
+    code, status = "registry_error", 500
+
+
+class BuildError(HiveError):
+    code, status = "build_failed", 500

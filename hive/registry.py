@@ -1,0 +1,218 @@
+"""The function registry on LMDB. Knows nothing of wasmtime or HTTP.
+
+Layout (named databases in one environment):
+  meta      b"generation" -> u64 big-endian, bumped by every change
+  functions name -> FunctionRecord (current-version pointer)
+  versions  name \\0 u32be(version) -> VersionRecord
+  blobs     sha256 hex -> module bytes
+  refs      sha256 hex -> u32be count of versions that use the blob
+
+Every change is one write transaction, so a reader sees all of a deploy or none of it.
+Open one Registry per process, after fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import lmdb
+import msgspec
+
+from hive.errors import FunctionNotFound, NotFound, RegistryError
+from hive.manifest import Manifest
+
+_GEN = b"generation"
+
+
+class FunctionRecord(msgspec.Struct):
+    name: str
+    current: int
+    latest: int
+    created_at: float
+
+
+class VersionRecord(msgspec.Struct):
+    name: str
+    version: int
+    sha256: str
+    size: int
+    deployed_at: float
+    manifest: Manifest
+
+
+_enc = msgspec.msgpack.Encoder()
+_dec_fn = msgspec.msgpack.Decoder(FunctionRecord)
+_dec_ver = msgspec.msgpack.Decoder(VersionRecord)
+
+
+def _vkey(name: str, version: int) -> bytes:
+    return name.encode() + b"\x00" + version.to_bytes(4, "big")
+
+
+def _u(raw: bytes | None) -> int:
+    return int.from_bytes(raw, "big") if raw else 0
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Registry:
+    def __init__(self, path: str | Path, *, map_size_mb: int = 8192, keep_versions: int = 10) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.keep_versions = max(1, keep_versions)
+        try:
+            self.env = lmdb.open(str(path), map_size=map_size_mb << 20, max_dbs=8, subdir=True,
+                                 readahead=False, max_readers=512)
+        except lmdb.Error as e:
+            raise RegistryError(f"cannot open registry at {path}: {e}") from e
+        self._meta = self.env.open_db(b"meta")
+        self._functions = self.env.open_db(b"functions")
+        self._versions = self.env.open_db(b"versions")
+        self._blobs = self.env.open_db(b"blobs")
+        self._refs = self.env.open_db(b"refs")
+
+    def close(self) -> None:
+        self.env.close()
+
+    # Reads
+
+    def generation(self) -> int:
+        with self.env.begin(db=self._meta, buffers=False) as txn:
+            return _u(txn.get(_GEN))
+
+    def current(self, name: str) -> VersionRecord | None:
+        with self.env.begin() as txn:
+            return self._current(txn, name)
+
+    def _current(self, txn: lmdb.Transaction, name: str) -> VersionRecord | None:
+        raw = txn.get(name.encode(), db=self._functions)
+        if raw is None:
+            return None
+        fn = _dec_fn.decode(raw)
+        return _dec_ver.decode(txn.get(_vkey(name, fn.current), db=self._versions))
+
+    def snapshot(self) -> tuple[int, dict[str, VersionRecord]]:
+        """The generation and every function's current version, read in one transaction."""
+        with self.env.begin() as txn:
+            gen = _u(txn.get(_GEN, db=self._meta))
+            out = {}
+            for key, raw in txn.cursor(db=self._functions):
+                fn = _dec_fn.decode(raw)
+                out[key.decode()] = _dec_ver.decode(txn.get(_vkey(fn.name, fn.current), db=self._versions))
+            return gen, out
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        prefix = name.encode() + b"\x00"
+        with self.env.begin(db=self._versions) as txn:
+            if txn.get(name.encode(), db=self._functions) is None:
+                raise FunctionNotFound(f"function {name!r} is not deployed")
+            cur = txn.cursor()
+            out = []
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out.append(_dec_ver.decode(raw))
+            return out
+
+    def blob(self, sha256: str) -> bytes:
+        with self.env.begin(db=self._blobs) as txn:
+            raw = txn.get(sha256.encode())
+        if raw is None:
+            raise NotFound(f"no module with sha256 {sha256}")
+        return raw
+
+    # Writes: each is one transaction.
+
+    def deploy(self, name: str, wasm: bytes, manifest: Manifest, sha256: str | None = None) -> VersionRecord:
+        sha = sha256 or sha256_hex(wasm)
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(name.encode(), db=self._functions)
+            now = time.time()
+            fn = _dec_fn.decode(raw) if raw else FunctionRecord(name, 0, 0, now)
+            fn.latest += 1
+            fn.current = fn.latest
+            rec = VersionRecord(name, fn.latest, sha, len(wasm), now, manifest)
+            key = sha.encode()
+            if txn.get(key, db=self._blobs) is None:
+                txn.put(key, wasm, db=self._blobs)
+            self._incref(txn, key, +1)
+            txn.put(_vkey(name, rec.version), _enc.encode(rec), db=self._versions)
+            txn.put(name.encode(), _enc.encode(fn), db=self._functions)
+            self._prune(txn, name, keep_from=fn.latest - self.keep_versions + 1)
+            self._bump(txn)
+        return rec
+
+    def set_current(self, name: str, version: int) -> VersionRecord:
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(name.encode(), db=self._functions)
+            if raw is None:
+                raise FunctionNotFound(f"function {name!r} is not deployed")
+            vraw = txn.get(_vkey(name, version), db=self._versions)
+            if vraw is None:
+                raise NotFound(f"function {name!r} has no version {version}")
+            fn = _dec_fn.decode(raw)
+            fn.current = version
+            txn.put(name.encode(), _enc.encode(fn), db=self._functions)
+            self._bump(txn)
+            return _dec_ver.decode(vraw)
+
+    def delete(self, name: str) -> None:
+        with self.env.begin(write=True) as txn:
+            if not txn.delete(name.encode(), db=self._functions):
+                raise FunctionNotFound(f"function {name!r} is not deployed")
+            self._prune(txn, name, keep_from=1 << 32)
+            self._bump(txn)
+
+    def _prune(self, txn: lmdb.Transaction, name: str, keep_from: int) -> None:
+        prefix = name.encode() + b"\x00"
+        cur = txn.cursor(db=self._versions)
+        doomed = []
+        if cur.set_range(prefix):
+            for key, raw in cur:
+                if not key.startswith(prefix) or int.from_bytes(key[-4:], "big") >= keep_from:
+                    break
+                doomed.append((key, _dec_ver.decode(raw).sha256))
+        for key, sha in doomed:
+            txn.delete(key, db=self._versions)
+            self._incref(txn, sha.encode(), -1)
+
+    def _incref(self, txn: lmdb.Transaction, key: bytes, delta: int) -> None:
+        n = _u(txn.get(key, db=self._refs)) + delta
+        if n > 0:
+            txn.put(key, n.to_bytes(4, "big"), db=self._refs)
+        else:
+            txn.delete(key, db=self._refs)
+            txn.delete(key, db=self._blobs)
+
+    def _bump(self, txn: lmdb.Transaction) -> None:
+        gen = _u(txn.get(_GEN, db=self._meta)) + 1
+        txn.put(_GEN, gen.to_bytes(8, "big"), db=self._meta)
+
+
+def check_integrity(registry: Registry) -> list[str]:
+    """Problems found walking every record; empty when the registry is consistent."""
+    problems = []
+    with registry.env.begin() as txn:
+        refs: dict[bytes, int] = {}
+        for _key, raw in txn.cursor(db=registry._versions):
+            rec = _dec_ver.decode(raw)
+            blob = txn.get(rec.sha256.encode(), db=registry._blobs)
+            if blob is None:
+                problems.append(f"{rec.name} v{rec.version}: blob {rec.sha256} missing")
+            elif sha256_hex(blob) != rec.sha256 or len(blob) != rec.size:
+                problems.append(f"{rec.name} v{rec.version}: blob does not match its sha256")
+            refs[rec.sha256.encode()] = refs.get(rec.sha256.encode(), 0) + 1
+        for key, raw in txn.cursor(db=registry._refs):
+            if refs.get(key) != _u(raw):
+                problems.append(f"refcount of {key.decode()} is {_u(raw)}, expected {refs.get(key)}")
+        for _key, raw in txn.cursor(db=registry._functions):
+            fn = _dec_fn.decode(raw)
+            if txn.get(_vkey(fn.name, fn.current), db=registry._versions) is None:
+                problems.append(f"{fn.name}: current version {fn.current} missing")
+    return problems

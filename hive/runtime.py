@@ -1,0 +1,144 @@
+"""A worker's warm pool: each registered function's current version, loaded and instantiated.
+
+Joins the registry (what should serve) to the sandbox (what can run). Synchronous and
+single-threaded: the web app calls it from its event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from hive import abi
+from hive.errors import FunctionNotFound, GuestError
+from hive.manifest import Manifest
+from hive.registry import Registry, VersionRecord
+from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox
+from hive.settings import Settings
+
+log = logging.getLogger("hive.runtime")
+
+
+def limits_for(manifest: Manifest, settings: Settings) -> GuestLimits:
+    lim = manifest.limits
+    return GuestLimits(
+        timeout_ms=lim.timeout_ms or settings.timeout_ms,
+        memory_bytes=(lim.memory_mb or settings.memory_mb) << 20,
+        max_response_bytes=lim.max_response_bytes if lim.max_response_bytes is not None else settings.max_response_bytes,
+    )
+
+
+def env_for(manifest: Manifest) -> list[bytes]:
+    return [f"{k}={v}".encode() for k, v in sorted(manifest.config.items())]
+
+
+@dataclass
+class Loaded:
+    """One function version, warm in this worker."""
+
+    record: VersionRecord
+    compiled: CompiledModule
+    limits: GuestLimits
+    max_request_bytes: int
+    idle: list[GuestInstance] = field(default_factory=list)
+    retired: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+class Runtime:
+    def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.sandbox = sandbox
+        self.functions: dict[str, Loaded] = {}
+        self.failed: dict[str, str] = {}  # name -> why it could not be loaded here
+        self.generation = -1
+        self._refill: set[str] = set()
+
+    # Keeping up with the registry
+
+    def sync(self, force: bool = False) -> bool:
+        """Load what changed since the last sync. Returns True when anything changed."""
+        if not force and self.registry.generation() == self.generation:
+            return False
+        gen, current = self.registry.snapshot()
+        for name in list(self.functions):
+            if name not in current:
+                self.functions.pop(name).retired = True
+        self.failed = {k: v for k, v in self.failed.items() if k in current}
+        for name, rec in current.items():
+            have = self.functions.get(name)
+            if have is not None and have.record.version == rec.version and have.record.sha256 == rec.sha256:
+                continue
+            try:
+                loaded = self._load(rec)
+            except Exception as e:  # keep serving the others; readyz reports it
+                log.exception("could not load %s v%d", name, rec.version)
+                self.failed[name] = f"v{rec.version}: {e}"
+                continue
+            self.failed.pop(name, None)
+            if have is not None:
+                have.retired = True
+            self.functions[name] = loaded  # the swap: new requests see the new version
+        self.generation = gen
+        return True
+
+    def _load(self, rec: VersionRecord) -> Loaded:
+        allowed = rec.manifest.allowed_wasi_imports()
+        path = self.sandbox.artifact_path(rec.sha256)
+        wasm = None if path.exists() else self.registry.blob(rec.sha256)
+        compiled = self.sandbox.load(rec.sha256, wasm, allowed)
+        max_req = rec.manifest.limits.max_request_bytes
+        loaded = Loaded(rec, compiled, limits_for(rec.manifest, self.settings),
+                        self.settings.max_request_bytes if max_req is None else max_req)
+        loaded.idle.append(self._instantiate(loaded))  # warm before it serves
+        return loaded
+
+    def _instantiate(self, loaded: Loaded) -> GuestInstance:
+        rec = loaded.record
+        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest))
+        return GuestInstance(self.sandbox, loaded.compiled, loaded.limits, ctx)
+
+    # Serving
+
+    def lookup(self, name: str) -> Loaded:
+        loaded = self.functions.get(name)
+        if loaded is None:
+            raise FunctionNotFound(f"function {name!r} is not deployed")
+        return loaded
+
+    def invoke(self, loaded: Loaded, envelope: bytes, request_id: str = "") -> abi.Response:
+        inst = loaded.idle.pop() if loaded.idle else self._instantiate(loaded)  # cold only after a failure
+        try:
+            resp = inst.call(envelope, request_id)
+        except GuestError:
+            # The store may be in any state: drop it, and warm a fresh one off the request path.
+            self._refill.add(loaded.name)
+            raise
+        if not loaded.retired:
+            loaded.idle.append(inst)
+        return resp
+
+    @property
+    def needs_refill(self) -> bool:
+        return bool(self._refill)
+
+    def refill(self) -> None:
+        names, self._refill = self._refill, set()
+        for name in names:
+            loaded = self.functions.get(name)
+            if loaded is not None and not loaded.idle:
+                try:
+                    loaded.idle.append(self._instantiate(loaded))
+                except GuestError as e:
+                    log.warning("could not re-warm %s: %s", name, e)
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        cold = sorted(n for n, f in self.functions.items() if not f.idle)
+        ok = not self.failed and self.generation >= 0
+        return ok, {"generation": self.generation, "warm": len(self.functions) - len(cold),
+                    "cold": cold, "failed": self.failed, "checked_at": time.time()}

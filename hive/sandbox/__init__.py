@@ -1,0 +1,7 @@
+"""wasmtime sandbox: knows nothing of HTTP or LMDB."""
+
+from hive.sandbox.engine import CompiledModule, Sandbox, check_wasm_header
+from hive.sandbox.guest import GuestInstance, GuestLimits
+from hive.sandbox.host import GuestContext
+
+__all__ = ["CompiledModule", "GuestContext", "GuestInstance", "GuestLimits", "Sandbox", "check_wasm_header"]

@@ -1,0 +1,190 @@
+"""The per-process wasmtime engine: configuration, epoch ticker, compile and artifact cache.
+
+Create a Sandbox after fork, never in the gunicorn master (compiling in a child of a process that
+compiled with parallel compilation can hang).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasmtime import Config, Engine, FuncType, InstancePre, Linker, MemoryType, Module, WasmtimeError
+
+from hive import abi
+from hive.errors import ForbiddenImport, InvalidModule
+from hive.sandbox import host
+
+log = logging.getLogger("hive.sandbox")
+
+WASM_MAGIC = b"\0asm"
+CORE_VERSION = b"\x01\x00\x00\x00"
+
+
+class EpochTicker(threading.Thread):
+    """Increments the engine epoch in step with the wall clock, catching up after any delay."""
+
+    def __init__(self, engine: Engine, tick_s: float) -> None:
+        super().__init__(name="hive-epoch", daemon=True)
+        self.engine = engine
+        self.tick_s = tick_s
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        ticks = 0
+        while not self._stop_event.wait(self.tick_s):
+            due = int((time.monotonic() - start) / self.tick_s)
+            while ticks < due:
+                self.engine.increment_epoch()
+                ticks += 1
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    sha256: str
+    module: Module
+    pre: InstancePre
+    has_free: bool
+    has_initialize: bool
+
+
+_EXPECTED_EXPORTS = {
+    abi.ALLOC_EXPORT: (["i32"], ["i32"]),
+    abi.HANDLE_EXPORT: (["i32", "i32"], ["i64"]),
+    abi.MARKER_EXPORT: ([], []),
+}
+_OPTIONAL_EXPORTS = {abi.FREE_EXPORT: (["i32", "i32"], []), "_initialize": ([], [])}
+
+
+def _sig(ty: FuncType) -> tuple[list[str], list[str]]:
+    return [str(p) for p in ty.params], [str(r) for r in ty.results]
+
+
+def check_interface(module: Module, allowed_wasi: frozenset[str]) -> tuple[bool, bool]:
+    """Refuse imports outside the granted set and check the ABI v1 exports. Returns (has_free, has_initialize)."""
+    for imp in module.imports:
+        qualified = f"{imp.module}.{imp.name}"
+        ok = (
+            isinstance(imp.type, FuncType)
+            and (imp.module, imp.name) in host.HOST_FUNCTIONS
+            and (imp.module == host.HIVE or imp.name in allowed_wasi)
+        )
+        if not ok:
+            raise ForbiddenImport(f"the module imports {qualified}, which this function is not allowed", import_name=qualified)
+        want = _sig(host.HOST_FUNCTIONS[(imp.module, imp.name)][0])
+        if _sig(imp.type) != want:
+            raise InvalidModule(f"import {qualified} has the wrong type {_sig(imp.type)}, expected {want}")
+    exports = {e.name: e.type for e in module.exports}
+    if not isinstance(exports.get(abi.MEMORY_EXPORT), MemoryType):
+        raise InvalidModule("the module does not export its memory as 'memory'")
+    for name, want in _EXPECTED_EXPORTS.items():
+        ty = exports.get(name)
+        if ty is None:
+            raise InvalidModule(f"the module does not export {name!r}: it is not an Edge Hive ABI v1 module (see docs/abi.md)")
+        if not isinstance(ty, FuncType) or _sig(ty) != want:
+            raise InvalidModule(f"export {name!r} must be a function {want[0]} -> {want[1]}")
+    optional = {}
+    for name, want in _OPTIONAL_EXPORTS.items():
+        ty = exports.get(name)
+        if ty is not None and (not isinstance(ty, FuncType) or _sig(ty) != want):
+            raise InvalidModule(f"export {name!r} must be a function {want[0]} -> {want[1]}")
+        optional[name] = ty is not None
+    return optional[abi.FREE_EXPORT], optional["_initialize"]
+
+
+def check_wasm_header(wasm: bytes) -> None:
+    if len(wasm) < 8 or wasm[:4] != WASM_MAGIC:
+        raise InvalidModule("the upload is not a WebAssembly module (no \\0asm header)")
+    if wasm[4:8] != CORE_VERSION:
+        raise InvalidModule("only core WebAssembly modules are supported (this looks like a component)")
+
+
+class Sandbox:
+    def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0) -> None:
+        cfg = Config()
+        cfg.epoch_interruption = True
+        cfg.parallel_compilation = False
+        cfg.cranelift_opt_level = "speed"
+        self.engine = Engine(cfg)
+        self.tick_ms = epoch_tick_ms
+        wasmtime_version = importlib.metadata.version("wasmtime")
+        knobs = f"{wasmtime_version}|{platform.machine()}|epoch|speed|serial"
+        self.fingerprint = hashlib.sha256(knobs.encode()).hexdigest()[:16]
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.linker = Linker(self.engine)
+        host.define_all(self.linker)
+        self.ticker = EpochTicker(self.engine, epoch_tick_ms / 1000)
+        self.ticker.start()
+
+    def close(self) -> None:
+        self.ticker.stop()
+
+    def deadline_ticks(self, timeout_ms: int) -> int:
+        # +1: the current tick may be about to end.
+        return int(-(-timeout_ms // self.tick_ms)) + 1
+
+    def artifact_path(self, sha256: str) -> Path:
+        return self.cache_dir / f"{sha256}-{self.fingerprint}.cwasm"
+
+    def compile(self, wasm: bytes, sha256: str, allowed_wasi: frozenset[str]) -> CompiledModule:
+        """Validate and compile, check the interface, and write the artifact. Slow: call off the event loop."""
+        check_wasm_header(wasm)
+        try:
+            module = Module(self.engine, wasm)
+        except WasmtimeError as e:
+            raise InvalidModule(f"the module does not validate: {_first_line(e)}") from None
+        compiled = self._prepare(sha256, module, allowed_wasi)
+        self._write_artifact(sha256, module)
+        return compiled
+
+    def load(self, sha256: str, wasm: bytes | None, allowed_wasi: frozenset[str]) -> CompiledModule:
+        """Load the cached artifact (mmap), compiling from `wasm` only when the cache lacks it."""
+        path = self.artifact_path(sha256)
+        if path.exists():
+            try:
+                module = Module.deserialize_file(self.engine, str(path))
+            except WasmtimeError as e:
+                log.warning("artifact %s unusable (%s); recompiling", path.name, _first_line(e))
+            else:
+                return self._prepare(sha256, module, allowed_wasi)
+        if wasm is None:
+            raise FileNotFoundError(path)
+        return self.compile(wasm, sha256, allowed_wasi)
+
+    def _prepare(self, sha256: str, module: Module, allowed_wasi: frozenset[str]) -> CompiledModule:
+        has_free, has_init = check_interface(module, allowed_wasi)
+        try:
+            pre = self.linker.instantiate_pre(module)
+        except WasmtimeError as e:
+            raise InvalidModule(f"the module cannot be linked: {_first_line(e)}") from None
+        return CompiledModule(sha256, module, pre, has_free, has_init)
+
+    def _write_artifact(self, sha256: str, module: Module) -> None:
+        path = self.artifact_path(sha256)
+        if path.exists():
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".cwasm")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(module.serialize())
+            os.replace(tmp, path)  # atomic: readers mmap whole files only
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,127 @@
+"""One warm guest: a Store with its limits, an instance, and the ABI v1 call."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from wasmtime import ExitTrap, Func, Memory, Store, Trap, TrapCode, WasmtimeError
+
+from hive import abi
+from hive.errors import AbiViolation, GuestError, GuestExit, GuestTrap, ResponseTooLarge, Timeout
+from hive.sandbox import host
+from hive.sandbox.engine import CompiledModule, Sandbox
+
+_MIN_REQUEST_BUFFER = 4096
+# Room for status and headers on top of the body limit.
+_ENVELOPE_OVERHEAD = 1 << 20
+
+
+@dataclass(frozen=True)
+class GuestLimits:
+    timeout_ms: int = 100
+    memory_bytes: int = 128 << 20
+    max_response_bytes: int = 6 << 20
+    table_elements: int = 100_000
+
+
+class GuestInstance:
+    __slots__ = ("compiled", "limits", "ctx", "store", "memory", "_alloc", "_free", "_handle",
+                 "_ticks", "req_ptr", "req_cap", "calls")
+
+    def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits,
+                 ctx: host.GuestContext) -> None:
+        self.compiled = compiled
+        self.limits = limits
+        self.ctx = ctx
+        self._ticks = sandbox.deadline_ticks(limits.timeout_ms)
+        store = Store(sandbox.engine)
+        store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
+                         instances=1, tables=4, memories=1)
+        store.set_epoch_deadline(self._ticks)
+        self.store = store
+        host.set_current(ctx)
+        with _guest_errors("instantiation"):
+            instance = compiled.pre.instantiate(store)
+            exports = instance.exports(store)
+            if compiled.has_initialize:
+                init = exports["_initialize"]
+                assert isinstance(init, Func)
+                init(store)
+        memory, alloc, handle = exports[abi.MEMORY_EXPORT], exports[abi.ALLOC_EXPORT], exports[abi.HANDLE_EXPORT]
+        assert isinstance(memory, Memory) and isinstance(alloc, Func) and isinstance(handle, Func)
+        self.memory, self._alloc, self._handle = memory, alloc, handle
+        free = exports[abi.FREE_EXPORT] if compiled.has_free else None
+        self._free = free if isinstance(free, Func) else None
+        self.req_ptr = 0
+        self.req_cap = 0
+        self.calls = 0
+
+    def _base(self) -> int:
+        # Re-read every time: memory.grow may move the mapping.
+        return ctypes.addressof(self.memory.data_ptr(self.store).contents)
+
+    def _reserve(self, n: int) -> int:
+        if n <= self.req_cap:
+            return self.req_ptr
+        cap = max(_MIN_REQUEST_BUFFER, 1 << (n - 1).bit_length())
+        if self._free is not None and self.req_cap:
+            self._free(self.store, self.req_ptr, self.req_cap)
+        ptr = self._alloc(self.store, cap) & 0xFFFF_FFFF
+        if ptr == 0:
+            raise AbiViolation(f"hive_alloc({cap}) returned 0: the guest is out of memory")
+        if ptr + cap > self.memory.data_len(self.store):
+            raise AbiViolation(f"hive_alloc({cap}) returned {ptr}, outside guest memory")
+        self.req_ptr, self.req_cap = ptr, cap
+        return ptr
+
+    def call(self, envelope: bytes, request_id: str = "") -> abi.Response:
+        """Run one request. Any exception means the instance must be discarded."""
+        store = self.store
+        self.calls += 1
+        store.set_epoch_deadline(self._ticks)
+        ctx = self.ctx
+        ctx.begin_call(request_id)
+        host.set_current(ctx)
+        try:
+            with _guest_errors("the handler"):
+                n = len(envelope)
+                ptr = self._reserve(n)
+                ctypes.memmove(self._base() + ptr, envelope, n)
+                packed = self._handle(store, ptr, n)
+        finally:
+            ctx.end_call()
+        rptr, rlen = abi.split_packed(packed)
+        size = self.memory.data_len(store)
+        if rptr + rlen > size:
+            raise AbiViolation(f"the response ({rlen} bytes at {rptr}) lies outside guest memory ({size} bytes)")
+        if rlen > self.limits.max_response_bytes + _ENVELOPE_OVERHEAD:
+            raise ResponseTooLarge(f"the response of {rlen} bytes exceeds the limit of {self.limits.max_response_bytes}")
+        raw = ctypes.string_at(self._base() + rptr, rlen)
+        return abi.decode_response(raw, self.limits.max_response_bytes)
+
+
+class _guest_errors:
+    """Map wasmtime failures to Hive errors."""
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type | None, e: BaseException | None, tb: object) -> bool:
+        if e is None or isinstance(e, GuestError):
+            return False
+        if isinstance(e, ExitTrap):
+            raise GuestExit(f"the guest exited with code {e.code} during {self.phase}", exit_code=e.code) from None
+        if isinstance(e, Trap):
+            code = e.trap_code
+            if code is TrapCode.INTERRUPT:
+                raise Timeout(f"{self.phase} ran past its time limit") from None
+            kind = code.name.lower() if code else "unknown"
+            raise GuestTrap(f"the guest trapped during {self.phase}: {kind}", trap=kind) from None
+        if isinstance(e, WasmtimeError):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "error"
+            raise GuestTrap(f"the guest failed during {self.phase}: {first}", trap="error") from None
+        return False

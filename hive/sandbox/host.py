@@ -1,0 +1,294 @@
+"""Host functions a guest may import: `hive.*` and a sandboxed subset of wasi_snapshot_preview1.
+
+The WASI subset is written here rather than taken from wasmtime's WASI so that each capability can be
+granted per function, stdout/stderr become log lines tagged with the function, env holds only the
+function's config, there are no preopened dirs, and no store can abort the process for lack of
+`set_wasi()`. Host functions find the calling guest's context through a thread-local set around
+every guest call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wasmtime import Caller, FuncType, Linker, Memory, ValType
+
+from hive.errors import GuestExit
+
+log = logging.getLogger("hive.guest")
+
+WASI = "wasi_snapshot_preview1"
+HIVE = "hive"
+
+ESUCCESS, EBADF, EFAULT, EINVAL, ESPIPE = 0, 8, 21, 28, 70
+LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+MAX_LOG_BYTES_PER_CALL = 64 * 1024
+MAX_LINE = 8 * 1024
+
+
+@dataclass
+class GuestContext:
+    """Per-store facts the host functions need."""
+
+    function: str
+    version: int = 0
+    env: list[bytes] = field(default_factory=list)  # b"KEY=VALUE"
+    request_id: str = ""
+    logged: int = 0  # bytes logged in the current call
+    dropped: int = 0
+    partial: dict[int, bytes] = field(default_factory=dict)
+
+    def emit(self, level: int, text: bytes, stream: str) -> None:
+        if self.logged >= MAX_LOG_BYTES_PER_CALL:
+            self.dropped += len(text)
+            return
+        self.logged += len(text)
+        log.log(level, "[%s v%d %s] %s", self.function, self.version, stream,
+                text[:MAX_LINE].decode("utf-8", "replace"),
+                extra={"function": self.function, "version": self.version, "stream": stream,
+                       "request_id": self.request_id})
+
+    def begin_call(self, request_id: str = "") -> None:
+        self.request_id = request_id
+        self.logged = self.dropped = 0
+
+    def end_call(self) -> None:
+        for fd, rest in list(self.partial.items()):
+            if rest:
+                self.emit(LOG_LEVELS[1 if fd == 1 else 3], rest, "stdout" if fd == 1 else "stderr")
+        self.partial.clear()
+        if self.dropped:
+            log.warning("dropped %d bytes of guest output over the per-call limit", self.dropped,
+                        extra={"function": self.function, "version": self.version, "stream": "host",
+                               "request_id": self.request_id})
+            self.dropped = 0
+
+
+_local = threading.local()
+
+
+def set_current(ctx: GuestContext | None) -> None:
+    _local.ctx = ctx
+
+
+def current() -> GuestContext:
+    return _local.ctx
+
+
+class _Mem:
+    """Bounds-checked view of the caller's linear memory for one host call."""
+
+    __slots__ = ("base", "size")
+
+    def __init__(self, caller: Caller) -> None:
+        mem = caller.get("memory")
+        if not isinstance(mem, Memory):
+            raise _Fault()
+        self.base = ctypes.addressof(mem.data_ptr(caller).contents)
+        self.size = mem.data_len(caller)
+
+    def check(self, ptr: int, n: int) -> int:
+        if ptr < 0 or n < 0 or ptr + n > self.size:
+            raise _Fault()
+        return self.base + ptr
+
+    def read(self, ptr: int, n: int) -> bytes:
+        return ctypes.string_at(self.check(ptr, n), n)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        ctypes.memmove(self.check(ptr, len(data)), data, len(data))
+
+    def u32(self, ptr: int) -> int:
+        return struct.unpack("<I", self.read(ptr, 4))[0]
+
+
+class _Fault(Exception):
+    pass
+
+
+def _errno(fn: Callable[..., int | None]) -> Callable[..., int]:
+    def wrapper(caller: Caller, *args: int) -> int:
+        try:
+            return fn(_Mem(caller), *args) or ESUCCESS
+        except _Fault:
+            return EFAULT
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+# --- hive.* ---
+
+def hive_log(caller: Caller, level: int, ptr: int, n: int) -> None:
+    try:
+        text = _Mem(caller).read(ptr, min(n, MAX_LINE))
+    except _Fault:
+        return
+    current().emit(LOG_LEVELS[min(max(level, 0), 3)], text, "log")
+
+
+# --- WASI ---
+
+@_errno
+def fd_write(mem: _Mem, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int | None:
+    if fd not in (1, 2):
+        return EBADF
+    if iovs_len > 1024:
+        return EINVAL
+    chunks = []
+    for i in range(iovs_len):
+        buf, n = struct.unpack("<II", mem.read(iovs + 8 * i, 8))
+        chunks.append(mem.read(buf, n))
+    data = b"".join(chunks)
+    ctx = current()
+    pending = ctx.partial.get(fd, b"") + data
+    *lines, rest = pending.split(b"\n")
+    for line in lines:
+        ctx.emit(LOG_LEVELS[1 if fd == 1 else 3], line, "stdout" if fd == 1 else "stderr")
+    ctx.partial[fd] = rest[-MAX_LINE:]
+    mem.write(nwritten, struct.pack("<I", len(data)))
+    return None
+
+
+@_errno
+def fd_read(mem: _Mem, fd: int, iovs: int, iovs_len: int, nread: int) -> int | None:
+    if fd != 0:
+        return EBADF
+    mem.write(nread, b"\0\0\0\0")  # stdin is empty
+    return None
+
+
+@_errno
+def fd_close(mem: _Mem, fd: int) -> int:
+    return EBADF
+
+
+@_errno
+def fd_seek(mem: _Mem, fd: int, offset: int, whence: int, newoffset: int) -> int:
+    return ESPIPE if fd in (0, 1, 2) else EBADF
+
+
+@_errno
+def fd_fdstat_get(mem: _Mem, fd: int, buf: int) -> int | None:
+    if fd not in (0, 1, 2):
+        return EBADF
+    rights = (1 << 1) if fd == 0 else (1 << 6)  # fd_read / fd_write
+    mem.write(buf, struct.pack("<BxHxxxxQQ", 2, 0, rights, 0))  # character device
+    return None
+
+
+@_errno
+def fd_prestat_get(mem: _Mem, fd: int, buf: int) -> int:
+    return EBADF  # no preopened directories
+
+
+@_errno
+def fd_prestat_dir_name(mem: _Mem, fd: int, path: int, n: int) -> int:
+    return EBADF
+
+
+_CLOCKS = {0: time.time_ns, 1: time.monotonic_ns}
+
+
+@_errno
+def clock_time_get(mem: _Mem, clock_id: int, precision: int, out: int) -> int | None:
+    clock = _CLOCKS.get(clock_id)
+    if clock is None:
+        return EINVAL
+    mem.write(out, struct.pack("<Q", clock()))
+    return None
+
+
+@_errno
+def clock_res_get(mem: _Mem, clock_id: int, out: int) -> int | None:
+    if clock_id not in _CLOCKS:
+        return EINVAL
+    mem.write(out, struct.pack("<Q", 1000))
+    return None
+
+
+@_errno
+def random_get(mem: _Mem, buf: int, n: int) -> int | None:
+    mem.check(buf, n)
+    mem.write(buf, os.urandom(n))
+    return None
+
+
+def _sizes(mem: _Mem, items: list[bytes], count_ptr: int, size_ptr: int) -> None:
+    mem.write(count_ptr, struct.pack("<I", len(items)))
+    mem.write(size_ptr, struct.pack("<I", sum(len(i) + 1 for i in items)))
+
+
+def _fill(mem: _Mem, items: list[bytes], ptrs: int, buf: int) -> None:
+    for i, item in enumerate(items):
+        mem.write(ptrs + 4 * i, struct.pack("<I", buf))
+        mem.write(buf, item + b"\0")
+        buf += len(item) + 1
+
+
+@_errno
+def environ_sizes_get(mem: _Mem, count_ptr: int, size_ptr: int) -> None:
+    _sizes(mem, current().env, count_ptr, size_ptr)
+
+
+@_errno
+def environ_get(mem: _Mem, ptrs: int, buf: int) -> None:
+    _fill(mem, current().env, ptrs, buf)
+
+
+@_errno
+def args_sizes_get(mem: _Mem, count_ptr: int, size_ptr: int) -> None:
+    _sizes(mem, [], count_ptr, size_ptr)
+
+
+@_errno
+def args_get(mem: _Mem, ptrs: int, buf: int) -> None:
+    return None
+
+
+def proc_exit(caller: Caller, code: int) -> None:
+    raise GuestExit(f"the guest called proc_exit({code})", exit_code=code)
+
+
+def sched_yield(caller: Caller) -> int:
+    return ESUCCESS
+
+
+_I32, _I64 = ValType.i32(), ValType.i64()
+
+
+def _t(params: str, results: str = "") -> FuncType:
+    kinds = {"i": _I32, "I": _I64}
+    return FuncType([kinds[c] for c in params], [kinds[c] for c in results])
+
+
+HOST_FUNCTIONS: dict[tuple[str, str], tuple[FuncType, Callable[..., object]]] = {
+    (HIVE, "log"): (_t("iii"), hive_log),
+    (WASI, "fd_write"): (_t("iiii", "i"), fd_write),
+    (WASI, "fd_read"): (_t("iiii", "i"), fd_read),
+    (WASI, "fd_close"): (_t("i", "i"), fd_close),
+    (WASI, "fd_seek"): (_t("iIii", "i"), fd_seek),
+    (WASI, "fd_fdstat_get"): (_t("ii", "i"), fd_fdstat_get),
+    (WASI, "fd_prestat_get"): (_t("ii", "i"), fd_prestat_get),
+    (WASI, "fd_prestat_dir_name"): (_t("iii", "i"), fd_prestat_dir_name),
+    (WASI, "clock_time_get"): (_t("iIi", "i"), clock_time_get),
+    (WASI, "clock_res_get"): (_t("ii", "i"), clock_res_get),
+    (WASI, "random_get"): (_t("ii", "i"), random_get),
+    (WASI, "environ_sizes_get"): (_t("ii", "i"), environ_sizes_get),
+    (WASI, "environ_get"): (_t("ii", "i"), environ_get),
+    (WASI, "args_sizes_get"): (_t("ii", "i"), args_sizes_get),
+    (WASI, "args_get"): (_t("ii", "i"), args_get),
+    (WASI, "proc_exit"): (_t("i"), proc_exit),
+    (WASI, "sched_yield"): (_t("", "i"), sched_yield),
+}
+
+
+def define_all(linker: Linker) -> None:
+    for (module, name), (ty, fn) in HOST_FUNCTIONS.items():
+        linker.define_func(module, name, ty, fn, access_caller=True)

@@ -1,0 +1,127 @@
+"""Server settings, each declared once as data.
+
+Sources, lowest first: defaults, the TOML file named by HIVE_CONFIG (or conf/hive.toml beside the
+package when run from a checkout), HIVE_* environment variables, explicit overrides (CLI flags).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: Callable[[Any], Any]
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "HIVE_" + self.name.upper()
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    return str(v).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _optional_str(v: Any) -> str | None:
+    return None if v in (None, "") else str(v)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", str, "./.hive", "registry, compiled artifacts and the admin token live here"),
+    Setting("bind", str, "127.0.0.1:8443", "HOST:PORT the server listens on"),
+    Setting("workers", int, 2, "number of worker processes"),
+    Setting("admin_token", _optional_str, None, "bearer token for admin routes; generated into the data dir when unset"),
+    Setting("max_upload_bytes", int, 50 * MiB, "largest module upload"),
+    Setting("max_request_bytes", int, 6 * MiB, "default largest request body"),
+    Setting("max_response_bytes", int, 6 * MiB, "default largest response body"),
+    Setting("timeout_ms", int, 100, "default guest time limit per invocation"),
+    Setting("memory_mb", int, 128, "default guest memory limit"),
+    Setting("epoch_tick_ms", float, 1.0, "granularity of guest time limits"),
+    Setting("sync_interval_ms", int, 100, "how often a worker checks the registry for changes in the background"),
+    Setting("keep_versions", int, 10, "versions kept per function"),
+    Setting("registry_map_size_mb", int, 8192, "LMDB map size (sparse)"),
+    Setting("graceful_timeout", int, 30, "seconds a worker gets to finish in-flight requests"),
+    Setting("log_level", str, "info", "server log level"),
+    Setting("access_log", _bool, False, "log every HTTP request in gunicorn's access log"),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str
+    bind: str
+    workers: int
+    admin_token: str | None
+    max_upload_bytes: int
+    max_request_bytes: int
+    max_response_bytes: int
+    timeout_ms: int
+    memory_mb: int
+    epoch_tick_ms: float
+    sync_interval_ms: int
+    keep_versions: int
+    registry_map_size_mb: int
+    graceful_timeout: int
+    log_level: str
+    access_log: bool
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({k: _BY_NAME[k].kind(v) for k, v in changes.items()})
+        return Settings(**values)
+
+
+assert {f.name for f in fields(Settings)} == set(_BY_NAME), "Settings and SETTINGS disagree"
+
+
+def default_config_file() -> Path | None:
+    candidate = Path(__file__).resolve().parent.parent / "conf" / "hive.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    env = os.environ if env is None else env
+    values = {s.name: s.default for s in SETTINGS}
+    path = env.get("HIVE_CONFIG") or default_config_file()
+    if path:
+        with open(path, "rb") as f:
+            table = tomllib.load(f).get("server", {})
+        unknown = set(table) - set(_BY_NAME)
+        if unknown:
+            raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+        values.update(table)
+    for s in SETTINGS:
+        if s.env in env:
+            values[s.name] = env[s.env]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings(**{k: _BY_NAME[k].kind(v) for k, v in values.items()})
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces these settings in a child process (gunicorn)."""
+    out = {}
+    for s in SETTINGS:
+        v = getattr(settings, s.name)
+        if v is not None:
+            out[s.env] = str(v).lower() if isinstance(v, bool) else str(v)
+    return out

@@ -1,0 +1,40 @@
+"""gunicorn settings, derived from Edge Hive's settings (hive.settings). The master stays free of
+wasmtime and LMDB: it only prepares the data dir and the admin token."""
+
+from __future__ import annotations
+
+import logging
+
+from hive.auth import ensure_admin_token
+from hive.settings import load_settings
+
+_settings = load_settings()
+_data = _settings.data_path
+_data.mkdir(parents=True, exist_ok=True)  # the pidfile lives here, written before on_starting
+
+wsgi_app = "hive.asgi:app"
+worker_class = "workers.worker.HiveWorker"
+bind = [_settings.bind]
+workers = _settings.workers
+graceful_timeout = _settings.graceful_timeout
+timeout = 30
+keepalive = 5
+loglevel = _settings.log_level
+errorlog = "-"
+accesslog = "-" if _settings.access_log else None
+proc_name = "edge-hive"
+pidfile = str(_data / "edge-hive.pid")
+control_socket = str(_data / "gunicorn.ctl")
+preload_app = False
+# Environment the workers inherit, so they resolve the same settings.
+raw_env = [f"HIVE_DATA_DIR={_data}"]
+
+
+def on_starting(server: object) -> None:
+    _, token_file = ensure_admin_token(_data, _settings.admin_token)
+    log = logging.getLogger("gunicorn.error")
+    if token_file is not None:
+        log.info("admin token: %s", token_file)
+    else:
+        log.info("admin token: from HIVE_ADMIN_TOKEN")
+    log.info("data dir: %s", _data)
