@@ -83,7 +83,7 @@ def check_interface(module: Module, allowed_wasi: frozenset[str]) -> tuple[bool,
         )
         if not ok:
             raise ForbiddenImport(f"the module imports {qualified}, which this function is not allowed", import_name=qualified)
-        want = _sig(host.HOST_FUNCTIONS[(imp.module, imp.name)][0])
+        want = host.signature_names(host.HOST_FUNCTIONS[(imp.module, imp.name)][0])
         if _sig(imp.type) != want:
             raise InvalidModule(f"import {qualified} has the wrong type {_sig(imp.type)}, expected {want}")
     exports = {e.name: e.type for e in module.exports}

@@ -260,35 +260,38 @@ def sched_yield(caller: Caller) -> int:
     return ESUCCESS
 
 
-_I32, _I64 = ValType.i32(), ValType.i64()
+# (params, results) per import, in wasm type letters: i = i32, I = i64. FuncTypes are built per
+# linker, because wasmtime ties a FuncType to the engine that first uses it.
+Signature = tuple[str, str]
+_KINDS = {"i": "i32", "I": "i64"}
 
-
-def _t(params: str, results: str = "") -> FuncType:
-    kinds = {"i": _I32, "I": _I64}
-    return FuncType([kinds[c] for c in params], [kinds[c] for c in results])
-
-
-HOST_FUNCTIONS: dict[tuple[str, str], tuple[FuncType, Callable[..., object]]] = {
-    (HIVE, "log"): (_t("iii"), hive_log),
-    (WASI, "fd_write"): (_t("iiii", "i"), fd_write),
-    (WASI, "fd_read"): (_t("iiii", "i"), fd_read),
-    (WASI, "fd_close"): (_t("i", "i"), fd_close),
-    (WASI, "fd_seek"): (_t("iIii", "i"), fd_seek),
-    (WASI, "fd_fdstat_get"): (_t("ii", "i"), fd_fdstat_get),
-    (WASI, "fd_prestat_get"): (_t("ii", "i"), fd_prestat_get),
-    (WASI, "fd_prestat_dir_name"): (_t("iii", "i"), fd_prestat_dir_name),
-    (WASI, "clock_time_get"): (_t("iIi", "i"), clock_time_get),
-    (WASI, "clock_res_get"): (_t("ii", "i"), clock_res_get),
-    (WASI, "random_get"): (_t("ii", "i"), random_get),
-    (WASI, "environ_sizes_get"): (_t("ii", "i"), environ_sizes_get),
-    (WASI, "environ_get"): (_t("ii", "i"), environ_get),
-    (WASI, "args_sizes_get"): (_t("ii", "i"), args_sizes_get),
-    (WASI, "args_get"): (_t("ii", "i"), args_get),
-    (WASI, "proc_exit"): (_t("i"), proc_exit),
-    (WASI, "sched_yield"): (_t("", "i"), sched_yield),
+HOST_FUNCTIONS: dict[tuple[str, str], tuple[Signature, Callable[..., object]]] = {
+    (HIVE, "log"): (("iii", ""), hive_log),
+    (WASI, "fd_write"): (("iiii", "i"), fd_write),
+    (WASI, "fd_read"): (("iiii", "i"), fd_read),
+    (WASI, "fd_close"): (("i", "i"), fd_close),
+    (WASI, "fd_seek"): (("iIii", "i"), fd_seek),
+    (WASI, "fd_fdstat_get"): (("ii", "i"), fd_fdstat_get),
+    (WASI, "fd_prestat_get"): (("ii", "i"), fd_prestat_get),
+    (WASI, "fd_prestat_dir_name"): (("iii", "i"), fd_prestat_dir_name),
+    (WASI, "clock_time_get"): (("iIi", "i"), clock_time_get),
+    (WASI, "clock_res_get"): (("ii", "i"), clock_res_get),
+    (WASI, "random_get"): (("ii", "i"), random_get),
+    (WASI, "environ_sizes_get"): (("ii", "i"), environ_sizes_get),
+    (WASI, "environ_get"): (("ii", "i"), environ_get),
+    (WASI, "args_sizes_get"): (("ii", "i"), args_sizes_get),
+    (WASI, "args_get"): (("ii", "i"), args_get),
+    (WASI, "proc_exit"): (("i", ""), proc_exit),
+    (WASI, "sched_yield"): (("", "i"), sched_yield),
 }
 
 
+def signature_names(sig: Signature) -> tuple[list[str], list[str]]:
+    return [_KINDS[c] for c in sig[0]], [_KINDS[c] for c in sig[1]]
+
+
 def define_all(linker: Linker) -> None:
-    for (module, name), (ty, fn) in HOST_FUNCTIONS.items():
+    vt = {"i": ValType.i32(), "I": ValType.i64()}
+    for (module, name), ((params, results), fn) in HOST_FUNCTIONS.items():
+        ty = FuncType([vt[c] for c in params], [vt[c] for c in results])
         linker.define_func(module, name, ty, fn, access_caller=True)
