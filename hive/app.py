@@ -243,7 +243,7 @@ def open_hive(settings: Settings) -> Hive:
     data = settings.data_path
     token, token_file = ensure_admin_token(data, settings.admin_token)
     if token_file is not None:
-        log.info("admin token: %s", token_file)
+        log.debug("admin token: %s", token_file)
     registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
                         keep_versions=settings.keep_versions)
     sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms)

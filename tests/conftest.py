@@ -76,17 +76,24 @@ class Server:
 
         return {c.pid for c in psutil.Process(self.proc.pid).children()}
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, workers: int, timeout: float = 60) -> None:
+        """Until every worker has answered /readyz with 200 (each request on a new connection)."""
         deadline = time.monotonic() + timeout
+        ready: set[int] = set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            pids = self.worker_pids()
+            if len(pids) == workers and pids <= ready:
+                return
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
+                r = httpx.get(self.url + "/readyz", timeout=2, headers={"connection": "close"})
+                if r.status_code == 200:
+                    ready.add(r.json()["pid"])
+                    continue
             except httpx.HTTPError:
                 pass
-            time.sleep(0.05)  # polling interval, not a wait for an event
+            time.sleep(0.02)  # polling interval, not a wait for an event
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
 
     def stop(self) -> None:
@@ -117,7 +124,7 @@ def start_server(data_dir: Path, *, workers: int = 2, env: dict[str, str] | None
         )
     server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path, token or "")
     try:
-        server.wait_ready()
+        server.wait_ready(workers)
     except BaseException:
         server.stop()
         raise
