@@ -25,7 +25,7 @@ MAX_HEADER_VALUE = 16 * 1024
 _U32 = struct.Struct("<I")
 _pack_u32 = _U32.pack
 _unpack_u32 = _U32.unpack_from
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 # Framing is the server's job; a guest can't set these.
 _HOP_BY_HOP = frozenset(
@@ -127,7 +127,7 @@ def decode_response(buf: bytes | memoryview, max_body: int) -> Response:
     for _ in range(count):
         name = r.bytes("header name", MAX_HEADER_NAME).lower()
         value = r.bytes("header value", MAX_HEADER_VALUE)
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             raise AbiViolation(f"response header name {name[:64]!r} is not a valid HTTP token")
         if _BAD_VALUE.search(value):
             raise AbiViolation(f"response header {name.decode()} has CR, LF or NUL in its value")

@@ -65,13 +65,13 @@ class GuestInstance:
         if n <= self.req_cap:
             return self.req_ptr
         cap = max(_MIN_REQUEST_BUFFER, 1 << (n - 1).bit_length())
-        if self._free is not None and self.req_cap:
-            self._free(self.store, self.req_ptr, self.req_cap)
         ptr = self._alloc(self.store, cap) & 0xFFFF_FFFF
         if ptr == 0:
             raise AbiViolation(f"hive_alloc({cap}) returned 0: the guest is out of memory")
         if ptr + cap > self.memory.data_len(self.store):
             raise AbiViolation(f"hive_alloc({cap}) returned {ptr}, outside guest memory")
+        if self._free is not None and self.req_cap:
+            self._free(self.store, self.req_ptr, self.req_cap)
         self.req_ptr, self.req_cap = ptr, cap
         return ptr
 

@@ -1,0 +1,82 @@
+"""Build a function folder (hive.toml + sources) into a core wasm module for guest ABI v1."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hive.errors import BuildError, InvalidManifest, InvalidName
+from hive.manifest import validate_name
+
+MANIFEST = "hive.toml"
+C_SDK_DIR = Path(__file__).resolve().parent / "sdk" / "c"
+WASM_CFLAGS = ("--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-s")
+# The first compile builds wasi-libc into zig's cache, which takes about 20 s.
+COMPILE_TIMEOUT_S = 600
+
+
+def _manifest_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / MANIFEST if p.is_dir() else p
+
+
+def load_function_manifest(path: str | Path) -> dict[str, Any]:
+    """Parse hive.toml (given it or its folder) and check the [function] table."""
+    file = _manifest_path(path)
+    try:
+        with file.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise InvalidManifest(f"{file} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidManifest(f"{file}: {e}") from None
+    fn = doc.get("function")
+    if not isinstance(fn, dict):
+        raise InvalidManifest(f"{file}: missing [function] table")
+    try:
+        validate_name(fn.get("name"))  # fail at build, not at deploy; it is also the output file name
+    except InvalidName as e:
+        raise InvalidManifest(f"{file}: {e.message}") from None
+    if not isinstance(fn.get("language"), str):
+        raise InvalidManifest(f"{file}: [function] language must be a string")
+    sources = fn.get("sources")
+    if sources is not None and not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+        raise InvalidManifest(f"{file}: [function] sources must be a list of strings")
+    return doc
+
+
+def build_function(path: str | Path, *, echo: Callable[[str], None] | None = None) -> Path:
+    """Compile the function at `path` to <folder>/<name>.wasm and return that path."""
+    file = _manifest_path(path)
+    fn = load_function_manifest(file)["function"]
+    folder = file.parent
+    language = fn["language"]
+    if language != "c":
+        raise BuildError(f"language {language} is not supported yet")
+    sources = fn.get("sources") or sorted(p.name for p in folder.glob("*.c"))
+    if not sources:
+        raise BuildError(f"{folder}: no C sources (set [function] sources or add a .c file)")
+    for src in sources:
+        if not (folder / src).is_file():
+            raise BuildError(f"{folder}: source {src} not found")
+    if importlib.util.find_spec("ziglang") is None:
+        raise BuildError(f"the C toolchain is missing: install it with `pip install ziglang` (into {sys.executable})")
+    out = folder / f"{fn['name']}.wasm"
+    cmd = [sys.executable, "-m", "ziglang", "cc", *WASM_CFLAGS, "-I", str(C_SDK_DIR), "-o", str(out), *sources]
+    if echo:
+        echo(shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"compiling {fn['name']} took longer than {COMPILE_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        raise BuildError(f"compiling {fn['name']} failed:\n{proc.stderr.strip()}")
+    if echo and proc.stderr.strip():
+        echo(proc.stderr.rstrip())  # warnings
+    return out

@@ -1,0 +1,796 @@
+/* edge_hive.h: the Edge Hive C SDK, guest ABI v1 (see docs/abi.md). One header, no other files.
+ *
+ * A function is one .c file that includes this header and defines `handler`:
+ *
+ *     #include "edge_hive.h"
+ *
+ *     hive_response *handler(const hive_request *req) {
+ *         hive_str name;
+ *         if (hive_json_get_string(req->body, "name", &name) != 1) name = HIVE_STR("World");
+ *         hive_log(HIVE_LOG_INFO, "%.*s %.*s", HIVE_FMT(req->method), HIVE_FMT(req->path));
+ *         return hive_response_json(200, hive_fmt("{\"hello\":\"%s\"}", hive_json_escape(name)));
+ *     }
+ *
+ * Build it with `edge-hive function build <folder>` (zig cc --target=wasm32-wasi -mexec-model=reactor).
+ * The header defines the ABI exports itself, so include it in exactly one translation unit.
+ *
+ * Request (read-only, valid until handler returns):
+ *     req->method, req->path, req->query (raw, no '?'), req->body   hive_str: (ptr, len), binary-safe,
+ *                                                                   NOT NUL-terminated
+ *     req->headers[i].name / .value, i < req->header_count          in arrival order, names lowercase
+ *     hive_request_header(req, "Content-Type")                      first value, case-insensitive;
+ *                                                                   .ptr == NULL when absent
+ *     hive_request_header_next(req, "accept", &it, &value)          every value of a repeated header
+ * Response:
+ *     hive_response_new(status), hive_response_add_header(res, name, value) (or _add_header_n with
+ *     lengths), hive_response_set_body(res, data, len), hive_response_append(res, data, len),
+ *     hive_response_printf(res, fmt, ...),
+ *     hive_response_set_status(res, status); one-liners hive_response_json(status, json) and
+ *     hive_response_text(status, text). Return the response from handler; returning NULL sends a 500.
+ * Helpers: hive_log(level, fmt, ...), hive_fmt(fmt, ...), hive_cstr(s), hive_str_of(cstr),
+ *     hive_str_eq(s, cstr), hive_json_get_string(json, key, &out), hive_json_escape(s),
+ *     hive_tmp_alloc(n).
+ *
+ * Memory: whatever the SDK hands out (responses, hive_fmt, hive_cstr, JSON results, hive_tmp_alloc) is
+ * freed by the SDK when the request ends; never free it and never keep it across requests. If memory
+ * runs out anywhere, the response becomes a 500 and the helpers return "" (or a no-op response), so a
+ * handler needs no NULL checks. Builders reject (return -1, log a warning) headers the host would
+ * refuse: names that are not HTTP tokens or longer than 256 bytes, values with CR, LF or NUL or
+ * longer than 16 KiB, more than 256 headers.
+ *
+ * Natively (no __wasm__) the same code compiles without the exports, so a handler can be unit-tested:
+ * call hive_dispatch(envelope, len, &out_len) and read the response envelope it returns.
+ */
+#ifndef EDGE_HIVE_H
+#define EDGE_HIVE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HIVE_ABI_VERSION 1
+#define HIVE_MAX_HEADERS 256
+#define HIVE_MAX_HEADER_NAME 256
+#define HIVE_MAX_HEADER_VALUE 16384
+#define HIVE_JSON_MAX_DEPTH 64
+
+enum { HIVE_LOG_DEBUG = 0, HIVE_LOG_INFO = 1, HIVE_LOG_WARN = 2, HIVE_LOG_ERROR = 3 };
+
+typedef struct hive_str { const char *ptr; size_t len; } hive_str;
+typedef struct hive_header { hive_str name, value; } hive_header;
+typedef struct hive_request {
+    hive_str method, path, query, body;
+    const hive_header *headers;
+    size_t header_count;
+} hive_request;
+typedef struct hive_response hive_response;
+
+/* A hive_str from a string literal, and the two printf arguments for "%.*s". */
+#define HIVE_STR(lit) ((hive_str){ (lit), sizeof(lit) - 1 })
+#define HIVE_FMT(s) (int)(s).len, (s).ptr
+
+/* You write this one. */
+hive_response *handler(const hive_request *req);
+
+#define HIVE_FN static __attribute__((unused))
+#define HIVE_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* ---- logging ---------------------------------------------------------------------------------- */
+
+#ifdef __wasm__
+__attribute__((import_module("hive"), import_name("log")))
+void hive__host_log(int32_t level, const char *ptr, size_t len);
+#endif
+
+static void hive__emit_log(int level, const char *msg, size_t len) {
+    if (level < HIVE_LOG_DEBUG) level = HIVE_LOG_DEBUG;
+    if (level > HIVE_LOG_ERROR) level = HIVE_LOG_ERROR;
+#ifdef __wasm__
+    hive__host_log(level, msg, len);
+#else
+    static const char *const names[] = { "debug", "info", "warn", "error" };
+    fprintf(stderr, "[%s] %.*s\n", names[level], (int)len, msg);
+#endif
+}
+
+HIVE_FN HIVE_PRINTF(2, 3) void hive_log(int level, const char *fmt, ...) {
+    char stack[512], *msg = stack;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(stack, sizeof stack, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof stack) {
+        /* Long lines are rare; try the heap once and fall back to the truncated line. */
+        char *big = malloc((size_t)n + 1);
+        if (big) {
+            va_start(ap, fmt);
+            vsnprintf(big, (size_t)n + 1, fmt, ap);
+            va_end(ap);
+            msg = big;
+        } else {
+            n = (int)sizeof stack - 1;
+        }
+    }
+    hive__emit_log(level, msg, (size_t)n);
+    if (msg != stack) free(msg);
+}
+
+/* ---- per-request memory ----------------------------------------------------------------------- */
+
+typedef union hive__blk { union hive__blk *next; max_align_t align_; } hive__blk;
+typedef struct hive__buf { uint8_t *p; size_t len, cap; } hive__buf;
+
+struct hive_response {
+    hive_response *next;
+    uint32_t status, header_count;
+    hive__buf head, body;        /* head: the encoded headers, ready to copy */
+    const char *error;           /* set: send a 500 with this message instead */
+};
+
+static hive__blk *hive__blocks;
+static hive_response *hive__responses;
+static uint8_t *hive__last_out;
+static int hive__oom;
+/* Handed out when calloc fails, so builder calls stay harmless no-ops. */
+static hive_response hive__dead = { .error = "out of memory" };
+
+/* Memory that lives until the request ends. NULL (and a 500 response) when out of memory. */
+HIVE_FN void *hive_tmp_alloc(size_t n) {
+    hive__blk *b = n <= SIZE_MAX - sizeof *b ? malloc(sizeof *b + n) : NULL;
+    if (!b) {
+        hive__oom = 1;
+        return NULL;
+    }
+    b->next = hive__blocks;
+    hive__blocks = b;
+    return b + 1;
+}
+
+static void hive__release(void) {
+    while (hive__blocks) {
+        hive__blk *b = hive__blocks;
+        hive__blocks = b->next;
+        free(b);
+    }
+    while (hive__responses) {
+        hive_response *r = hive__responses;
+        hive__responses = r->next;
+        free(r->head.p);
+        free(r->body.p);
+        free(r);
+    }
+}
+
+static int hive__reserve(hive__buf *b, size_t extra) {
+    if (extra <= b->cap - b->len) return 0;
+    if (extra > SIZE_MAX / 2 - b->len) return -1;
+    size_t want = b->len + extra, cap = b->cap ? b->cap : 64;
+    while (cap < want) cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void hive__put_u32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* ---- strings ---------------------------------------------------------------------------------- */
+
+HIVE_FN hive_str hive_str_of(const char *s) {
+    hive_str r = { s ? s : "", s ? strlen(s) : 0 };
+    return r;
+}
+
+HIVE_FN int hive_str_eq(hive_str s, const char *cstr) {
+    size_t n = strlen(cstr);
+    return s.len == n && (n == 0 || memcmp(s.ptr, cstr, n) == 0);
+}
+
+static int hive__ieq(hive_str s, const char *cstr, size_t n) {
+    if (s.len != n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)s.ptr[i], b = (unsigned char)cstr[i];
+        if (a >= 'A' && a <= 'Z') a += 32;
+        if (b >= 'A' && b <= 'Z') b += 32;
+        if (a != b) return 0;
+    }
+    return 1;
+}
+
+/* A NUL-terminated copy that lives until the request ends. */
+HIVE_FN const char *hive_cstr(hive_str s) {
+    char *p = s.len < SIZE_MAX ? hive_tmp_alloc(s.len + 1) : NULL;
+    if (!p) return "";
+    if (s.len) memcpy(p, s.ptr, s.len);
+    p[s.len] = 0;
+    return p;
+}
+
+/* printf into memory that lives until the request ends. */
+HIVE_FN HIVE_PRINTF(1, 2) const char *hive_fmt(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *p = n < 0 ? NULL : hive_tmp_alloc((size_t)n + 1);
+    if (!p) return "";
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+/* ---- request ---------------------------------------------------------------------------------- */
+
+/* Values of header `name` (any case) one by one; start with *iter = 0. Returns 1, or 0 when done. */
+HIVE_FN int hive_request_header_next(const hive_request *req, const char *name, size_t *iter, hive_str *value) {
+    size_t n = strlen(name);
+    for (size_t i = *iter; i < req->header_count; i++) {
+        if (hive__ieq(req->headers[i].name, name, n)) {
+            *value = req->headers[i].value;
+            *iter = i + 1;
+            return 1;
+        }
+    }
+    *iter = req->header_count;
+    return 0;
+}
+
+HIVE_FN hive_str hive_request_header(const hive_request *req, const char *name) {
+    hive_str v = { NULL, 0 };
+    size_t it = 0;
+    hive_request_header_next(req, name, &it, &v);
+    return v;
+}
+
+typedef struct hive__rd { const uint8_t *p; size_t len, pos; } hive__rd;
+
+static int hive__u32(hive__rd *r, uint32_t *v) {
+    if (r->len - r->pos < 4) return -1;
+    const uint8_t *p = r->p + r->pos;
+    *v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    r->pos += 4;
+    return 0;
+}
+
+static int hive__field(hive__rd *r, hive_str *s) {
+    uint32_t n;
+    if (hive__u32(r, &n) || r->len - r->pos < n) return -1;
+    s->ptr = (const char *)r->p + r->pos;
+    s->len = n;
+    r->pos += n;
+    return 0;
+}
+
+/* 0 ok, -1 malformed, -2 out of memory. */
+static int hive__decode(const uint8_t *buf, size_t len, hive_request *req) {
+    hive__rd r = { buf, len, 0 };
+    uint32_t count;
+    memset(req, 0, sizeof *req);
+    if (!buf || hive__field(&r, &req->method) || hive__field(&r, &req->path) ||
+        hive__field(&r, &req->query) || hive__u32(&r, &count))
+        return -1;
+    /* Each header takes at least 8 bytes, so a lying count can't ask for a huge array. */
+    if (count > (r.len - r.pos) / 8) return -1;
+    hive_header *h = NULL;
+    if (count && !(h = hive_tmp_alloc(count * sizeof *h))) return -2;
+    for (uint32_t i = 0; i < count; i++)
+        if (hive__field(&r, &h[i].name) || hive__field(&r, &h[i].value)) return -1;
+    if (hive__field(&r, &req->body) || r.pos != r.len) return -1;
+    req->headers = h;
+    req->header_count = count;
+    return 0;
+}
+
+/* ---- response --------------------------------------------------------------------------------- */
+
+HIVE_FN int hive_response_set_status(hive_response *res, int status) {
+    if (!res || res->error) return -1;
+    if (status < 100 || status > 599) {
+        hive_log(HIVE_LOG_ERROR, "invalid HTTP status %d", status);
+        res->error = "the handler set an invalid HTTP status";
+        return -1;
+    }
+    res->status = (uint32_t)status;
+    return 0;
+}
+
+HIVE_FN hive_response *hive_response_new(int status) {
+    hive_response *r = calloc(1, sizeof *r);
+    if (!r) {
+        hive__oom = 1;
+        return &hive__dead;
+    }
+    r->next = hive__responses;
+    hive__responses = r;
+    hive_response_set_status(r, status);
+    return r;
+}
+
+static int hive__is_token(const char *s, size_t n) {
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (n == 0 || n > HIVE_MAX_HEADER_NAME) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c != 0 && strchr(extra, c) != NULL);
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+HIVE_FN int hive_response_add_header_n(hive_response *res, const char *name, size_t name_len,
+                                       const char *value, size_t value_len) {
+    if (!res || res->error) return -1;
+    const char *why = NULL;
+    if (res->header_count >= HIVE_MAX_HEADERS) why = "more than 256 headers";
+    else if (!hive__is_token(name, name_len)) why = "the name is not an HTTP token of 1 to 256 bytes";
+    else if (value_len > HIVE_MAX_HEADER_VALUE) why = "the value is longer than 16 KiB";
+    else if (value_len && (memchr(value, '\r', value_len) || memchr(value, '\n', value_len) ||
+                           memchr(value, 0, value_len)))
+        why = "the value contains CR, LF or NUL";
+    if (why) {
+        hive_log(HIVE_LOG_WARN, "dropped response header \"%.*s\": %s", (int)(name_len < 64 ? name_len : 64),
+                 name, why);
+        return -1;
+    }
+    if (hive__reserve(&res->head, 8 + name_len + value_len)) {
+        hive__oom = 1;
+        return -1;
+    }
+    uint8_t *p = res->head.p + res->head.len;
+    hive__put_u32(p, (uint32_t)name_len);
+    memcpy(p + 4, name, name_len);
+    hive__put_u32(p + 4 + name_len, (uint32_t)value_len);
+    if (value_len) memcpy(p + 8 + name_len, value, value_len);
+    res->head.len += 8 + name_len + value_len;
+    res->header_count++;
+    return 0;
+}
+
+HIVE_FN int hive_response_add_header(hive_response *res, const char *name, const char *value) {
+    if (!name || !value) return -1;
+    return hive_response_add_header_n(res, name, strlen(name), value, strlen(value));
+}
+
+HIVE_FN int hive_response_append(hive_response *res, const void *data, size_t len) {
+    if (!res || res->error) return -1;
+    if (len == 0) return 0;
+    if (hive__reserve(&res->body, len)) {
+        hive__oom = 1;
+        return -1;
+    }
+    memcpy(res->body.p + res->body.len, data, len);
+    res->body.len += len;
+    return 0;
+}
+
+HIVE_FN int hive_response_set_body(hive_response *res, const void *data, size_t len) {
+    if (!res || res->error) return -1;
+    res->body.len = 0;
+    return hive_response_append(res, data, len);
+}
+
+HIVE_FN HIVE_PRINTF(2, 3) int hive_response_printf(hive_response *res, const char *fmt, ...) {
+    if (!res || res->error) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    if (hive__reserve(&res->body, (size_t)n + 1)) { /* +1: vsnprintf writes a NUL */
+        hive__oom = 1;
+        return -1;
+    }
+    va_start(ap, fmt);
+    vsnprintf((char *)res->body.p + res->body.len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    res->body.len += (size_t)n;
+    return 0;
+}
+
+static hive_response *hive__simple(int status, const char *type, const char *body) {
+    hive_response *r = hive_response_new(status);
+    hive_response_add_header(r, "content-type", type);
+    if (body) hive_response_set_body(r, body, strlen(body));
+    return r;
+}
+
+/* `json` must already be JSON text; build strings inside it with hive_json_escape. */
+HIVE_FN hive_response *hive_response_json(int status, const char *json) {
+    return hive__simple(status, "application/json", json);
+}
+
+HIVE_FN hive_response *hive_response_text(int status, const char *text) {
+    return hive__simple(status, "text/plain; charset=utf-8", text);
+}
+
+/* ---- JSON ------------------------------------------------------------------------------------- */
+
+typedef struct hive__js { const uint8_t *p, *end; int depth; } hive__js;
+
+static void hive__ws(hive__js *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static int hive__hex4(const uint8_t *p, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        uint8_t c = p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Validates the string at j->p (the opening quote) and returns its raw contents. */
+static int hive__js_string(hive__js *j, hive_str *raw, int *escaped) {
+    if (j->p >= j->end || *j->p != '"') return -1;
+    const uint8_t *start = ++j->p;
+    *escaped = 0;
+    while (j->p < j->end) {
+        uint8_t c = *j->p;
+        if (c == '"') {
+            raw->ptr = (const char *)start;
+            raw->len = (size_t)(j->p - start);
+            j->p++;
+            return 0;
+        }
+        if (c < 0x20) return -1;
+        if (c != '\\') {
+            j->p++;
+            continue;
+        }
+        *escaped = 1;
+        if (j->end - j->p < 2) return -1;
+        switch (j->p[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            j->p += 2;
+            break;
+        case 'u': {
+            uint32_t u;
+            if (j->end - j->p < 6 || hive__hex4(j->p + 2, &u)) return -1;
+            j->p += 6;
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static size_t hive__utf8_put(uint32_t cp, char *out) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Decodes a string hive__js_string validated. The output is never longer than the input. */
+static size_t hive__js_unescape(hive_str raw, char *out) {
+    const uint8_t *p = (const uint8_t *)raw.ptr, *e = p + raw.len;
+    size_t n = 0;
+    while (p < e) {
+        if (*p != '\\') {
+            out[n++] = (char)*p++;
+            continue;
+        }
+        uint8_t c = p[1];
+        p += 2;
+        switch (c) {
+        case 'b': out[n++] = '\b'; break;
+        case 'f': out[n++] = '\f'; break;
+        case 'n': out[n++] = '\n'; break;
+        case 'r': out[n++] = '\r'; break;
+        case 't': out[n++] = '\t'; break;
+        case 'u': {
+            uint32_t u, lo;
+            hive__hex4(p, &u);
+            p += 4;
+            if (u >= 0xD800 && u < 0xDC00 && e - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+                hive__hex4(p + 2, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            if (u >= 0xD800 && u < 0xE000) u = 0xFFFD; /* a lone surrogate has no UTF-8 form */
+            n += hive__utf8_put(u, out + n);
+            break;
+        }
+        default: out[n++] = (char)c; /* " \ / */
+        }
+    }
+    return n;
+}
+
+static int hive__js_value(hive__js *j);
+
+static int hive__js_lit(hive__js *j, const char *lit) {
+    size_t n = strlen(lit);
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0) return -1;
+    j->p += n;
+    return 0;
+}
+
+static int hive__digits(hive__js *j) {
+    const uint8_t *s = j->p;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
+    return j->p > s ? 0 : -1;
+}
+
+static int hive__js_number(hive__js *j) {
+    if (j->p < j->end && *j->p == '-') j->p++;
+    if (j->p < j->end && *j->p == '0') j->p++;
+    else if (j->p >= j->end || *j->p < '1' || *j->p > '9' || hive__digits(j)) return -1;
+    if (j->p < j->end && *j->p == '.' && (j->p++, hive__digits(j))) return -1;
+    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+        j->p++;
+        if (j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
+        if (hive__digits(j)) return -1;
+    }
+    return 0;
+}
+
+/* Members of an object or array whose opening bracket was consumed; calls `visit` for object keys. */
+static int hive__js_members(hive__js *j, uint8_t close,
+                            int (*visit)(void *ctx, hive__js *j, hive_str key, int escaped), void *ctx) {
+    hive_str key;
+    int esc;
+    if (++j->depth > HIVE_JSON_MAX_DEPTH) return -1;
+    hive__ws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        j->depth--;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            hive__ws(j);
+            if (hive__js_string(j, &key, &esc)) return -1;
+            hive__ws(j);
+            if (j->p >= j->end || *j->p != ':') return -1;
+            j->p++;
+            hive__ws(j);
+            if (visit ? visit(ctx, j, key, esc) : hive__js_value(j)) return -1;
+        } else if (hive__js_value(j)) {
+            return -1;
+        }
+        hive__ws(j);
+        if (j->p >= j->end) return -1;
+        if (*j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (*j->p != close) return -1;
+        j->p++;
+        j->depth--;
+        return 0;
+    }
+}
+
+static int hive__js_value(hive__js *j) {
+    hive_str raw;
+    int esc;
+    hive__ws(j);
+    if (j->p >= j->end) return -1;
+    switch (*j->p) {
+    case '"': return hive__js_string(j, &raw, &esc);
+    case 't': return hive__js_lit(j, "true");
+    case 'f': return hive__js_lit(j, "false");
+    case 'n': return hive__js_lit(j, "null");
+    case '{': j->p++; return hive__js_members(j, '}', NULL, NULL);
+    case '[': j->p++; return hive__js_members(j, ']', NULL, NULL);
+    default: return hive__js_number(j);
+    }
+}
+
+typedef struct hive__js_find { const char *key; size_t key_len; int found; hive_str raw; int escaped; } hive__js_find;
+
+static int hive__js_find_visit(void *ctx, hive__js *j, hive_str key, int escaped) {
+    hive__js_find *f = ctx;
+    int match = 0;
+    if (!escaped) {
+        match = key.len == f->key_len && memcmp(key.ptr, f->key, key.len) == 0;
+    } else if (key.len >= f->key_len) { /* unescaping only shrinks */
+        char *k = hive_tmp_alloc(key.len);
+        match = k && hive__js_unescape(key, k) == f->key_len && memcmp(k, f->key, f->key_len) == 0;
+    }
+    if (!match) return hive__js_value(j);
+    f->found = j->p < j->end && *j->p == '"'; /* the last duplicate wins, as in JSON.parse */
+    return f->found ? hive__js_string(j, &f->raw, &f->escaped) : hive__js_value(j);
+}
+
+/* Reads the top-level string field `key` of the JSON object `json`.
+ * Returns 1 and sets *out (decoded UTF-8, NUL-terminated, lives until the request ends); 0 when the
+ * field is absent or not a string; -1 when `json` is not a valid JSON object. */
+HIVE_FN int hive_json_get_string(hive_str json, const char *key, hive_str *out) {
+    hive__js j = { (const uint8_t *)json.ptr, (const uint8_t *)json.ptr + json.len, 0 };
+    hive__js_find f = { key, strlen(key), 0, { NULL, 0 }, 0 };
+    out->ptr = "";
+    out->len = 0;
+    if (!json.ptr) return -1;
+    hive__ws(&j);
+    if (j.p >= j.end || *j.p != '{') return -1;
+    j.p++;
+    if (hive__js_members(&j, '}', hive__js_find_visit, &f)) return -1;
+    hive__ws(&j);
+    if (j.p != j.end) return -1;
+    if (!f.found) return 0;
+    char *s = hive_tmp_alloc(f.raw.len + 1);
+    if (!s) return 0;
+    out->len = f.escaped ? hive__js_unescape(f.raw, s) : f.raw.len;
+    if (!f.escaped && f.raw.len) memcpy(s, f.raw.ptr, f.raw.len);
+    s[out->len] = 0;
+    out->ptr = s;
+    return 1;
+}
+
+/* Length of the well-formed UTF-8 sequence at p, or -k: an ill-formed one whose first k bytes are
+ * replaced by one U+FFFD (Unicode's "maximal subpart" rule, as Python and browsers do). */
+static int hive__utf8_seq(const uint8_t *p, size_t n) {
+    uint8_t c = p[0], lo = 0x80, hi = 0xBF;
+    int need;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return -1;
+    for (int i = 1; i <= need; i++) {
+        if ((size_t)i >= n || p[i] < lo || p[i] > hi) return -i;
+        lo = 0x80, hi = 0xBF;
+    }
+    return need + 1;
+}
+
+/* `s` escaped for use between the quotes of a JSON string, NUL-terminated, living until the request
+ * ends. Ill-formed UTF-8 becomes U+FFFD, so the result is always valid JSON. */
+HIVE_FN const char *hive_json_escape(hive_str s) {
+    static const char hex[] = "0123456789abcdef";
+    if (s.len > (SIZE_MAX - 1) / 6) return "";
+    char *out = hive_tmp_alloc(s.len * 6 + 1);
+    if (!out) return "";
+    const uint8_t *p = (const uint8_t *)s.ptr;
+    size_t i = 0, n = 0;
+    while (i < s.len) {
+        uint8_t c = p[i];
+        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                        : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+        if (esc) {
+            out[n++] = esc[0];
+            out[n++] = esc[1];
+            i++;
+        } else if (c < 0x20) {
+            memcpy(out + n, "\\u00", 4);
+            out[n + 4] = hex[c >> 4];
+            out[n + 5] = hex[c & 15];
+            n += 6;
+            i++;
+        } else {
+            int k = hive__utf8_seq(p + i, s.len - i);
+            if (k > 0) {
+                memcpy(out + n, p + i, (size_t)k);
+                n += (size_t)k;
+                i += (size_t)k;
+            } else {
+                memcpy(out + n, "\xEF\xBF\xBD", 3);
+                n += 3;
+                i += (size_t)-k;
+            }
+        }
+    }
+    out[n] = 0;
+    return out;
+}
+
+/* ---- dispatch and the ABI exports ------------------------------------------------------------- */
+
+static const uint8_t *hive__fixed(uint32_t status, const char *code, const char *message, size_t *out_len) {
+    /* No allocation: this is the answer when there is no memory or no trustworthy input. */
+    static uint8_t buf[256];
+    static const char name[] = "content-type", type[] = "application/json";
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
+    size_t blen = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
+    uint8_t *p = buf;
+    hive__put_u32(p, status);
+    hive__put_u32(p + 4, 1);
+    hive__put_u32(p + 8, sizeof name - 1);
+    memcpy(p + 12, name, sizeof name - 1);
+    p += 12 + sizeof name - 1;
+    hive__put_u32(p, sizeof type - 1);
+    memcpy(p + 4, type, sizeof type - 1);
+    p += 4 + sizeof type - 1;
+    hive__put_u32(p, (uint32_t)blen);
+    memcpy(p + 4, body, blen);
+    *out_len = (size_t)(p + 4 + blen - buf);
+    return buf;
+}
+
+static uint8_t *hive__encode(const hive_response *r, size_t *out_len) {
+    if (r->body.len > UINT32_MAX - 12 - r->head.len) return NULL;
+    size_t n = 12 + r->head.len + r->body.len;
+    uint8_t *p = malloc(n);
+    if (!p) return NULL;
+    hive__put_u32(p, r->status);
+    hive__put_u32(p + 4, r->header_count);
+    if (r->head.len) memcpy(p + 8, r->head.p, r->head.len);
+    hive__put_u32(p + 8 + r->head.len, (uint32_t)r->body.len);
+    if (r->body.len) memcpy(p + 12 + r->head.len, r->body.p, r->body.len);
+    *out_len = n;
+    return p;
+}
+
+/* Decodes a request envelope, runs handler and returns the response envelope, which stays valid until
+ * the next call. Never fails: a malformed envelope yields a 400, a failed handler a 500. */
+HIVE_FN const uint8_t *hive_dispatch(const uint8_t *req, size_t len, size_t *out_len) {
+    static hive_request request;
+    const uint8_t *out = NULL;
+    free(hive__last_out);
+    hive__last_out = NULL;
+    hive__oom = 0;
+    int rc = hive__decode(req, len, &request);
+    if (rc == -1) {
+        out = hive__fixed(400, "bad_request", "malformed request envelope", out_len);
+    } else if (rc == 0) {
+        hive_response *res = handler(&request);
+        if (hive__oom) out = NULL;
+        else if (!res) out = hive__fixed(500, "handler_failed", "the handler returned no response", out_len);
+        else if (res->error) out = hive__fixed(500, "handler_failed", res->error, out_len);
+        else out = hive__last_out = hive__encode(res, out_len);
+    }
+    hive__release(); /* the envelope is a separate block: peak memory stays at one copy of the body */
+    return out ? out : hive__fixed(500, "out_of_memory", "the function ran out of memory", out_len);
+}
+
+#ifdef __wasm__
+void hive_abi_v1(void);
+void *hive_alloc(uint32_t size);
+void hive_free(void *ptr, uint32_t size);
+int64_t hive_handle(const uint8_t *req, uint32_t len);
+
+__attribute__((export_name("hive_abi_v1"))) void hive_abi_v1(void) {}
+
+/* malloc, never an arena: the host keeps this buffer across requests. */
+__attribute__((export_name("hive_alloc"))) void *hive_alloc(uint32_t size) { return malloc(size ? size : 1); }
+
+__attribute__((export_name("hive_free"))) void hive_free(void *ptr, uint32_t size) {
+    (void)size;
+    free(ptr);
+}
+
+__attribute__((export_name("hive_handle"))) int64_t hive_handle(const uint8_t *req, uint32_t len) {
+    size_t n;
+    const uint8_t *out = hive_dispatch(req, len, &n);
+    return (int64_t)((uint64_t)(uintptr_t)out << 32 | (uint64_t)n);
+}
+#endif
+
+#endif /* EDGE_HIVE_H */
