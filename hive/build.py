@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import shlex
 import subprocess
@@ -51,14 +52,47 @@ def load_function_manifest(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def build_function(path: str | Path, *, echo: Callable[[str], None] | None = None) -> Path:
+# Other languages live in hive/toolchains/<module>.py as `build(folder, fn, echo) -> Path`.
+TOOLCHAINS = {
+    "zig": "hive.toolchains.zig",
+    "rust": "hive.toolchains.rust",
+    "assemblyscript": "hive.toolchains.assemblyscript",
+}
+
+Echo = Callable[[str], None]
+
+
+def build_function(path: str | Path, *, echo: Echo | None = None) -> Path:
     """Compile the function at `path` to <folder>/<name>.wasm and return that path."""
     file = _manifest_path(path)
     fn = load_function_manifest(file)["function"]
     folder = file.parent
     language = fn["language"]
-    if language != "c":
-        raise BuildError(f"language {language} is not supported yet")
+    if language == "c":
+        return build_c(folder, fn, echo)
+    module = TOOLCHAINS.get(language)
+    if module is None:
+        raise BuildError(f"unknown language {language!r}: use one of c, {', '.join(TOOLCHAINS)}")
+    return importlib.import_module(module).build(folder, fn, echo)
+
+
+def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[str, str] | None = None) -> None:
+    """Run one toolchain command; its failure becomes a BuildError carrying the tool's output."""
+    if echo:
+        echo(shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{what} took longer than {COMPILE_TIMEOUT_S} s") from None
+    except FileNotFoundError:
+        raise BuildError(f"{what}: {cmd[0]} not found") from None
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed:\n{(proc.stderr or proc.stdout).strip()}")
+    if echo and proc.stderr.strip():
+        echo(proc.stderr.rstrip())  # warnings and progress
+
+
+def build_c(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     sources = fn.get("sources") or sorted(p.name for p in folder.glob("*.c"))
     if not sources:
         raise BuildError(f"{folder}: no C sources (set [function] sources or add a .c file)")
@@ -69,14 +103,5 @@ def build_function(path: str | Path, *, echo: Callable[[str], None] | None = Non
         raise BuildError(f"the C toolchain is missing: install it with `pip install ziglang` (into {sys.executable})")
     out = folder / f"{fn['name']}.wasm"
     cmd = [sys.executable, "-m", "ziglang", "cc", *WASM_CFLAGS, "-I", str(C_SDK_DIR), "-o", str(out), *sources]
-    if echo:
-        echo(shlex.join(cmd))
-    try:
-        proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"compiling {fn['name']} took longer than {COMPILE_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        raise BuildError(f"compiling {fn['name']} failed:\n{proc.stderr.strip()}")
-    if echo and proc.stderr.strip():
-        echo(proc.stderr.rstrip())  # warnings
+    run_tool(cmd, folder, f"compiling {fn['name']}", echo)
     return out

@@ -30,7 +30,7 @@ DEFAULT_WASI = ("clocks", "random", "stdio", "env")
 
 
 def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = repr(name)[:80]
         raise InvalidName(
             f"invalid function name {shown}: use 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter"

@@ -130,6 +130,8 @@ class Registry:
     # Writes: each is one transaction.
 
     def deploy(self, name: str, wasm: bytes, manifest: Manifest, sha256: str | None = None) -> VersionRecord:
+        if not isinstance(wasm, bytes):  # with a given sha256 nothing else would catch it
+            raise TypeError(f"wasm must be bytes, not {type(wasm).__name__}")
         sha = sha256 or sha256_hex(wasm)
         with self.env.begin(write=True) as txn:
             raw = txn.get(name.encode(), db=self._functions)
@@ -208,11 +210,20 @@ def check_integrity(registry: Registry) -> list[str]:
             elif sha256_hex(blob) != rec.sha256 or len(blob) != rec.size:
                 problems.append(f"{rec.name} v{rec.version}: blob does not match its sha256")
             refs[rec.sha256.encode()] = refs.get(rec.sha256.encode(), 0) + 1
-        for key, raw in txn.cursor(db=registry._refs):
-            if refs.get(key) != _u(raw):
-                problems.append(f"refcount of {key.decode()} is {_u(raw)}, expected {refs.get(key)}")
+        stored = {key: _u(raw) for key, raw in txn.cursor(db=registry._refs)}
+        for key in stored.keys() | refs.keys():
+            if refs.get(key) != stored.get(key):
+                problems.append(f"refcount of {key.decode()} is {stored.get(key)}, expected {refs.get(key)}")
+        for key in txn.cursor(db=registry._blobs).iternext(values=False):
+            if key not in refs:
+                problems.append(f"blob {key.decode()} is not used by any version")
+        names = set()
         for _key, raw in txn.cursor(db=registry._functions):
             fn = _dec_fn.decode(raw)
+            names.add(fn.name)
             if txn.get(_vkey(fn.name, fn.current), db=registry._versions) is None:
                 problems.append(f"{fn.name}: current version {fn.current} missing")
+        for key in txn.cursor(db=registry._versions).iternext(values=False):
+            if key.split(b"\x00", 1)[0].decode() not in names:
+                problems.append(f"version {key!r} belongs to no function")
     return problems

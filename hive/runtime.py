@@ -72,7 +72,7 @@ class Runtime:
         self.failed = {k: v for k, v in self.failed.items() if k in current}
         for name, rec in current.items():
             have = self.functions.get(name)
-            if have is not None and have.record.version == rec.version and have.record.sha256 == rec.sha256:
+            if have is not None and have.record == rec:
                 continue
             try:
                 loaded = self._load(rec)
@@ -89,9 +89,10 @@ class Runtime:
 
     def _load(self, rec: VersionRecord) -> Loaded:
         allowed = rec.manifest.allowed_wasi_imports()
-        path = self.sandbox.artifact_path(rec.sha256)
-        wasm = None if path.exists() else self.registry.blob(rec.sha256)
-        compiled = self.sandbox.load(rec.sha256, wasm, allowed)
+        try:
+            compiled = self.sandbox.load(rec.sha256, None, allowed)
+        except FileNotFoundError:  # not cached here, or the cached artifact was unusable
+            compiled = self.sandbox.load(rec.sha256, self.registry.blob(rec.sha256), allowed)
         max_req = rec.manifest.limits.max_request_bytes
         loaded = Loaded(rec, compiled, limits_for(rec.manifest, self.settings),
                         self.settings.max_request_bytes if max_req is None else max_req)

@@ -158,6 +158,7 @@ class Sandbox:
                 module = Module.deserialize_file(self.engine, str(path))
             except WasmtimeError as e:
                 log.warning("artifact %s unusable (%s); recompiling", path.name, _first_line(e))
+                path.unlink(missing_ok=True)  # else _write_artifact keeps the bad file forever
             else:
                 return self._prepare(sha256, module, allowed_wasi)
         if wasm is None:

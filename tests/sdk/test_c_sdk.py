@@ -546,9 +546,9 @@ def test_hello_responses(hello_build: tuple[Path, list[str]]) -> None:
     assert guest.log_lines == []
 
 
-def test_build_rejects_other_languages(tmp_path: Path) -> None:
-    (tmp_path / "hive.toml").write_text('[function]\nname = "z"\nlanguage = "zig"\n')
-    with pytest.raises(BuildError, match="language zig is not supported yet"):
+def test_build_rejects_unknown_languages(tmp_path: Path) -> None:
+    (tmp_path / "hive.toml").write_text('[function]\nname = "z"\nlanguage = "cobol"\n')
+    with pytest.raises(BuildError, match="unknown language 'cobol'"):
         build_function(tmp_path / "hive.toml")
 
 
