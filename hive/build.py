@@ -66,7 +66,7 @@ def build_function(path: str | Path, *, echo: Echo | None = None) -> Path:
     """Compile the function at `path` to <folder>/<name>.wasm and return that path."""
     file = _manifest_path(path)
     fn = load_function_manifest(file)["function"]
-    folder = file.parent
+    folder = file.parent.resolve()
     language = fn["language"]
     if language == "c":
         return build_c(folder, fn, echo)
