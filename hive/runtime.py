@@ -58,6 +58,9 @@ class Runtime:
         self.failed: dict[str, str] = {}  # name -> why it could not be loaded here
         self.generation = -1
         self._refill: set[str] = set()
+        # Counters that show the request path does no compile or instantiate in steady state.
+        self.loads = 0
+        self.instantiations = 0
 
     # Keeping up with the registry
 
@@ -97,10 +100,12 @@ class Runtime:
         loaded = Loaded(rec, compiled, limits_for(rec.manifest, self.settings),
                         self.settings.max_request_bytes if max_req is None else max_req)
         loaded.idle.append(self._instantiate(loaded))  # warm before it serves
+        self.loads += 1
         return loaded
 
     def _instantiate(self, loaded: Loaded) -> GuestInstance:
         rec = loaded.record
+        self.instantiations += 1
         ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest))
         return GuestInstance(self.sandbox, loaded.compiled, loaded.limits, ctx)
 
@@ -142,4 +147,5 @@ class Runtime:
         cold = sorted(n for n, f in self.functions.items() if not f.idle)
         ok = not self.failed and self.generation >= 0
         return ok, {"generation": self.generation, "warm": len(self.functions) - len(cold),
-                    "cold": cold, "failed": self.failed, "checked_at": time.time()}
+                    "cold": cold, "failed": self.failed, "loads": self.loads,
+                    "instantiations": self.instantiations, "checked_at": time.time()}

@@ -135,3 +135,19 @@ def test_guest_stdout_reaches_the_server_log_tagged(server: Server) -> None:
     assert server.deploy("printer", wat(PRINTER_WAT)).status_code == 201
     assert fresh(server, "POST", "/api/v1/edge/printer").status_code == 200
     assert re.search(r"\[printer v1 stdout\] marker-7f3a9c21", server.log()), server.log()[-2000:]
+
+
+def test_no_compile_or_instantiate_on_the_request_path(server: Server) -> None:
+    server.deploy("warm", wat(const_wat("warm")))
+    def counters() -> dict[int, tuple[int, int]]:
+        seen: dict[int, tuple[int, int]] = {}
+        for _ in range(200):
+            r = fresh(server, "GET", "/readyz").json()
+            seen[r["pid"]] = (r["loads"], r["instantiations"])
+            if len(seen) == 2:
+                break
+        return seen
+    before = counters()
+    for _ in range(100):
+        assert fresh(server, "POST", "/api/v1/edge/warm").text == "warm"
+    assert counters() == before
