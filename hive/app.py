@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -196,6 +197,24 @@ async def list_versions(request: Request) -> Response:
                          "versions": [version_json(v) for v in versions]})
 
 
+async def rollback(request: Request) -> Response:
+    require_admin(request)
+    hive = _hive(request)
+    name = validate_name(request.path_params["function"])
+    raw = await read_limited(request, 4096, "rollback body")
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+        version = body.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise BadRequest('rollback takes an optional JSON body {"version": <int>}') from None
+    rec = hive.registry.set_current(name, version)
+    hive.runtime.sync()
+    log.info("rolled %s back to v%d", name, rec.version)
+    return JSONResponse(version_json(rec))
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "pid": os.getpid()})
 
@@ -283,6 +302,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/v1/edge", list_functions, methods=["GET"]),
         Route("/api/v1/edge/deploy", deploy, methods=["POST"]),
         Route("/api/v1/edge/{function}/versions", list_versions, methods=["GET"]),
+        Route("/api/v1/edge/{function}/rollback", rollback, methods=["POST"]),
         Route("/api/v1/edge/{function}", invoke, methods=INVOKE_METHODS),
         Route("/api/v1/edge/{function}", delete_function, methods=["DELETE"]),
         # Supabase-style paths: any method, any sub-path.

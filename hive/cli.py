@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +48,61 @@ def serve(bind: str | None, workers: int | None, data_dir: str | None, config_fi
     settings = load_settings(env, {"bind": bind, "workers": workers, "data_dir": data_dir})
     settings = settings.replace(data_dir=str(settings.data_path))
     env.update(to_env(settings))
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:workers.gunicorn_conf"]
+    # A file path (not python:module) makes gunicorn re-read the settings on SIGHUP.
+    conf = importlib.util.find_spec("workers.gunicorn_conf").origin
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
     # exec: this process becomes the gunicorn master, so its PID is the server's.
     os.execvpe(argv[0], argv, env)
+
+
+def _master_pid(data_dir: str | None) -> int:
+    settings = load_settings(overrides={"data_dir": data_dir})
+    pidfile = settings.data_path / "edge-hive.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        _fail(f"no running server found through {pidfile} (is `edge-hive serve` running with this data dir?)")
+    return pid
+
+
+@main.command()
+@click.option("--data-dir", help="the server's data dir (default ./.hive)")
+def reload(data_dir: str | None) -> None:
+    """Reload gracefully: re-read settings and replace every worker (SIGHUP to the master)."""
+    pid = _master_pid(data_dir)
+    os.kill(pid, signal.SIGHUP)
+    click.echo(f"sent SIGHUP to the master (pid {pid}); new workers warm every function before they accept")
+
+
+@main.command()
+@click.option("--data-dir", help="the server's data dir (default ./.hive)")
+@click.option("--json", "as_json", is_flag=True)
+def status(data_dir: str | None, as_json: bool) -> None:
+    """Show the master, its workers (RSS, uptime) and the function count."""
+    import httpx
+    import psutil
+
+    pid = _master_pid(data_dir)
+    master = psutil.Process(pid)
+    now = time.time()
+    workers = [{"pid": w.pid, "rss_mib": round(w.memory_info().rss / 2**20, 1),
+                "uptime_s": round(now - w.create_time(), 1)} for w in master.children()]
+    bind = load_settings(overrides={"data_dir": data_dir}).bind
+    functions = None
+    try:
+        functions = httpx.get(f"http://{bind}/readyz", timeout=5).json().get("warm")
+    except (httpx.HTTPError, ValueError):
+        pass
+    info = {"master": {"pid": pid, "uptime_s": round(now - master.create_time(), 1)}, "bind": bind,
+            "workers": workers, "functions": functions}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"master  pid {pid}  up {info['master']['uptime_s']:.0f}s  listening on {bind}")
+    for w in workers:
+        click.echo(f"worker  pid {w['pid']:<7} rss {w['rss_mib']:>7.1f} MiB  up {w['uptime_s']:.0f}s")
+    click.echo(f"functions {functions if functions is not None else 'unknown (server not answering)'}")
 
 
 @main.command("settings")
@@ -175,6 +230,33 @@ def list_(client: Any, as_json: bool) -> None:
     click.echo(f"{'NAME':<24} {'VERSION':>7} {'SIZE':>9}  {'SHA256':<12}  DEPLOYED")
     for r in rows:
         click.echo(f"{r['function']:<24} {r['version']:>7} {r['size']:>9}  {r['sha256'][:12]}  {r['deployed_at']}")
+
+
+@function.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def versions(client: Any, name: str, as_json: bool) -> None:
+    """List the kept versions of a function; * marks the current one."""
+    data = client.admin("GET", f"/api/v1/edge/{name}/versions")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"  {'VERSION':>7} {'SIZE':>9}  {'SHA256':<12}  DEPLOYED")
+    for v in data["versions"]:
+        mark = "*" if v["version"] == data["current"] else " "
+        click.echo(f"{mark} {v['version']:>7} {v['size']:>9}  {v['sha256'][:12]}  {v['deployed_at']}")
+
+
+@function.command()
+@click.argument("name")
+@click.option("--to", "version", type=int, help="version to make current (default: the previous one)")
+@click.pass_obj
+def rollback(client: Any, name: str, version: int | None) -> None:
+    """Move the current-version pointer back, atomically."""
+    body = {} if version is None else {"version": version}
+    rec = client.admin("POST", f"/api/v1/edge/{name}/rollback", json=body)
+    click.echo(f"{name} now serves v{rec['version']} sha256={rec['sha256'][:12]}")
 
 
 @function.command()

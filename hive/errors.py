@@ -41,6 +41,10 @@ class FunctionNotFound(HiveError):
     code, status = "function_not_found", 404
 
 
+class NoPreviousVersion(HiveError):
+    code, status = "no_previous_version", 409
+
+
 class MethodNotAllowed(HiveError):
     code, status = "method_not_allowed", 405
 

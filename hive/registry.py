@@ -20,7 +20,7 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from hive.errors import FunctionNotFound, NotFound, RegistryError
+from hive.errors import FunctionNotFound, NoPreviousVersion, NotFound, RegistryError
 from hive.manifest import Manifest
 
 _GEN = b"generation"
@@ -150,19 +150,37 @@ class Registry:
             self._bump(txn)
         return rec
 
-    def set_current(self, name: str, version: int) -> VersionRecord:
+    def set_current(self, name: str, version: int | None = None) -> VersionRecord:
+        """Move the current pointer to `version`, or to the newest kept version below the current one."""
         with self.env.begin(write=True) as txn:
             raw = txn.get(name.encode(), db=self._functions)
             if raw is None:
                 raise FunctionNotFound(f"function {name!r} is not deployed")
+            fn = _dec_fn.decode(raw)
+            if version is None:
+                older = [v for v in self._version_numbers(txn, name) if v < fn.current]
+                if not older:
+                    raise NoPreviousVersion(f"function {name!r} has no kept version before v{fn.current}")
+                version = older[-1]
             vraw = txn.get(_vkey(name, version), db=self._versions)
             if vraw is None:
-                raise NotFound(f"function {name!r} has no version {version}")
-            fn = _dec_fn.decode(raw)
+                raise NotFound(f"function {name!r} has no version {version} (kept: "
+                               f"{', '.join(map(str, self._version_numbers(txn, name)))})")
             fn.current = version
             txn.put(name.encode(), _enc.encode(fn), db=self._functions)
             self._bump(txn)
             return _dec_ver.decode(vraw)
+
+    def _version_numbers(self, txn: lmdb.Transaction, name: str) -> list[int]:
+        prefix = name.encode() + b"\x00"
+        cur = txn.cursor(db=self._versions)
+        out = []
+        if cur.set_range(prefix):
+            for key in cur.iternext(values=False):
+                if not key.startswith(prefix):
+                    break
+                out.append(int.from_bytes(key[-4:], "big"))
+        return out
 
     def delete(self, name: str) -> None:
         with self.env.begin(write=True) as txn:
