@@ -16,9 +16,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hive import abi
 from hive.auth import bearer_matches, ensure_admin_token
@@ -310,4 +312,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/functions/v1/{function}/{rest:path}", invoke, methods=ALL_METHODS),
     ]
     handlers = {HiveError: hive_error, HTTPException: http_error, Exception: internal_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,  # type: ignore[arg-type]
+                    middleware=[Middleware(CloseWhenDraining)])
+    app.state.draining = False
+    return app
+
+
+class CloseWhenDraining:
+    """While the worker drains, every response says Connection: close (uvicorn then closes cleanly)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["app"].state.draining:
+            return await self.app(scope, receive, send)
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, receive, send_closing)

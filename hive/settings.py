@@ -53,6 +53,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_versions", int, 10, "versions kept per function"),
     Setting("registry_map_size_mb", int, 8192, "LMDB map size (sparse)"),
     Setting("graceful_timeout", int, 30, "seconds a worker gets to finish in-flight requests"),
+    Setting("drain_ms", int, 1000, "on reload or recycle, how long open connections may send one more request"),
+    Setting("worker_max_rss_mb", int, 1024, "recycle a worker whose RSS exceeds this (0: off)"),
+    Setting("worker_max_cpu_percent", float, 0.0, "recycle a worker whose CPU use stays above this (0: off)"),
+    Setting("worker_cpu_window_s", float, 30.0, "how long CPU use must stay above the ceiling"),
+    Setting("watchdog_interval_ms", int, 1000, "how often the watchdog samples RSS and CPU"),
     Setting("log_level", str, "info", "server log level"),
     Setting("access_log", _bool, False, "log every HTTP request in gunicorn's access log"),
 )
@@ -76,6 +81,11 @@ class Settings:
     keep_versions: int
     registry_map_size_mb: int
     graceful_timeout: int
+    drain_ms: int
+    worker_max_rss_mb: int
+    worker_max_cpu_percent: float
+    worker_cpu_window_s: float
+    watchdog_interval_ms: int
     log_level: str
     access_log: bool
 

@@ -1,11 +1,37 @@
-"""The gunicorn worker: uvicorn with uvloop and httptools, lifespan on (it warms every function)."""
+"""The gunicorn worker: uvicorn with uvloop and httptools, lifespan on (it warms every function before
+the worker accepts), a drain before graceful shutdown, and the psutil watchdog."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import sys
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
+
+from hive.settings import load_settings
+from workers.watchdog import Watchdog
+
+
+class DrainingServer(Server):
+    """Before uvicorn's graceful shutdown, stop accepting and let open connections send one more
+    request (answered with Connection: close), so a reload or recycle drops no keep-alive client."""
+
+    drain_s = 1.0
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        self.config.app.state.draining = True  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_s
+        while self.server_state.connections and loop.time() < deadline and not self.force_exit:
+            await asyncio.sleep(0.01)
+        await super().shutdown(sockets)
 
 
 class HiveWorker(UvicornWorker):
@@ -23,3 +49,26 @@ class HiveWorker(UvicornWorker):
         logger.handlers = self.log.error_log.handlers
         logger.setLevel(self.log.error_log.level)
         logger.propagate = False
+        self.settings = load_settings()
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = DrainingServer(config=self.config)
+        server.drain_s = self.settings.drain_ms / 1000
+        self._install_sigquit_handler()
+        s = self.settings
+
+        def trip(reason: str) -> None:
+            server.should_exit = True
+
+        watchdog = Watchdog(max_rss_mb=s.worker_max_rss_mb, max_cpu_percent=s.worker_max_cpu_percent,
+                            cpu_window_s=s.worker_cpu_window_s, interval_s=s.watchdog_interval_ms / 1000,
+                            on_trip=trip)
+        task = asyncio.create_task(watchdog.run()) if (s.worker_max_rss_mb or s.worker_max_cpu_percent) else None
+        try:
+            await server.serve(sockets=self.sockets)
+        finally:
+            if task:
+                task.cancel()
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
