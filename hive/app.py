@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psutil
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,11 +34,15 @@ from hive.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from hive.logs import FunctionLog, read_from, tail
 from hive.manifest import parse_manifest, validate_name
+from hive.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hive.metrics import exposition, function_stats
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
 from hive.sandbox import GuestContext, GuestInstance, Sandbox
 from hive.settings import Settings, load_settings
+from hive.telemetry import Telemetry
 
 log = logging.getLogger("hive.app")
 
@@ -52,6 +57,8 @@ class Hive:
     sandbox: Sandbox
     runtime: Runtime
     admin_token: str
+    telemetry: Telemetry
+    function_log: FunctionLog
 
 
 def _hive(request: Request) -> Hive:
@@ -117,19 +124,27 @@ async def invoke(request: Request) -> Response:
     rt = hive.runtime
     rt.sync()  # one key read; makes a deploy visible to the next request on every worker
     loaded = rt.lookup(request.path_params["function"])
-    body = await read_limited(request, loaded.max_request_bytes, "request body")
+    try:
+        body = await read_limited(request, loaded.max_request_bytes, "request body")
+    except HiveError as e:
+        hive.telemetry.invocation(loaded.name, loaded.record.version, e.status, time.perf_counter_ns(), "", e.code)
+        raise
     scope = request.scope
     envelope = abi.encode_request(
         scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
         scope["query_string"], scope["headers"], body,
     )
     request_id = request.headers.get("x-request-id") or os.urandom(8).hex()
+    started = time.perf_counter_ns()
+    rec = loaded.record
     try:
         resp = rt.invoke(loaded, envelope, request_id)
-    except HiveError:
+    except HiveError as e:
+        hive.telemetry.invocation(rec.name, rec.version, e.status, started, request_id, e.code)
         if rt.needs_refill:
             asyncio.get_running_loop().call_soon(rt.refill)
         raise
+    hive.telemetry.invocation(rec.name, rec.version, resp.status, started, request_id)
     return GuestResponse(resp)
 
 
@@ -170,6 +185,7 @@ async def deploy(request: Request) -> Response:
         raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
     rec = hive.registry.deploy(name, wasm, manifest, sha)
     hive.runtime.sync()
+    hive.telemetry.m.deploys.labels(name, "deploy").inc()
     log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
     return JSONResponse(version_json(rec), status_code=201)
 
@@ -177,7 +193,41 @@ async def deploy(request: Request) -> Response:
 async def list_functions(request: Request) -> Response:
     require_admin(request)
     _, current = _hive(request).registry.snapshot()
-    return JSONResponse({"functions": [version_json(r) for _, r in sorted(current.items())]})
+    stats = function_stats()
+    empty = {"invocations": 0, "errors": 0, "p50_ms": None, "p99_ms": None}
+    return JSONResponse({"functions": [{**version_json(r), **stats.get(name, empty)}
+                                       for name, r in sorted(current.items())]})
+
+
+async def function_logs(request: Request) -> Response:
+    """Recent log records of one function as JSON lines; ?follow=1 keeps streaming new ones."""
+    require_admin(request)
+    hive = _hive(request)
+    name = validate_name(request.path_params["function"])
+    try:
+        lines = min(int(request.query_params.get("lines", "100")), 10_000)
+    except ValueError:
+        raise BadRequest("lines must be an integer") from None
+    follow = request.query_params.get("follow") in ("1", "true", "yes")
+    path = hive.function_log.path
+    records, offset = tail(path, name, lines)
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal offset
+        for r in records:
+            yield json.dumps(r).encode() + b"\n"
+        while follow:
+            await asyncio.sleep(0.2)
+            new, offset = read_from(path, name, offset)
+            for r in new:
+                yield json.dumps(r).encode() + b"\n"
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    require_admin(request)
+    return Response(exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def delete_function(request: Request) -> Response:
@@ -213,6 +263,7 @@ async def rollback(request: Request) -> Response:
         raise BadRequest('rollback takes an optional JSON body {"version": <int>}') from None
     rec = hive.registry.set_current(name, version)
     hive.runtime.sync()
+    hive.telemetry.m.deploys.labels(name, "rollback").inc()
     log.info("rolled %s back to v%d", name, rec.version)
     return JSONResponse(version_json(rec))
 
@@ -267,17 +318,27 @@ def open_hive(settings: Settings) -> Hive:
     registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
                         keep_versions=settings.keep_versions)
     sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms)
-    runtime = Runtime(settings, registry, sandbox)
+    function_log = FunctionLog(data / "logs" / "functions.jsonl")
+    telemetry = Telemetry(function_log if settings.function_log else None)
+    runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
     runtime.sync(force=True)  # every function warm before this worker takes a connection
-    return Hive(settings, registry, sandbox, runtime, token)
+    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log)
 
 
 async def _watch(hive: Hive) -> None:
     interval = hive.settings.sync_interval_ms / 1000
+    m = hive.telemetry.m
+    proc = psutil.Process()
+    rss = m.rss.labels(str(os.getpid()))
+    ticks = 0
     while True:
         await asyncio.sleep(interval)
         try:
             hive.runtime.sync()
+            m.warm.set(hive.runtime.warm_count())
+            if ticks % max(1, int(1 / interval)) == 0:  # about once a second
+                rss.set(proc.memory_info().rss)
+            ticks += 1
         except Exception:
             log.exception("registry sync failed")
 
@@ -297,14 +358,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             watcher.cancel()
             hive.sandbox.close()
             hive.registry.close()
+            hive.function_log.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/api/v1/edge", list_functions, methods=["GET"]),
         Route("/api/v1/edge/deploy", deploy, methods=["POST"]),
         Route("/api/v1/edge/{function}/versions", list_versions, methods=["GET"]),
         Route("/api/v1/edge/{function}/rollback", rollback, methods=["POST"]),
+        Route("/api/v1/edge/{function}/logs", function_logs, methods=["GET"]),
         Route("/api/v1/edge/{function}", invoke, methods=INVOKE_METHODS),
         Route("/api/v1/edge/{function}", delete_function, methods=["DELETE"]),
         # Supabase-style paths: any method, any sub-path.

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from hive.errors import HiveError
-from hive.settings import SETTINGS, load_settings, to_env
+from hive.settings import SETTINGS, load_settings
 
 
 def _fail(message: str) -> None:
@@ -45,9 +45,12 @@ def serve(bind: str | None, workers: int | None, data_dir: str | None, config_fi
     env = dict(os.environ)
     if config_file:
         env["HIVE_CONFIG"] = str(Path(config_file).resolve())
-    settings = load_settings(env, {"bind": bind, "workers": workers, "data_dir": data_dir})
-    settings = settings.replace(data_dir=str(settings.data_path))
-    env.update(to_env(settings))
+    flags = {"bind": bind, "workers": workers, "data_dir": data_dir}
+    settings = load_settings(env, flags)  # fails early on a bad setting
+    # Pass on only what the flags set (and the resolved data dir). Exporting every setting as HIVE_*
+    # would pin the TOML values, and a SIGHUP would not pick up an edited hive.toml.
+    env.update({f"HIVE_{name.upper()}": str(value) for name, value in flags.items() if value is not None})
+    env["HIVE_DATA_DIR"] = str(settings.data_path)
     # A file path (not python:module) makes gunicorn re-read the settings on SIGHUP.
     conf = importlib.util.find_spec("workers.gunicorn_conf").origin
     argv = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
@@ -75,6 +78,22 @@ def reload(data_dir: str | None) -> None:
     click.echo(f"sent SIGHUP to the master (pid {pid}); new workers warm every function before they accept")
 
 
+def _listening(master: Any) -> str | None:
+    """HOST:PORT the master listens on. The server may run with --bind or HIVE_BIND, which this
+    process does not see, so ask the kernel rather than the settings."""
+    import psutil
+
+    try:
+        conns = master.net_connections(kind="inet") if hasattr(master, "net_connections") else master.connections("inet")
+    except psutil.Error:
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(c.laddr.ip, c.laddr.ip)
+            return f"[{host}]:{c.laddr.port}" if ":" in host else f"{host}:{c.laddr.port}"
+    return None
+
+
 @main.command()
 @click.option("--data-dir", help="the server's data dir (default ./.hive)")
 @click.option("--json", "as_json", is_flag=True)
@@ -86,9 +105,14 @@ def status(data_dir: str | None, as_json: bool) -> None:
     pid = _master_pid(data_dir)
     master = psutil.Process(pid)
     now = time.time()
-    workers = [{"pid": w.pid, "rss_mib": round(w.memory_info().rss / 2**20, 1),
-                "uptime_s": round(now - w.create_time(), 1)} for w in master.children()]
-    bind = load_settings(overrides={"data_dir": data_dir}).bind
+    workers = []
+    for w in master.children():
+        try:
+            workers.append({"pid": w.pid, "rss_mib": round(w.memory_info().rss / 2**20, 1),
+                            "uptime_s": round(now - w.create_time(), 1)})
+        except psutil.NoSuchProcess:  # a worker that exits while we look (reload, recycle)
+            continue
+    bind = _listening(master) or load_settings(overrides={"data_dir": data_dir}).bind
     functions = None
     try:
         functions = httpx.get(f"http://{bind}/readyz", timeout=5).json().get("warm")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hive import abi
@@ -50,8 +51,10 @@ class Loaded:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox) -> None:
+    def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox,
+                 guest_log: Callable[[str, int, str, int, str, str], None] | None = None) -> None:
         self.settings = settings
+        self.guest_log = guest_log
         self.registry = registry
         self.sandbox = sandbox
         self.functions: dict[str, Loaded] = {}
@@ -106,7 +109,7 @@ class Runtime:
     def _instantiate(self, loaded: Loaded) -> GuestInstance:
         rec = loaded.record
         self.instantiations += 1
-        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest))
+        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest), sink=self.guest_log)
         return GuestInstance(self.sandbox, loaded.compiled, loaded.limits, ctx)
 
     # Serving
@@ -128,6 +131,9 @@ class Runtime:
         if not loaded.retired:
             loaded.idle.append(inst)
         return resp
+
+    def warm_count(self) -> int:
+        return sum(len(f.idle) for f in self.functions.values())
 
     @property
     def needs_refill(self) -> bool:

@@ -58,6 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker_max_cpu_percent", float, 0.0, "recycle a worker whose CPU use stays above this (0: off)"),
     Setting("worker_cpu_window_s", float, 30.0, "how long CPU use must stay above the ceiling"),
     Setting("watchdog_interval_ms", int, 1000, "how often the watchdog samples RSS and CPU"),
+    Setting("function_log", _bool, True, "write a JSON line per invocation and guest output to <data>/logs"),
     Setting("log_level", str, "info", "server log level"),
     Setting("access_log", _bool, False, "log every HTTP request in gunicorn's access log"),
 )
@@ -86,6 +87,7 @@ class Settings:
     worker_max_cpu_percent: float
     worker_cpu_window_s: float
     watchdog_interval_ms: int
+    function_log: bool
     log_level: str
     access_log: bool
 

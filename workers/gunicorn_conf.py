@@ -4,6 +4,7 @@ wasmtime and LMDB: it only prepares the data dir and the admin token."""
 from __future__ import annotations
 
 import logging
+import shutil
 
 from hive.auth import ensure_admin_token
 from hive.settings import load_settings
@@ -27,10 +28,13 @@ pidfile = str(_data / "edge-hive.pid")
 control_socket = str(_data / "gunicorn.ctl")
 preload_app = False
 # Environment the workers inherit, so they resolve the same settings.
-raw_env = [f"HIVE_DATA_DIR={_data}"]
+raw_env = [f"HIVE_DATA_DIR={_data}", f"PROMETHEUS_MULTIPROC_DIR={_data / 'metrics'}"]
 
 
 def on_starting(server: object) -> None:
+    metrics_dir = _data / "metrics"  # counters start afresh with each server
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
     _, token_file = ensure_admin_token(_data, _settings.admin_token)
     log = logging.getLogger("gunicorn.error")
     if token_file is not None:
@@ -38,3 +42,9 @@ def on_starting(server: object) -> None:
     else:
         log.info("admin token: from HIVE_ADMIN_TOKEN")
     log.info("data dir: %s", _data)
+
+
+def child_exit(server: object, worker: object) -> None:
+    from hive.metrics import mark_process_dead  # imports prometheus_client only: no wasmtime, no LMDB
+
+    mark_process_dead(worker.pid)  # type: ignore[attr-defined]

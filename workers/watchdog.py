@@ -35,7 +35,9 @@ class Watchdog:
             now = time.monotonic()
             t = self.proc.cpu_times()
             self._samples.append((now, t.user + t.system))
-            while self._samples and now - self._samples[0][0] > self.window:
+            # Keep the newest sample that is at least a window old, so the measured span covers the
+            # whole window even when samples are further apart than the window.
+            while len(self._samples) > 1 and now - self._samples[1][0] >= self.window:
                 self._samples.popleft()
             first_t, first_cpu = self._samples[0]
             span = now - first_t

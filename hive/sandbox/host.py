@@ -44,16 +44,20 @@ class GuestContext:
     logged: int = 0  # bytes logged in the current call
     dropped: int = 0
     partial: dict[int, bytes] = field(default_factory=dict)
+    # Also receives each line: (function, version, stream, level, text, request_id).
+    sink: Callable[[str, int, str, int, str, str], None] | None = None
 
     def emit(self, level: int, text: bytes, stream: str) -> None:
         if self.logged >= MAX_LOG_BYTES_PER_CALL:
             self.dropped += len(text)
             return
         self.logged += len(text)
-        log.log(level, "[%s v%d %s] %s", self.function, self.version, stream,
-                text[:MAX_LINE].decode("utf-8", "replace"),
+        line = text[:MAX_LINE].decode("utf-8", "replace")
+        log.log(level, "[%s v%d %s %s] %s", self.function, self.version, stream, self.request_id or "-", line,
                 extra={"function": self.function, "version": self.version, "stream": stream,
                        "request_id": self.request_id})
+        if self.sink is not None:
+            self.sink(self.function, self.version, stream, level, line, self.request_id)
 
     def begin_call(self, request_id: str = "") -> None:
         self.request_id = request_id

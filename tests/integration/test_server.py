@@ -134,7 +134,7 @@ PRINTER_WAT = r"""
 def test_guest_stdout_reaches_the_server_log_tagged(server: Server) -> None:
     assert server.deploy("printer", wat(PRINTER_WAT)).status_code == 201
     assert fresh(server, "POST", "/api/v1/edge/printer").status_code == 200
-    assert re.search(r"\[printer v1 stdout\] marker-7f3a9c21", server.log()), server.log()[-2000:]
+    assert re.search(r"\[printer v1 stdout [0-9a-f]+\] marker-7f3a9c21", server.log()), server.log()[-2000:]
 
 
 def test_no_compile_or_instantiate_on_the_request_path(server: Server) -> None:

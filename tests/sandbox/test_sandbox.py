@@ -400,8 +400,8 @@ def test_fd_write_becomes_a_log_record(sandbox: Sandbox, caplog: pytest.LogCaptu
     assert inst.call(request(), request_id="req-1").body == b"ok"
     records = [r for r in caplog.records if r.name == "hive.guest"]
     assert [r.getMessage() for r in records] == [
-        f"[greeter v3 {stream}] hello from the guest",
-        f"[greeter v3 {stream}] no newline",  # a partial line is flushed when the call ends
+        f"[greeter v3 {stream} req-1] hello from the guest",
+        f"[greeter v3 {stream} req-1] no newline",  # a partial line is flushed when the call ends
     ]
     for r in records:
         assert (r.levelno, r.function, r.version, r.stream, r.request_id) == (level, "greeter", 3, stream, "req-1")
@@ -429,7 +429,7 @@ def test_hive_log(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
                  '(import "hive" "log" (func $log (param i32 i32 i32)))', data(64, b"careful"), data(RESP, raw))
     instance(sandbox, wasm, ctx=GuestContext("logger")).call(request())
     [record] = [r for r in caplog.records if r.name == "hive.guest"]
-    assert (record.levelno, record.getMessage()) == (logging.WARNING, "[logger v0 log] careful")
+    assert (record.levelno, record.getMessage()) == (logging.WARNING, "[logger v0 log -] careful")
 
 
 # Answers with count, size, the pointer array, then the strings environ_get wrote.

@@ -28,8 +28,10 @@
  *     hive_response_set_status(res, status); one-liners hive_response_json(status, json) and
  *     hive_response_text(status, text). Return the response from handler; returning NULL sends a 500.
  * Helpers: hive_log(level, fmt, ...), hive_fmt(fmt, ...), hive_cstr(s), hive_str_of(cstr),
- *     hive_str_eq(s, cstr), hive_json_get_string(json, key, &out), hive_json_escape(s),
- *     hive_tmp_alloc(n).
+ *     hive_str_eq(s, cstr), hive_json_get_string(json, key, &out), hive_json_get_number(json, key, &d),
+ *     hive_json_escape(s), hive_tmp_alloc(n), hive_config(key).
+ * Configuration: hive_config("KEY") is the value the deploy manifest's "config" gave KEY (it reaches the
+ *     guest as its WASI environment, so getenv works too), or "" when unset. Never log secrets.
  *
  * Memory: whatever the SDK hands out (responses, hive_fmt, hive_cstr, JSON results, hive_tmp_alloc) is
  * freed by the SDK when the request ends; never free it and never keep it across requests. If memory
@@ -189,6 +191,12 @@ static void hive__put_u32(uint8_t *p, uint32_t v) {
 HIVE_FN hive_str hive_str_of(const char *s) {
     hive_str r = { s ? s : "", s ? strlen(s) : 0 };
     return r;
+}
+
+/* The configured value of `key` (the deploy manifest's "config", which the host passes as the WASI
+ * environment), or "" (len 0) when it is not set. Valid for the life of the instance. */
+HIVE_FN hive_str hive_config(const char *key) {
+    return hive_str_of(getenv(key));
 }
 
 HIVE_FN int hive_str_eq(hive_str s, const char *cstr) {
@@ -650,6 +658,61 @@ HIVE_FN int hive_json_get_string(hive_str json, const char *key, hive_str *out) 
     if (!f.escaped && f.raw.len) memcpy(s, f.raw.ptr, f.raw.len);
     s[out->len] = 0;
     out->ptr = s;
+    return 1;
+}
+
+typedef struct hive__js_num {
+    const char *key;
+    size_t key_len;
+    int found, present;
+    const uint8_t *start, *end;
+} hive__js_num;
+
+static int hive__js_num_visit(void *ctx, hive__js *j, hive_str key, int escaped) {
+    hive__js_num *f = ctx;
+    int match = 0;
+    if (!escaped) {
+        match = key.len == f->key_len && memcmp(key.ptr, f->key, key.len) == 0;
+    } else if (key.len >= f->key_len) {
+        char *k = hive_tmp_alloc(key.len);
+        match = k && hive__js_unescape(key, k) == f->key_len && memcmp(k, f->key, f->key_len) == 0;
+    }
+    if (!match) return hive__js_value(j);
+    /* The last duplicate wins, as in JSON.parse. */
+    f->found = j->p < j->end && (*j->p == '-' || (*j->p >= '0' && *j->p <= '9'));
+    f->present = 1;
+    if (!f->found) return hive__js_value(j);
+    f->start = j->p;
+    int rc = hive__js_number(j);
+    f->end = j->p;
+    return rc;
+}
+
+/* Reads the top-level number field `key` of the JSON object `json`.
+ * Returns 1 and sets *out to the nearest double (+-HUGE_VAL when out of range: check isfinite for
+ * untrusted input); 0 when the field is absent (*out = 0) or not a number (*out = NAN, so a caller can
+ * tell the two apart); -1 when `json` is not a valid JSON object (*out = 0). */
+HIVE_FN int hive_json_get_number(hive_str json, const char *key, double *out) {
+    hive__js j = { (const uint8_t *)json.ptr, (const uint8_t *)json.ptr + json.len, 0 };
+    hive__js_num f = { key, strlen(key), 0, 0, NULL, NULL };
+    *out = 0;
+    if (!json.ptr) return -1;
+    hive__ws(&j);
+    if (j.p >= j.end || *j.p != '{') return -1;
+    j.p++;
+    if (hive__js_members(&j, '}', hive__js_num_visit, &f)) return -1;
+    hive__ws(&j);
+    if (j.p != j.end) return -1;
+    if (!f.found) {
+        if (f.present) *out = __builtin_nan("");
+        return 0;
+    }
+    char stack[64], *s = stack;
+    size_t n = (size_t)(f.end - f.start);
+    if (n >= sizeof stack && !(s = hive_tmp_alloc(n + 1))) return 0;
+    memcpy(s, f.start, n);
+    s[n] = 0;
+    *out = strtod(s, NULL); /* JSON numbers are a subset of what strtod reads, '.' in the C locale */
     return 1;
 }
 

@@ -1,0 +1,117 @@
+"""Prometheus metrics, aggregated across gunicorn workers with prometheus-client's multiprocess mode.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set by the master before the workers import this
+module; in a single process (tests, TestClient) the default in-memory registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _mp
+
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class Metrics:
+    invocations: Counter
+    errors: Counter
+    duration: Histogram
+    fuel: Counter
+    deploys: Counter
+    warm: Gauge
+    rss: Gauge
+
+
+@lru_cache(maxsize=1)
+def metrics() -> Metrics:
+    return Metrics(
+        invocations=Counter("hive_invocations", "Invocations by function and HTTP status", ["function", "status"]),
+        errors=Counter("hive_errors", "Failed invocations by function and error code", ["function", "code"]),
+        duration=Histogram("hive_invocation_duration_seconds", "Time in the host and the guest per invocation",
+                           ["function"], buckets=BUCKETS),
+        fuel=Counter("hive_fuel_consumed", "Fuel the guests consumed, for functions with a fuel budget",
+                     ["function"]),
+        deploys=Counter("hive_deploys", "Deploys and rollbacks by function", ["function", "kind"]),
+        warm=Gauge("hive_warm_instances", "Warm guest instances", multiprocess_mode="livesum"),
+        rss=Gauge("hive_worker_rss_bytes", "Resident memory of each worker", ["worker"], multiprocess_mode="liveall"),
+    )
+
+
+def _registry() -> CollectorRegistry:
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    _mp.MultiProcessCollector(registry)
+    return registry
+
+
+def exposition() -> bytes:
+    metrics()
+    return generate_latest(_registry())
+
+
+def mark_process_dead(pid: int) -> None:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        _mp.mark_process_dead(pid)
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Linear interpolation inside the histogram bucket holding quantile q (cumulative counts)."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def function_stats() -> dict[str, dict[str, Any]]:
+    """Per function: invocations, errors, p50/p99 latency in ms, across every worker."""
+    metrics()
+    stats: dict[str, dict[str, Any]] = {}
+    buckets: dict[str, dict[float, float]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return stats.setdefault(name, {"invocations": 0, "errors": 0, "p50_ms": None, "p99_ms": None})
+
+    for family in _registry().collect():
+        for s in family.samples:
+            fn = s.labels.get("function")
+            if fn is None:
+                continue
+            if s.name == "hive_invocations_total":
+                entry(fn)["invocations"] += int(s.value)
+            elif s.name == "hive_errors_total":
+                entry(fn)["errors"] += int(s.value)
+            elif s.name == "hive_invocation_duration_seconds_bucket":
+                le = float(s.labels["le"])
+                b = buckets.setdefault(fn, {})
+                b[le] = b.get(le, 0) + s.value
+    for fn, b in buckets.items():
+        cumulative = sorted(b.items())
+        for key, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+            v = _quantile(cumulative, q)
+            entry(fn)[key] = None if v is None else round(v * 1000, 3)
+    return stats

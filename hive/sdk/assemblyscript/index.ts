@@ -1,0 +1,2 @@
+// `import { ... } from "edge-hive"` resolves here (AssemblyScript looks for a package's index.ts).
+export * from "./assembly/edge-hive";

@@ -1,0 +1,625 @@
+//! Edge Hive functions in Rust.
+//!
+//! ```ignore
+//! use edge_hive_wasm::{edge_function, Error, Request, Response};
+//!
+//! #[edge_function]
+//! fn handler(req: Request) -> Result<Response, Error> {
+//!     Ok(Response::text(format!("{} {}", req.method(), req.path())))
+//! }
+//! ```
+//!
+//! Build it as a `cdylib` for `wasm32-wasi` (`edge-hive function build <folder>` does). The attribute
+//! adds the guest ABI v1 exports (`hive_abi_v1`, `hive_alloc`, `hive_free`, `hive_handle`; see
+//! docs/abi.md in Edge Hive). Off wasm it adds nothing, so handlers are unit-testable with `cargo test`.
+//!
+//! What the SDK does for you: a malformed request envelope gets a 400, an `Err` becomes a JSON error
+//! response, and a response header the host would refuse is dropped with a warning in the log. A panic
+//! cannot be caught (wasm builds abort on panic): the message goes to the function's log and the
+//! invocation fails with a 502.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+
+pub use edge_hive_wasm_macros::edge_function;
+
+const MAX_HEADERS: usize = 256;
+const MAX_HEADER_NAME: usize = 256;
+const MAX_HEADER_VALUE: usize = 16 * 1024;
+
+/// The incoming HTTP request. Text fields hold the bytes as received; the rare invalid UTF-8 in them
+/// is replaced with U+FFFD. The body is raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// A request to hand to a handler in a unit test.
+    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Test builder: sets the query string (without the `?`).
+    pub fn with_query(mut self, query: impl Into<String>) -> Self {
+        self.query = query.into();
+        self
+    }
+
+    /// Test builder: appends a header (names arrive lowercase from the host).
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Test builder: sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The method as sent, e.g. `"POST"` (not normalized).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The raw request path, e.g. `"/api/v1/edge/hello"`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The raw query string without the `?`; empty when there is none.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The first value of query parameter `name`, percent-decoded (`+` is a space).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (!pair.is_empty() && percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (any case), in arrival order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All headers in arrival order, repeats included; names are lowercase.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The body, binary-safe.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The body as UTF-8 text; a 400 error when it is not.
+    pub fn text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.body)
+            .map_err(|_| Error::bad_request("the request body is not valid UTF-8"))
+    }
+
+    /// The body parsed as JSON into `T`; a 400 error when it does not parse.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
+    }
+
+    /// Decodes a request envelope (docs/abi.md); `None` when it is malformed.
+    fn decode(buf: &[u8]) -> Option<Request> {
+        let mut r = Reader { buf, pos: 0 };
+        let method = lossy(r.field()?);
+        let path = lossy(r.field()?);
+        let query = lossy(r.field()?);
+        let count = r.u32()? as usize;
+        // Each header takes at least 8 bytes, so a lying count can't reserve a huge Vec.
+        if count > (buf.len() - r.pos) / 8 {
+            return None;
+        }
+        let mut headers = Vec::with_capacity(count);
+        for _ in 0..count {
+            headers.push((lossy(r.field()?), lossy(r.field()?)));
+        }
+        let body = r.field()?.to_vec();
+        (r.pos == buf.len()).then(|| Request {
+            method,
+            path,
+            query,
+            headers,
+            body,
+        })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u32(&mut self) -> Option<u32> {
+        let bytes = self.buf.get(self.pos..self.pos.checked_add(4)?)?;
+        self.pos += 4;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        let bytes = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(bytes)
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The HTTP response a handler returns. Builders take and return `self`:
+/// `Response::new(201).header("location", "/items/7").body("created")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with this status (100..=599).
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// 200 with `content-type: text/plain; charset=utf-8`.
+    pub fn text(text: impl Into<String>) -> Self {
+        Response::new(200)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(text.into())
+    }
+
+    /// 200 with `content-type: application/json` and `value` serialized as compact JSON.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("cannot serialize the response: {e}")))?;
+        Ok(Response::new(200)
+            .header("content-type", "application/json")
+            .body(body))
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Appends a header; a repeated name sends the header twice. A header the host would refuse (name
+    /// not an HTTP token of 1 to 256 bytes, value over 16 KiB or with CR, LF or NUL, more than 256
+    /// headers) is dropped with a warning in the function's log.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        let why = if self.headers.len() >= MAX_HEADERS {
+            Some("more than 256 headers")
+        } else if name.is_empty()
+            || name.len() > MAX_HEADER_NAME
+            || !name.bytes().all(is_token_byte)
+        {
+            Some("the name is not an HTTP token of 1 to 256 bytes")
+        } else if value.len() > MAX_HEADER_VALUE {
+            Some("the value is longer than 16 KiB")
+        } else if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            Some("the value contains CR, LF or NUL")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                let shown: String = name.chars().take(64).collect();
+                hive_log(
+                    Level::Warn,
+                    &format!("dropped response header {shown:?}: {why}"),
+                );
+            }
+            None => self.headers.push((name, value)),
+        }
+        self
+    }
+
+    /// Sets the body (replacing any earlier one).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The headers set so far, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The response envelope (docs/abi.md).
+    fn encode(&self) -> Vec<u8> {
+        let size = 12
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 8 + n.len() + v.len())
+                .sum::<usize>()
+            + self.body.len();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&u32::from(self.status).to_le_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+        for (name, value) in &self.headers {
+            put_field(&mut out, name.as_bytes());
+            put_field(&mut out, value.as_bytes());
+        }
+        put_field(&mut out, &self.body);
+        out
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+impl From<Error> for Response {
+    fn from(e: Error) -> Self {
+        e.into_response()
+    }
+}
+
+/// A failed request: becomes a JSON response `{"error": code, "message": message}` with its status.
+///
+/// `?` turns any `std::error::Error` into a 500; pick another status with [`Error::new`] or the
+/// shorthands, and a stable code with [`Error::with_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    status: u16,
+    code: Cow<'static, str>,
+    message: String,
+}
+
+impl Error {
+    /// An error with this HTTP status (400..=599 makes sense) and a code derived from it.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        let code = match status {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            409 => "conflict",
+            413 => "payload_too_large",
+            422 => "unprocessable_entity",
+            429 => "too_many_requests",
+            500 => "internal_error",
+            503 => "unavailable",
+            _ => "error",
+        };
+        Error {
+            status,
+            code: Cow::Borrowed(code),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Error::new(400, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(404, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(500, message)
+    }
+
+    /// Replaces the `error` code, e.g. `"invalid_email"`.
+    pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.code = code.into();
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut body = String::with_capacity(32 + self.code.len() + self.message.len());
+        body.push_str("{\"error\":");
+        push_json_string(&mut body, &self.code);
+        body.push_str(",\"message\":");
+        push_json_string(&mut body, &self.message);
+        body.push('}');
+        Response::new(self.status)
+            .header("content-type", "application/json")
+            .body(body)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+// Like anyhow::Error, Error itself is not a std::error::Error, which is what allows this blanket impl.
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::internal(e.to_string())
+    }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Log levels of `hive.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug = 0,
+    Info = 1,
+    Warn = 2,
+    Error = 3,
+}
+
+/// Writes one line to the server log, tagged with the function (the `hive.log` import). Off wasm
+/// it goes to stderr.
+pub fn hive_log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        #[link(wasm_import_module = "hive")]
+        extern "C" {
+            #[link_name = "log"]
+            fn host_log(level: i32, ptr: *const u8, len: usize);
+        }
+        // SAFETY: the host only reads `len` bytes at `ptr`, which `message` owns.
+        unsafe { host_log(level as i32, message.as_ptr(), message.len()) }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{}] {}", format!("{level:?}").to_lowercase(), message);
+}
+
+/// `log::info!("hello {}", name)` and friends: `format!` arguments, one log line per call.
+pub mod log {
+    pub use crate::{
+        __hive_log_debug as debug, __hive_log_error as error, __hive_log_info as info,
+        __hive_log_warn as warn,
+    };
+    pub use crate::{hive_log, Level};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hive_log_debug {
+    ($($arg:tt)+) => { $crate::hive_log($crate::Level::Debug, &::std::format!($($arg)+)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hive_log_info {
+    ($($arg:tt)+) => { $crate::hive_log($crate::Level::Info, &::std::format!($($arg)+)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hive_log_warn {
+    ($($arg:tt)+) => { $crate::hive_log($crate::Level::Warn, &::std::format!($($arg)+)) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hive_log_error {
+    ($($arg:tt)+) => { $crate::hive_log($crate::Level::Error, &::std::format!($($arg)+)) };
+}
+
+/// Exports `handler` as the function's request handler; what `#[edge_function]` expands to. Use it
+/// directly when the handler is defined elsewhere: `edge_hive_wasm::export_handler!(routes::handle);`.
+/// One per crate: the export names are fixed. Off wasm it expands to nothing.
+#[macro_export]
+macro_rules! export_handler {
+    ($handler:path) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[no_mangle]
+            extern "C" fn hive_abi_v1() {}
+
+            #[no_mangle]
+            extern "C" fn hive_alloc(size: u32) -> *mut u8 {
+                $crate::__abi::alloc(size)
+            }
+
+            #[no_mangle]
+            unsafe extern "C" fn hive_free(ptr: *mut u8, size: u32) {
+                $crate::__abi::free(ptr, size)
+            }
+
+            #[no_mangle]
+            unsafe extern "C" fn hive_handle(ptr: *const u8, len: u32) -> u64 {
+                let handler: fn(
+                    $crate::Request,
+                )
+                    -> ::core::result::Result<$crate::Response, $crate::Error> = $handler;
+                $crate::__abi::handle(ptr, len, handler)
+            }
+        };
+    };
+}
+
+/// Runs `handler` on a request envelope and returns the response envelope. Never fails: a
+/// malformed envelope gets a 400, an `Err` its error response, an invalid status a 500.
+#[doc(hidden)]
+pub fn dispatch(
+    envelope: &[u8],
+    handler: impl FnOnce(Request) -> Result<Response, Error>,
+) -> Vec<u8> {
+    let response = match Request::decode(envelope) {
+        None => Error::bad_request("malformed request envelope").into_response(),
+        Some(req) => match handler(req) {
+            Ok(res) if (100..=599).contains(&res.status) => res,
+            Ok(res) => {
+                hive_log(Level::Error, &format!("invalid HTTP status {}", res.status));
+                Error::internal("the handler set an invalid HTTP status")
+                    .with_code("handler_failed")
+                    .into_response()
+            }
+            Err(e) => {
+                if e.status >= 500 {
+                    hive_log(Level::Error, &format!("handler failed: {e}"));
+                }
+                e.into_response()
+            }
+        },
+    };
+    response.encode()
+}
+
+#[doc(hidden)]
+pub mod __abi {
+    use super::*;
+    use std::alloc::{alloc as raw_alloc, dealloc, Layout};
+    use std::panic;
+    use std::sync::Once;
+
+    thread_local! {
+        // The last response envelope: it must stay valid until the host's next call into the guest.
+        static LAST: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    }
+
+    fn layout(size: u32) -> Layout {
+        // 8-byte aligned per the ABI; never zero-sized, which the allocator does not allow.
+        Layout::from_size_align((size as usize).max(1), 8).unwrap()
+    }
+
+    /// A real heap allocation: the host keeps it across requests.
+    pub fn alloc(size: u32) -> *mut u8 {
+        unsafe { raw_alloc(layout(size)) }
+    }
+
+    /// # Safety
+    /// `ptr` and `size` come from one earlier `alloc`.
+    pub unsafe fn free(ptr: *mut u8, size: u32) {
+        if !ptr.is_null() {
+            dealloc(ptr, layout(size))
+        }
+    }
+
+    /// # Safety
+    /// `ptr..ptr + len` is readable guest memory (the host's request buffer).
+    pub unsafe fn handle(
+        ptr: *const u8,
+        len: u32,
+        handler: fn(Request) -> Result<Response, Error>,
+    ) -> u64 {
+        // A panic aborts (a trap, which the host answers with a 502): say why in one log line first.
+        static PANIC_HOOK: Once = Once::new();
+        PANIC_HOOK.call_once(|| {
+            panic::set_hook(Box::new(|info| {
+                hive_log(Level::Error, &format!("handler {info}"))
+            }))
+        });
+        LAST.with(|last| drop(last.take())); // free the previous response before this request runs
+        let envelope = if ptr.is_null() {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(ptr, len as usize)
+        };
+        let out = dispatch(envelope, handler);
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            *last = out;
+            (last.as_ptr() as u64) << 32 | last.len() as u64
+        })
+    }
+}
