@@ -31,6 +31,7 @@ from hive.errors import (
     HiveError,
     InvalidModule,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -38,6 +39,7 @@ from hive.logs import FunctionLog, read_from, tail
 from hive.manifest import parse_manifest, validate_name
 from hive.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hive.metrics import exposition, function_stats
+from hive.ratelimit import RateLimiter, retry_after
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
 from hive.sandbox import GuestContext, GuestInstance, Sandbox
@@ -59,6 +61,7 @@ class Hive:
     admin_token: str
     telemetry: Telemetry
     function_log: FunctionLog
+    limiter: RateLimiter
 
 
 def _hive(request: Request) -> Hive:
@@ -70,18 +73,13 @@ def _iso(ts: float) -> str:
 
 
 def version_json(rec: VersionRecord) -> dict[str, Any]:
-    m = rec.manifest
     return {
         "function": rec.name,
         "version": rec.version,
         "sha256": rec.sha256,
         "size": rec.size,
         "deployed_at": _iso(rec.deployed_at),
-        "limits": {k: v for k, v in (("timeout_ms", m.limits.timeout_ms), ("memory_mb", m.limits.memory_mb),
-                                     ("max_request_bytes", m.limits.max_request_bytes),
-                                     ("max_response_bytes", m.limits.max_response_bytes)) if v is not None},
-        "wasi": m.wasi,
-        "config_keys": sorted(m.config),  # values may be secrets: never listed
+        **rec.manifest.public_view(),
     }
 
 
@@ -125,6 +123,13 @@ async def invoke(request: Request) -> Response:
     rt.sync()  # one key read; makes a deploy visible to the next request on every worker
     loaded = rt.lookup(request.path_params["function"])
     try:
+        if not loaded.auth.public:
+            loaded.auth.check(request.headers)  # type: ignore[arg-type]
+        if loaded.rate is not None:
+            wait = hive.limiter.take(loaded.name, *loaded.rate)
+            if wait:
+                raise RateLimited(f"over the rate limit of {loaded.rate[0]:g} requests per second",
+                                  headers={"retry-after": retry_after(wait)})
         body = await read_limited(request, loaded.max_request_bytes, "request body")
     except HiveError as e:
         hive.telemetry.invocation(loaded.name, loaded.record.version, e.status, time.perf_counter_ns(), "", e.code)
@@ -138,13 +143,16 @@ async def invoke(request: Request) -> Response:
     started = time.perf_counter_ns()
     rec = loaded.record
     try:
-        resp = rt.invoke(loaded, envelope, request_id)
+        resp, fuel = rt.invoke(loaded, envelope, request_id)
     except HiveError as e:
-        hive.telemetry.invocation(rec.name, rec.version, e.status, started, request_id, e.code)
+        hive.telemetry.invocation(rec.name, rec.version, e.status, started, request_id, e.code,
+                                  e.extra.get("fuel_used"))
         if rt.needs_refill:
             asyncio.get_running_loop().call_soon(rt.refill)
         raise
-    hive.telemetry.invocation(rec.name, rec.version, resp.status, started, request_id)
+    hive.telemetry.invocation(rec.name, rec.version, resp.status, started, request_id, None, fuel)
+    if fuel is not None:
+        resp.headers.append((b"x-hive-fuel-used", str(fuel).encode()))
     return GuestResponse(resp)
 
 
@@ -175,7 +183,8 @@ async def deploy(request: Request) -> Response:
     sha = sha256_hex(wasm)
 
     # Compiling is slow and runs no guest code: a thread keeps the loop serving.
-    compiled = await asyncio.to_thread(hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports())
+    compiled = await asyncio.to_thread(hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports(),
+                                       manifest.limits.fuel is not None)
     # Guest code runs only on the loop thread (wasmtime-py passes host-function exceptions through a
     # global). The trial runs the start function and _initialize under the time limit, so it is bounded.
     try:
@@ -290,7 +299,10 @@ async def hive_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HiveError)
     if exc.status >= 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    headers = exc.headers
+    if exc.status == 401 and "www-authenticate" not in headers:
+        headers = {**headers, "www-authenticate": f'Bearer error="{exc.code}"'}
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -322,7 +334,8 @@ def open_hive(settings: Settings) -> Hive:
     telemetry = Telemetry(function_log if settings.function_log else None)
     runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
     runtime.sync(force=True)  # every function warm before this worker takes a connection
-    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log)
+    limiter = RateLimiter(data / "ratelimit.lmdb")
+    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter)
 
 
 async def _watch(hive: Hive) -> None:
@@ -359,6 +372,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             hive.sandbox.close()
             hive.registry.close()
             hive.function_log.close()
+            hive.limiter.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -12,10 +12,11 @@ class HiveError(Exception):
     code = "internal_error"
     status = 500
 
-    def __init__(self, message: str, **extra: Any) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra
+        self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, **self.extra}
@@ -43,6 +44,10 @@ class FunctionNotFound(HiveError):
 
 class NoPreviousVersion(HiveError):
     code, status = "no_previous_version", 409
+
+
+class RateLimited(HiveError):
+    code, status = "rate_limited", 429
 
 
 class MethodNotAllowed(HiveError):
@@ -95,6 +100,10 @@ class GuestExit(GuestError):
 
 class Timeout(GuestError):
     code, status = "timeout", 504
+
+
+class FuelExhausted(GuestError):
+    code, status = "fuel_exhausted", 504
 
 
 class NotReady(HiveError):

@@ -45,6 +45,26 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     memory_mb: int | None = None
     max_request_bytes: int | None = None
     max_response_bytes: int | None = None
+    fuel: int | None = None  # instructions-ish budget per invocation; None: no fuel accounting
+
+
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
+    rps: float
+    burst: int | None = None  # default: one second's worth
+
+
+class JwtAuth(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    hs256_secret: str | None = None
+    rs256_public_key: str | None = None  # PEM
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: int = 0
+
+
+class Auth(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    mode: str = "public"  # public | api_key | jwt
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    jwt: JwtAuth | None = None
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +73,8 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     wasi: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_WASI))
     config: dict[str, str] = msgspec.field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    auth: Auth = msgspec.field(default_factory=Auth)
 
     def allowed_wasi_imports(self) -> frozenset[str]:
         names = set(WASI_GROUPS["process"])
@@ -60,13 +82,26 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
             names |= WASI_GROUPS[group]
         return frozenset(names)
 
+    def public_view(self) -> dict[str, Any]:
+        """What list output may show: never config values, keys or secrets."""
+        lim = {k: v for k, v in msgspec.structs.asdict(self.limits).items() if v is not None}
+        rate = None if self.rate_limit is None else {"rps": self.rate_limit.rps, "burst": burst_of(self.rate_limit)}
+        return {"limits": lim, "wasi": self.wasi, "config_keys": sorted(self.config), "rate_limit": rate,
+                "auth": self.auth.mode}
+
+
+def burst_of(rate: RateLimit) -> int:
+    return rate.burst if rate.burst is not None else max(1, int(rate.rps))
+
 
 _LIMIT_RANGES = {
     "timeout_ms": (1, 60_000),
     "memory_mb": (1, 4096),
     "max_request_bytes": (0, 1 << 30),
     "max_response_bytes": (0, 1 << 30),
+    "fuel": (1, 1 << 62),
 }
+AUTH_MODES = ("public", "api_key", "jwt")
 
 
 def parse_manifest(raw: bytes | str | None) -> Manifest:
@@ -88,4 +123,25 @@ def parse_manifest(raw: bytes | str | None) -> Manifest:
     for k in m.config:
         if not k or "=" in k or "\x00" in k or "\x00" in m.config[k]:
             raise InvalidManifest(f"invalid config key {k!r}")
+    if m.rate_limit is not None:
+        if not 0 < m.rate_limit.rps <= 1_000_000 or (m.rate_limit.burst is not None and m.rate_limit.burst < 1):
+            raise InvalidManifest("rate_limit needs rps in (0, 1000000] and burst >= 1")
+    _check_auth(m.auth)
     return m
+
+
+def _check_auth(auth: Auth) -> None:
+    if auth.mode not in AUTH_MODES:
+        raise InvalidManifest(f"auth.mode must be one of {', '.join(AUTH_MODES)}, got {auth.mode!r}")
+    if auth.mode == "api_key" and (not auth.api_keys or any(len(k) < 16 for k in auth.api_keys)):
+        raise InvalidManifest("auth.mode api_key needs auth.api_keys, each at least 16 characters")
+    if auth.mode == "jwt":
+        j = auth.jwt
+        if j is None or not (j.hs256_secret or j.rs256_public_key):
+            raise InvalidManifest("auth.mode jwt needs auth.jwt.hs256_secret or auth.jwt.rs256_public_key")
+        if j.hs256_secret is not None and len(j.hs256_secret) < 16:
+            raise InvalidManifest("auth.jwt.hs256_secret must be at least 16 characters")
+        if j.rs256_public_key is not None and "BEGIN PUBLIC KEY" not in j.rs256_public_key:
+            raise InvalidManifest("auth.jwt.rs256_public_key must be a PEM public key")
+        if not 0 <= j.leeway_s <= 3600:
+            raise InvalidManifest("auth.jwt.leeway_s must be between 0 and 3600")

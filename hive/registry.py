@@ -162,7 +162,8 @@ class Registry:
                 if not older:
                     raise NoPreviousVersion(f"function {name!r} has no kept version before v{fn.current}")
                 version = older[-1]
-            vraw = txn.get(_vkey(name, version), db=self._versions)
+            # Versions are u32 in the key: a negative or huge number is simply not there (not a 500).
+            vraw = txn.get(_vkey(name, version), db=self._versions) if 0 < version < 1 << 32 else None
             if vraw is None:
                 raise NotFound(f"function {name!r} has no version {version} (kept: "
                                f"{', '.join(map(str, self._version_numbers(txn, name)))})")

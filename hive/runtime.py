@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from hive import abi
 from hive.errors import FunctionNotFound, GuestError
-from hive.manifest import Manifest
+from hive.manifest import Manifest, burst_of
+from hive.policy import InvokeAuth
 from hive.registry import Registry, VersionRecord
 from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox
 from hive.settings import Settings
@@ -27,6 +28,7 @@ def limits_for(manifest: Manifest, settings: Settings) -> GuestLimits:
         timeout_ms=lim.timeout_ms or settings.timeout_ms,
         memory_bytes=(lim.memory_mb or settings.memory_mb) << 20,
         max_response_bytes=lim.max_response_bytes if lim.max_response_bytes is not None else settings.max_response_bytes,
+        fuel=lim.fuel,
     )
 
 
@@ -42,6 +44,8 @@ class Loaded:
     compiled: CompiledModule
     limits: GuestLimits
     max_request_bytes: int
+    auth: InvokeAuth
+    rate: tuple[float, int] | None  # (rps, burst), shared by every worker
     idle: list[GuestInstance] = field(default_factory=list)
     retired: bool = False
 
@@ -95,13 +99,16 @@ class Runtime:
 
     def _load(self, rec: VersionRecord) -> Loaded:
         allowed = rec.manifest.allowed_wasi_imports()
+        fuel = rec.manifest.limits.fuel is not None
         try:
-            compiled = self.sandbox.load(rec.sha256, None, allowed)
+            compiled = self.sandbox.load(rec.sha256, None, allowed, fuel)
         except FileNotFoundError:  # not cached here, or the cached artifact was unusable
-            compiled = self.sandbox.load(rec.sha256, self.registry.blob(rec.sha256), allowed)
-        max_req = rec.manifest.limits.max_request_bytes
-        loaded = Loaded(rec, compiled, limits_for(rec.manifest, self.settings),
-                        self.settings.max_request_bytes if max_req is None else max_req)
+            compiled = self.sandbox.load(rec.sha256, self.registry.blob(rec.sha256), allowed, fuel)
+        m = rec.manifest
+        max_req = m.limits.max_request_bytes
+        rate = None if m.rate_limit is None else (m.rate_limit.rps, burst_of(m.rate_limit))
+        loaded = Loaded(rec, compiled, limits_for(m, self.settings),
+                        self.settings.max_request_bytes if max_req is None else max_req, InvokeAuth(m.auth), rate)
         loaded.idle.append(self._instantiate(loaded))  # warm before it serves
         self.loads += 1
         return loaded
@@ -120,17 +127,20 @@ class Runtime:
             raise FunctionNotFound(f"function {name!r} is not deployed")
         return loaded
 
-    def invoke(self, loaded: Loaded, envelope: bytes, request_id: str = "") -> abi.Response:
+    def invoke(self, loaded: Loaded, envelope: bytes, request_id: str = "") -> tuple[abi.Response, int | None]:
+        """The guest's response and the fuel it used (None without a fuel budget)."""
         inst = loaded.idle.pop() if loaded.idle else self._instantiate(loaded)  # cold only after a failure
         try:
             resp = inst.call(envelope, request_id)
-        except GuestError:
+        except GuestError as e:
             # The store may be in any state: drop it, and warm a fresh one off the request path.
             self._refill.add(loaded.name)
+            if inst.fuel_used is not None:
+                e.extra["fuel_used"] = inst.fuel_used
             raise
         if not loaded.retired:
             loaded.idle.append(inst)
-        return resp
+        return resp, inst.fuel_used
 
     def warm_count(self) -> int:
         return sum(len(f.idle) for f in self.functions.values())

@@ -32,9 +32,9 @@ CORE_VERSION = b"\x01\x00\x00\x00"
 class EpochTicker(threading.Thread):
     """Increments the engine epoch in step with the wall clock, catching up after any delay."""
 
-    def __init__(self, engine: Engine, tick_s: float) -> None:
+    def __init__(self, engines: list[Engine], tick_s: float) -> None:
         super().__init__(name="hive-epoch", daemon=True)
-        self.engine = engine
+        self.engines = engines
         self.tick_s = tick_s
         self._stop_event = threading.Event()
 
@@ -44,7 +44,8 @@ class EpochTicker(threading.Thread):
         while not self._stop_event.wait(self.tick_s):
             due = int((time.monotonic() - start) / self.tick_s)
             while ticks < due:
-                self.engine.increment_epoch()
+                for engine in self.engines:
+                    engine.increment_epoch()
                 ticks += 1
 
     def stop(self) -> None:
@@ -54,10 +55,22 @@ class EpochTicker(threading.Thread):
 @dataclass(frozen=True)
 class CompiledModule:
     sha256: str
+    engine: Engine
     module: Module
     pre: InstancePre
     has_free: bool
     has_initialize: bool
+    fuel: bool  # compiled with fuel accounting
+
+
+@dataclass(frozen=True)
+class _Flavor:
+    """An engine with its linker. Fuel accounting is an engine-wide compile option that slows every
+    guest, so only functions with a fuel budget get the fuel engine."""
+
+    engine: Engine
+    linker: Linker
+    fingerprint: str
 
 
 _EXPECTED_EXPORTS = {
@@ -113,21 +126,26 @@ def check_wasm_header(wasm: bytes) -> None:
 
 class Sandbox:
     def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0) -> None:
+        self.tick_ms = epoch_tick_ms
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.flavors = {fuel: self._flavor(fuel) for fuel in (False, True)}
+        self.engine = self.flavors[False].engine
+        self.ticker = EpochTicker([f.engine for f in self.flavors.values()], epoch_tick_ms / 1000)
+        self.ticker.start()
+
+    @staticmethod
+    def _flavor(fuel: bool) -> _Flavor:
         cfg = Config()
         cfg.epoch_interruption = True
         cfg.parallel_compilation = False
         cfg.cranelift_opt_level = "speed"
-        self.engine = Engine(cfg)
-        self.tick_ms = epoch_tick_ms
-        wasmtime_version = importlib.metadata.version("wasmtime")
-        knobs = f"{wasmtime_version}|{platform.machine()}|epoch|speed|serial"
-        self.fingerprint = hashlib.sha256(knobs.encode()).hexdigest()[:16]
-        self.cache_dir = Path(cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.linker = Linker(self.engine)
-        host.define_all(self.linker)
-        self.ticker = EpochTicker(self.engine, epoch_tick_ms / 1000)
-        self.ticker.start()
+        cfg.consume_fuel = fuel
+        engine = Engine(cfg)
+        linker = Linker(engine)
+        host.define_all(linker)
+        knobs = f"{importlib.metadata.version('wasmtime')}|{platform.machine()}|epoch|speed|serial|fuel={fuel}"
+        return _Flavor(engine, linker, hashlib.sha256(knobs.encode()).hexdigest()[:16])
 
     def close(self) -> None:
         self.ticker.stop()
@@ -136,45 +154,46 @@ class Sandbox:
         # +1: the current tick may be about to end.
         return int(-(-timeout_ms // self.tick_ms)) + 1
 
-    def artifact_path(self, sha256: str) -> Path:
-        return self.cache_dir / f"{sha256}-{self.fingerprint}.cwasm"
+    def artifact_path(self, sha256: str, fuel: bool = False) -> Path:
+        return self.cache_dir / f"{sha256}-{self.flavors[fuel].fingerprint}.cwasm"
 
-    def compile(self, wasm: bytes, sha256: str, allowed_wasi: frozenset[str]) -> CompiledModule:
+    def compile(self, wasm: bytes, sha256: str, allowed_wasi: frozenset[str], fuel: bool = False) -> CompiledModule:
         """Validate and compile, check the interface, and write the artifact. Slow: call off the event loop."""
         check_wasm_header(wasm)
         try:
-            module = Module(self.engine, wasm)
+            module = Module(self.flavors[fuel].engine, wasm)
         except WasmtimeError as e:
             raise InvalidModule(f"the module does not validate: {_first_line(e)}") from None
-        compiled = self._prepare(sha256, module, allowed_wasi)
-        self._write_artifact(sha256, module)
+        compiled = self._prepare(sha256, module, allowed_wasi, fuel)
+        self._write_artifact(sha256, module, fuel)
         return compiled
 
-    def load(self, sha256: str, wasm: bytes | None, allowed_wasi: frozenset[str]) -> CompiledModule:
+    def load(self, sha256: str, wasm: bytes | None, allowed_wasi: frozenset[str], fuel: bool = False) -> CompiledModule:
         """Load the cached artifact (mmap), compiling from `wasm` only when the cache lacks it."""
-        path = self.artifact_path(sha256)
+        path = self.artifact_path(sha256, fuel)
         if path.exists():
             try:
-                module = Module.deserialize_file(self.engine, str(path))
+                module = Module.deserialize_file(self.flavors[fuel].engine, str(path))
             except WasmtimeError as e:
                 log.warning("artifact %s unusable (%s); recompiling", path.name, _first_line(e))
                 path.unlink(missing_ok=True)  # else _write_artifact keeps the bad file forever
             else:
-                return self._prepare(sha256, module, allowed_wasi)
+                return self._prepare(sha256, module, allowed_wasi, fuel)
         if wasm is None:
             raise FileNotFoundError(path)
-        return self.compile(wasm, sha256, allowed_wasi)
+        return self.compile(wasm, sha256, allowed_wasi, fuel)
 
-    def _prepare(self, sha256: str, module: Module, allowed_wasi: frozenset[str]) -> CompiledModule:
+    def _prepare(self, sha256: str, module: Module, allowed_wasi: frozenset[str], fuel: bool) -> CompiledModule:
         has_free, has_init = check_interface(module, allowed_wasi)
+        flavor = self.flavors[fuel]
         try:
-            pre = self.linker.instantiate_pre(module)
+            pre = flavor.linker.instantiate_pre(module)
         except WasmtimeError as e:
             raise InvalidModule(f"the module cannot be linked: {_first_line(e)}") from None
-        return CompiledModule(sha256, module, pre, has_free, has_init)
+        return CompiledModule(sha256, flavor.engine, module, pre, has_free, has_init, fuel)
 
-    def _write_artifact(self, sha256: str, module: Module) -> None:
-        path = self.artifact_path(sha256)
+    def _write_artifact(self, sha256: str, module: Module, fuel: bool) -> None:
+        path = self.artifact_path(sha256, fuel)
         if path.exists():
             return
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".cwasm")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from wasmtime import ExitTrap, Func, Memory, Store, Trap, TrapCode, WasmtimeError
 
 from hive import abi
-from hive.errors import AbiViolation, GuestError, GuestExit, GuestTrap, ResponseTooLarge, Timeout
+from hive.errors import AbiViolation, FuelExhausted, GuestError, GuestExit, GuestTrap, ResponseTooLarge, Timeout
 from hive.sandbox import host
 from hive.sandbox.engine import CompiledModule, Sandbox
 
@@ -23,11 +23,12 @@ class GuestLimits:
     memory_bytes: int = 128 << 20
     max_response_bytes: int = 6 << 20
     table_elements: int = 100_000
+    fuel: int | None = None  # per invocation; needs a module compiled with fuel
 
 
 class GuestInstance:
     __slots__ = ("compiled", "limits", "ctx", "store", "memory", "_alloc", "_free", "_handle",
-                 "_ticks", "req_ptr", "req_cap", "calls")
+                 "_ticks", "req_ptr", "req_cap", "calls", "_fuel", "fuel_used")
 
     def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits,
                  ctx: host.GuestContext) -> None:
@@ -35,10 +36,14 @@ class GuestInstance:
         self.limits = limits
         self.ctx = ctx
         self._ticks = sandbox.deadline_ticks(limits.timeout_ms)
-        store = Store(sandbox.engine)
+        store = Store(compiled.engine)
         store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
                          instances=1, tables=4, memories=1)
         store.set_epoch_deadline(self._ticks)
+        self._fuel = limits.fuel if compiled.fuel else None
+        self.fuel_used: int | None = None
+        if compiled.fuel:
+            store.set_fuel(limits.fuel or 1 << 62)  # start-up code gets the budget too
         self.store = store
         host.set_current(ctx)
         with _guest_errors("instantiation"):
@@ -80,6 +85,8 @@ class GuestInstance:
         store = self.store
         self.calls += 1
         store.set_epoch_deadline(self._ticks)
+        if self._fuel is not None:
+            store.set_fuel(self._fuel)
         ctx = self.ctx
         ctx.begin_call(request_id)
         host.set_current(ctx)
@@ -91,6 +98,8 @@ class GuestInstance:
                 packed = self._handle(store, ptr, n)
         finally:
             ctx.end_call()
+            if self._fuel is not None:
+                self.fuel_used = self._fuel - store.get_fuel()
         rptr, rlen = abi.split_packed(packed)
         size = self.memory.data_len(store)
         if rptr + rlen > size:
@@ -119,6 +128,8 @@ class _guest_errors:
             code = e.trap_code
             if code is TrapCode.INTERRUPT:
                 raise Timeout(f"{self.phase} ran past its time limit") from None
+            if code is TrapCode.OUT_OF_FUEL:
+                raise FuelExhausted(f"{self.phase} used up its fuel budget") from None
             kind = code.name.lower() if code else "unknown"
             raise GuestTrap(f"the guest trapped during {self.phase}: {kind}", trap=kind) from None
         if isinstance(e, WasmtimeError):

@@ -140,10 +140,35 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
         "--config", os.path.relpath(config, folder), "--target", "release",
         "--outFile", str(out),
     ]
+    out.unlink(missing_ok=True)  # never mistake an old module for this build's
     if echo:
         echo("with " + " ".join(f"{k}={v}" for k, v in ASC_ENV.items()) + ":")
     run_tool(cmd, folder, f"compiling {fn['name']}", echo, env={**os.environ, **ASC_ENV})
     if not out.is_file():
         raise BuildError(f"compiling {fn['name']}: asc wrote no {out.name}")
+    check_module(out)
     return out
+
+
+def check_module(path: Path) -> None:
+    """Fail the build (not the deploy) when the module can't be an Edge Hive guest."""
+    import wasmtime
+
+    from hive.sandbox.host import HOST_FUNCTIONS
+
+    config = wasmtime.Config()
+    config.parallel_compilation = False  # no compiler threads in a process that may fork later
+    module = wasmtime.Module(wasmtime.Engine(config), path.read_bytes())
+    bad = sorted(f"{i.module}.{i.name}" for i in module.imports if (i.module, i.name) not in HOST_FUNCTIONS)
+    missing = sorted(set(EXPORTS) - {e.name for e in module.exports})
+    if bad or missing:
+        path.unlink()  # a module that can't deploy is no build result
+    if bad:
+        raise BuildError(
+            f"{path.name} imports {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}, which Edge Hive does not "
+            "provide: declare host functions only with @external(\"hive\", ...) or through the WASI shim, and "
+            "keep the SDK's asconfig.json (or extend it) so abort, trace and seed stay off `env`"
+        )
+    if missing:
+        raise BuildError(f"{path.name} does not export {', '.join(missing)}: keep the SDK's asconfig.json and entry")
 

@@ -75,7 +75,7 @@ def runtime(settings: Settings, registry: Registry, sandbox: Sandbox) -> Runtime
 
 
 def body(rt: Runtime, name: str, envelope: bytes = SMALL) -> bytes:
-    return rt.invoke(rt.lookup(name), envelope).body
+    return rt.invoke(rt.lookup(name), envelope)[0].body
 
 
 def test_sync_with_an_empty_registry(runtime: Runtime) -> None:
@@ -125,7 +125,7 @@ def test_a_request_in_flight_finishes_on_the_old_version(runtime: Runtime, regis
     old = runtime.lookup("hello")
     registry.deploy("hello", const_guest(b"v2"), Manifest())
     runtime.sync()
-    assert runtime.invoke(old, SMALL).body == b"v1"
+    assert runtime.invoke(old, SMALL)[0].body == b"v1"
     assert old.idle == []  # a retired version's instance is not kept
     assert body(runtime, "hello") == b"v2"
 
@@ -166,7 +166,7 @@ def test_a_trap_discards_the_instance_and_refill_warms_a_new_one(runtime: Runtim
     runtime.refill()
     assert not runtime.needs_refill
     assert len(loaded.idle) == 1 and loaded.idle[0] is not trapped
-    assert runtime.invoke(loaded, SMALL).body == b"fine"
+    assert runtime.invoke(loaded, SMALL)[0].body == b"fine"
     assert len(loaded.idle) == 1
 
 
@@ -177,7 +177,7 @@ def test_after_a_trap_the_next_request_gets_a_fresh_instance_even_before_refill(
     loaded = runtime.lookup("fragile")
     with pytest.raises(GuestTrap):
         runtime.invoke(loaded, BIG)
-    assert runtime.invoke(loaded, SMALL).body == b"fine"
+    assert runtime.invoke(loaded, SMALL)[0].body == b"fine"
     assert len(loaded.idle) == 1
 
 

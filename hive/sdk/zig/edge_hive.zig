@@ -5,6 +5,9 @@
 //!     const std = @import("std");
 //!     const hive = @import("edge_hive");
 //!
+//!     pub const panic = hive.panic; // required: Zig's default handler needs refused WASI imports
+//!     pub const std_options: std.Options = .{ .logFn = hive.logFn }; // std.log -> hive.log
+//!
 //!     pub fn handler(req: *const hive.Request, alloc: std.mem.Allocator) !hive.Response {
 //!         const Body = struct { name: []const u8 = "World" };
 //!         const body = req.json(Body, alloc) catch Body{};
@@ -19,6 +22,9 @@
 //! `edge-hive function build <folder>` compiles it with the pinned Zig (pip `ziglang`) for wasm32-wasi,
 //! ReleaseSmall, with this file as the `edge_hive` module. No libc, no entry point.
 //!
+//! Natively (`zig test`), `dispatch(handler, envelope)` runs a handler on an envelope without the
+//! exports; log lines go to stderr, `now()` is 0 and `env()` is null there.
+//!
 //! Memory: `alloc` is an arena that lives for one request; everything allocated from it (the request's
 //! header list, parsed JSON, the response) is released when the next request starts, so a handler never
 //! frees anything. `Request` slices point into the host's request buffer and are valid only until the
@@ -32,6 +38,9 @@ const std = @import("std");
 const builtin = @import("builtin");
 
 const Allocator = std.mem.Allocator;
+const is_wasm = builtin.target.cpu.arch.isWasm();
+/// The real allocator behind everything (hive_alloc, the arena, the environment).
+const gpa = if (is_wasm) std.heap.wasm_allocator else std.heap.page_allocator;
 
 pub const abi_version = 1;
 pub const max_headers = 256;
@@ -42,7 +51,7 @@ pub const max_header_value = 16 * 1024;
 
 pub const Level = enum(i32) { debug = 0, info = 1, warn = 2, err = 3 };
 
-const host = if (builtin.target.cpu.arch.isWasm()) struct {
+const host = if (is_wasm) struct {
     extern "hive" fn log(level: i32, ptr: [*]const u8, len: usize) void;
 } else struct {
     // Natively (unit tests of a handler with `zig test`) log lines go to stderr.
@@ -370,6 +379,7 @@ const wasi = std.os.wasi;
 
 /// Nanoseconds since the Unix epoch, from the WASI realtime clock (0 if the clock fails).
 pub fn nowNanos() i64 {
+    if (comptime !is_wasm) return 0;
     var ts: wasi.timestamp_t = 0;
     if (wasi.clock_time_get(.REALTIME, 1, &ts) != .SUCCESS) return 0;
     return @intCast(ts);
@@ -398,7 +408,6 @@ var environ: ?[]const []const u8 = null;
 
 fn loadEnviron() []const []const u8 {
     if (environ) |e| return e;
-    const gpa = std.heap.wasm_allocator;
     var count: usize = 0;
     var size: usize = 0;
     if (wasi.environ_sizes_get(&count, &size) != .SUCCESS) return &.{};
@@ -415,7 +424,7 @@ fn loadEnviron() []const []const u8 {
 /// A configured value of this function (its `config` table, delivered as the WASI environment), or
 /// null. Read once per instance and kept; the slice stays valid for the instance's lifetime.
 pub fn env(name: []const u8) ?[]const u8 {
-    if (comptime !builtin.target.cpu.arch.isWasm()) return null;
+    if (comptime !is_wasm) return null;
     for (loadEnviron()) |kv| {
         if (kv.len > name.len and kv[name.len] == '=' and std.mem.eql(u8, kv[0..name.len], name))
             return kv[name.len + 1 ..];
@@ -425,7 +434,7 @@ pub fn env(name: []const u8) ?[]const u8 {
 
 // ---- dispatch and the ABI exports --------------------------------------------------------------------
 
-var arena_state: std.heap.ArenaAllocator = .init(std.heap.wasm_allocator);
+var arena_state: std.heap.ArenaAllocator = .init(gpa);
 var fixed_buf: [512]u8 = undefined;
 
 /// A JSON error response built without allocating: the answer when memory or input can't be trusted.
@@ -479,20 +488,25 @@ fn hiveAbiV1() callconv(.c) void {}
 
 /// A real allocator, never the arena: the host keeps this buffer across requests.
 fn hiveAlloc(size: usize) callconv(.c) ?[*]u8 {
-    const buf = std.heap.wasm_allocator.alignedAlloc(u8, .@"8", @max(size, 1)) catch return null;
+    const buf = gpa.alignedAlloc(u8, .@"8", @max(size, 1)) catch return null;
     return buf.ptr;
 }
 
 fn hiveFree(ptr: ?[*]align(8) u8, size: usize) callconv(.c) void {
     const p = ptr orelse return;
-    std.heap.wasm_allocator.free(p[0..@max(size, 1)]);
+    gpa.free(p[0..@max(size, 1)]);
 }
 
 /// Exports the ABI v1 functions with `handler` behind `hive_handle`. Call it once, from a comptime
 /// block of the root file: `comptime { hive.exportHandler(handler); }`.
 /// `handler` is `fn (req: *const Request, alloc: std.mem.Allocator) !Response` (or returns a plain
-/// `Response`).
+/// `Response`). The root file must also declare `pub const panic = edge_hive.panic;` (or its own
+/// panic handler): Zig's default one needs WASI imports the host refuses, so this is a compile error.
 pub fn exportHandler(comptime handler: anytype) void {
+    if (!@hasDecl(@import("root"), "panic")) @compileError(
+        "add `pub const panic = edge_hive.panic;` to the root file: Zig's default panic handler " ++
+            "imports WASI file-system functions the Edge Hive host refuses",
+    );
     const S = struct {
         fn handle(ptr: [*]const u8, len: usize) callconv(.c) i64 {
             const out = dispatch(handler, ptr[0..len]);
@@ -504,4 +518,54 @@ pub fn exportHandler(comptime handler: anytype) void {
     @export(&hiveAbiV1, .{ .name = "hive_abi_v1" });
     @export(&hiveAlloc, .{ .name = "hive_alloc" });
     @export(&hiveFree, .{ .name = "hive_free" });
+}
+
+// ---- native tests: python -m ziglang test hive/sdk/zig/edge_hive.zig -------------------------------
+
+fn testHandler(req: *const Request, alloc: Allocator) !Response {
+    if (std.mem.eql(u8, req.query, "fail")) return error.Nope;
+    var res = Response.init(alloc, 201);
+    try res.header("X-Method", req.method);
+    try res.header("bad header", "dropped");
+    try res.print("{s}|{s}|{s}", .{ req.path, req.header("ACCEPT") orelse "-", req.body });
+    return res;
+}
+
+fn testEnvelope(alloc: Allocator, query: []const u8) ![]u8 {
+    var out: std.ArrayList(u8) = .empty;
+    const fields = [_][]const u8{ "GET", "/p", query };
+    for (fields) |f| {
+        try out.appendSlice(alloc, std.mem.asBytes(&std.mem.nativeToLittle(u32, @intCast(f.len))));
+        try out.appendSlice(alloc, f);
+    }
+    const rest = [_][]const u8{ "accept", "*/*", "body" };
+    try out.appendSlice(alloc, std.mem.asBytes(&std.mem.nativeToLittle(u32, 1)));
+    for (rest) |f| {
+        try out.appendSlice(alloc, std.mem.asBytes(&std.mem.nativeToLittle(u32, @intCast(f.len))));
+        try out.appendSlice(alloc, f);
+    }
+    return out.toOwnedSlice(alloc);
+}
+
+test "dispatch decodes, runs the handler and encodes" {
+    const env_bytes = try testEnvelope(std.testing.allocator, "");
+    defer std.testing.allocator.free(env_bytes);
+    const out = dispatch(testHandler, env_bytes);
+    const expected = "\xc9\x00\x00\x00\x01\x00\x00\x00\x08\x00\x00\x00X-Method\x03\x00\x00\x00GET" ++
+        "\x0b\x00\x00\x00/p|*/*|body";
+    try std.testing.expectEqualSlices(u8, expected, out);
+    const bad = dispatch(testHandler, env_bytes[0 .. env_bytes.len - 1]);
+    try std.testing.expectEqual(@as(u32, 400), std.mem.readInt(u32, bad[0..4], .little));
+}
+
+test "handler errors become 500 handler_failed" {
+    const env_bytes = try testEnvelope(std.testing.allocator, "fail");
+    defer std.testing.allocator.free(env_bytes);
+    const out = dispatch(testHandler, env_bytes);
+    try std.testing.expectEqual(@as(u32, 500), std.mem.readInt(u32, out[0..4], .little));
+    try std.testing.expect(std.mem.endsWith(u8, out, "{\"error\":\"handler_failed\",\"message\":\"Nope\"}"));
+}
+
+test "rfc3339" {
+    try std.testing.expectEqualStrings("2026-11-24T19:40:00Z", &rfc3339(1795549200));
 }

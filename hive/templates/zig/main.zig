@@ -4,6 +4,8 @@ const hive = @import("edge_hive");
 
 /// Panics are logged through hive.log before the instance traps (the host answers 502).
 pub const panic = hive.panic;
+/// std.log goes to hive.log too.
+pub const std_options: std.Options = .{ .logFn = hive.logFn };
 
 const Input = struct {
     name: ?[]const u8 = null,

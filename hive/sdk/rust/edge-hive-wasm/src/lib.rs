@@ -527,10 +527,7 @@ macro_rules! export_handler {
 
             #[no_mangle]
             unsafe extern "C" fn hive_handle(ptr: *const u8, len: u32) -> u64 {
-                let handler: fn(
-                    $crate::Request,
-                )
-                    -> ::core::result::Result<$crate::Response, $crate::Error> = $handler;
+                let handler: $crate::__abi::Handler = $handler;
                 $crate::__abi::handle(ptr, len, handler)
             }
         };
@@ -539,11 +536,7 @@ macro_rules! export_handler {
 
 /// Runs `handler` on a request envelope and returns the response envelope. Never fails: a
 /// malformed envelope gets a 400, an `Err` its error response, an invalid status a 500.
-#[doc(hidden)]
-pub fn dispatch(
-    envelope: &[u8],
-    handler: impl FnOnce(Request) -> Result<Response, Error>,
-) -> Vec<u8> {
+fn dispatch(envelope: &[u8], handler: __abi::Handler) -> Vec<u8> {
     let response = match Request::decode(envelope) {
         None => Error::bad_request("malformed request envelope").into_response(),
         Some(req) => match handler(req) {
@@ -572,6 +565,9 @@ pub mod __abi {
     use std::panic;
     use std::sync::Once;
 
+    /// What `#[edge_function]` accepts.
+    pub type Handler = fn(Request) -> Result<Response, Error>;
+
     thread_local! {
         // The last response envelope: it must stay valid until the host's next call into the guest.
         static LAST: RefCell<Vec<u8>> = RefCell::new(Vec::new());
@@ -597,11 +593,7 @@ pub mod __abi {
 
     /// # Safety
     /// `ptr..ptr + len` is readable guest memory (the host's request buffer).
-    pub unsafe fn handle(
-        ptr: *const u8,
-        len: u32,
-        handler: fn(Request) -> Result<Response, Error>,
-    ) -> u64 {
+    pub unsafe fn handle(ptr: *const u8, len: u32, handler: Handler) -> u64 {
         // A panic aborts (a trap, which the host answers with a 502): say why in one log line first.
         static PANIC_HOOK: Once = Once::new();
         PANIC_HOOK.call_once(|| {
