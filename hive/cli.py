@@ -177,27 +177,56 @@ def build(target: str) -> None:
     click.echo(f"built {out} ({out.stat().st_size} bytes)")
 
 
-def _manifest_json(folder: Path) -> str | None:
+def _manifest_from_toml(folder: Path) -> dict[str, Any]:
+    """hive.toml's deploy sections as a deploy manifest."""
     from hive.build import load_function_manifest
 
     m = load_function_manifest(folder)
     out: dict[str, Any] = {}
-    if "limits" in m:
-        out["limits"] = m["limits"]
+    for key in ("limits", "rate_limit", "auth"):
+        if key in m:
+            out[key] = m[key]
     if "wasi" in m.get("permissions", {}):
         out["wasi"] = m["permissions"]["wasi"]
     if "config" in m:
         out["config"] = {k: str(v) for k, v in m["config"].items()}
-    return json.dumps(out) if out else None
+    return out
+
+
+def _parse_pairs(pairs: tuple[str, ...], origin: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"{origin}: {pair!r} must look like KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _read_env_file(path: str) -> dict[str, str]:
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    pairs = tuple(ln.removeprefix("export ") for ln in lines if ln and not ln.startswith("#"))
+    return {k: v.strip().strip('"').strip("'") for k, v in _parse_pairs(pairs, path).items()}
 
 
 @function.command()
 @click.argument("target")
 @click.option("--name", help="function name (default: the manifest's, or the file's stem)")
+@click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
+              help="a config value or secret for the guest's environment (repeatable)")
+@click.option("--config-file", type=click.Path(exists=True, dir_okay=False),
+              help="KEY=VALUE lines (a .env file) for the guest's environment")
+@click.option("--manifest", "manifest_file", type=click.Path(exists=True, dir_okay=False),
+              help="a deploy manifest (JSON: limits, wasi, config, rate_limit, auth)")
 @click.pass_obj
-def deploy(client: Any, target: str, name: str | None) -> None:
-    """Deploy a function folder (built first) or a .wasm file."""
-    manifest = None
+def deploy(client: Any, target: str, name: str | None, config: tuple[str, ...], config_file: str | None,
+           manifest_file: str | None) -> None:
+    """Deploy a function folder (built first) or a .wasm file.
+
+    The manifest comes from hive.toml's [limits], [rate_limit], [auth], [permissions] and [config],
+    then --manifest, then --config-file, then --config; later ones win.
+    """
+    manifest: dict[str, Any] = {}
     if target.endswith(".wasm") and Path(target).is_file():
         wasm = Path(target)
         name = name or wasm.stem
@@ -206,11 +235,16 @@ def deploy(client: Any, target: str, name: str | None) -> None:
 
         folder = _function_dir(target)
         if folder is None:
-            _fail(f"no function folder or .wasm file at {target!r}")
+            _fail(f"no function folder or .wasm file at {target!r} (run `edge-hive function new NAME` to start one)")
         wasm = build_function(folder, echo=lambda line: click.echo(line, err=True))
         name = name or load_function_manifest(folder)["function"]["name"]
-        manifest = _manifest_json(folder)
-    rec = client.deploy(name, wasm, manifest)
+        manifest = _manifest_from_toml(folder)
+    if manifest_file:
+        manifest.update(json.loads(Path(manifest_file).read_text()))
+    env = {**(_read_env_file(config_file) if config_file else {}), **_parse_pairs(config, "--config")}
+    if env:
+        manifest["config"] = {**manifest.get("config", {}), **env}
+    rec = client.deploy(name, wasm, json.dumps(manifest) if manifest else None)
     click.echo(f"deployed {rec['function']} v{rec['version']} sha256={rec['sha256'][:12]} ({rec['size']} bytes)")
 
 
@@ -251,9 +285,15 @@ def list_(client: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'NAME':<24} {'VERSION':>7} {'SIZE':>9}  {'SHA256':<12}  DEPLOYED")
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    click.echo(f"{'NAME':<20} {'VER':>4} {'SIZE':>8}  {'SHA256':<12} {'AUTH':<8} {'CALLS':>8} {'ERRORS':>7} "
+               f"{'P50 MS':>7} {'P99 MS':>7}  DEPLOYED")
     for r in rows:
-        click.echo(f"{r['function']:<24} {r['version']:>7} {r['size']:>9}  {r['sha256'][:12]}  {r['deployed_at']}")
+        click.echo(f"{r['function']:<20} {r['version']:>4} {r['size']:>8}  {r['sha256'][:12]} {r['auth']:<8} "
+                   f"{r['invocations']:>8} {r['errors']:>7} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7}  "
+                   f"{r['deployed_at']}")
 
 
 @function.command()
@@ -281,6 +321,79 @@ def rollback(client: Any, name: str, version: int | None) -> None:
     body = {} if version is None else {"version": version}
     rec = client.admin("POST", f"/api/v1/edge/{name}/rollback", json=body)
     click.echo(f"{name} now serves v{rec['version']} sha256={rec['sha256'][:12]}")
+
+
+@function.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
+@click.option("--lines", "-n", default=50, show_default=True, help="how many recent lines")
+@click.option("--json", "as_json", is_flag=True, help="raw JSON lines")
+@click.pass_obj
+def logs(client: Any, name: str, follow: bool, lines: int, as_json: bool) -> None:
+    """Show a function's recent invocations and guest output."""
+    import httpx
+
+    params = {"lines": str(lines), "follow": "1" if follow else "0"}
+    url = client.url.rstrip("/") + f"/api/v1/edge/{name}/logs"
+    try:
+        with httpx.stream("GET", url, params=params, headers=client._headers(), timeout=None) as r:
+            if r.status_code >= 400:
+                r.read()
+                from hive.client import api_error
+
+                raise api_error(r)
+            for line in r.iter_lines():
+                if not line:
+                    continue
+                if as_json:
+                    click.echo(line)
+                    continue
+                rec = json.loads(line)
+                if rec.get("kind") == "invocation":
+                    err = f" {rec['error']}" if rec.get("error") else ""
+                    click.echo(f"{rec['ts']} v{rec['version']} {rec['status']} {rec['duration_us']}us "
+                               f"pid={rec['pid']} req={rec['request_id']}{err}")
+                else:
+                    click.echo(f"{rec['ts']} v{rec['version']} {rec['stream']}/{rec['level']} "
+                               f"req={rec['request_id']}: {rec['text']}")
+    except httpx.ConnectError:
+        _fail(f"cannot reach the server at {client.url}")
+    except KeyboardInterrupt:
+        pass
+
+
+LANGUAGES = ("c", "rust", "zig", "assemblyscript")
+
+
+@function.command()
+@click.argument("name")
+@click.option("--lang", type=click.Choice(LANGUAGES), default="c", show_default=True)
+@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="where to create the function folder")
+def new(name: str, lang: str, parent: str) -> None:
+    """Scaffold a buildable function from a template."""
+    from importlib.resources import files
+
+    from hive.manifest import validate_name
+
+    validate_name(name)
+    dest = Path(parent) / name
+    if dest.exists():
+        _fail(f"{dest} already exists")
+    template = files("hive") / "templates" / lang
+
+    def copy(src: Any, to: Path) -> None:
+        to.mkdir(parents=True, exist_ok=True)
+        for item in src.iterdir():
+            target = to / item.name.replace("{{name}}", name)
+            if item.is_dir():
+                copy(item, target)
+            else:
+                target.write_text(item.read_text().replace("{{name}}", name))
+
+    copy(template, dest)
+    click.echo(f"created {dest} ({lang})")
+    click.echo(f"next: edge-hive function deploy {dest}   (builds, then uploads)")
 
 
 @function.command()

@@ -56,3 +56,30 @@ def test_errors_are_clear_and_nonzero(server: Server, tmp_path) -> None:
     env["HIVE_URL"] = "http://127.0.0.1:9"
     r = subprocess.run([str(BIN / "edge-hive"), "function", "list"], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "cannot reach the server" in r.stderr
+
+
+def test_new_scaffold_deploys_with_config_and_shows_logs(server: Server, tmp_path) -> None:
+    r = cli(server, "function", "new", "scaffolded", "--lang", "c", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "scaffolded" / "hive.toml").read_text().count('name = "scaffolded"') == 1
+    assert cli(server, "function", "new", "scaffolded", cwd=tmp_path).returncode == 1  # never overwrites
+    assert cli(server, "function", "new", "Bad/Name", cwd=tmp_path).returncode == 1
+
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("# comment\nAPI_SECRET='from-file'\n")
+    r = cli(server, "function", "deploy", "scaffolded", "--config", "TOKEN=s3cr3t-value",
+            "--config-file", str(env_file), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli(server, "function", "invoke", "scaffolded", "--data", '{"name": "logs"}')
+    assert r.returncode == 0 and json.loads(r.stdout)["message"] == "Hello, logs!"
+
+    listing = cli(server, "function", "list", "--json").stdout
+    row = next(f for f in json.loads(listing) if f["function"] == "scaffolded")
+    assert row["config_keys"] == ["API_SECRET", "TOKEN"] and row["invocations"] >= 1
+    assert "s3cr3t-value" not in listing and "from-file" not in listing
+
+    out = cli(server, "function", "logs", "scaffolded", "--json").stdout.splitlines()
+    records = [json.loads(line) for line in out]
+    assert any(r["kind"] == "invocation" and r["status"] == 200 for r in records)
+    assert any(r["kind"] == "output" and "scaffolded called with POST" in r["text"] for r in records)
+    assert "s3cr3t-value" not in server.log()
