@@ -31,15 +31,15 @@ from hive.errors import (
     HiveError,
     InvalidModule,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
+from hive.invoke import Invoker
 from hive.logs import FunctionLog, read_from, tail
 from hive.manifest import parse_manifest, validate_name
 from hive.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hive.metrics import exposition, function_stats
-from hive.ratelimit import RateLimiter, retry_after
+from hive.ratelimit import RateLimiter
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
 from hive.sandbox import GuestContext, GuestInstance, Sandbox
@@ -62,6 +62,7 @@ class Hive:
     telemetry: Telemetry
     function_log: FunctionLog
     limiter: RateLimiter
+    invoker: Invoker
 
 
 def _hive(request: Request) -> Hive:
@@ -118,41 +119,16 @@ class GuestResponse(Response):
 
 
 async def invoke(request: Request) -> Response:
-    hive = _hive(request)
-    rt = hive.runtime
-    rt.sync()  # one key read; makes a deploy visible to the next request on every worker
-    loaded = rt.lookup(request.path_params["function"])
+    invoker = _hive(request).invoker
+    loaded = invoker.admit(request.path_params["function"], request.headers)  # type: ignore[arg-type]
     try:
-        if not loaded.auth.public:
-            loaded.auth.check(request.headers)  # type: ignore[arg-type]
-        if loaded.rate is not None:
-            wait = hive.limiter.take(loaded.name, *loaded.rate)
-            if wait:
-                raise RateLimited(f"over the rate limit of {loaded.rate[0]:g} requests per second",
-                                  headers={"retry-after": retry_after(wait)})
         body = await read_limited(request, loaded.max_request_bytes, "request body")
     except HiveError as e:
-        hive.telemetry.invocation(loaded.name, loaded.record.version, e.status, time.perf_counter_ns(), "", e.code)
+        invoker.rejected(loaded, e)
         raise
     scope = request.scope
-    envelope = abi.encode_request(
-        scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
-        scope["query_string"], scope["headers"], body,
-    )
-    request_id = request.headers.get("x-request-id") or os.urandom(8).hex()
-    started = time.perf_counter_ns()
-    rec = loaded.record
-    try:
-        resp, fuel = rt.invoke(loaded, envelope, request_id)
-    except HiveError as e:
-        hive.telemetry.invocation(rec.name, rec.version, e.status, started, request_id, e.code,
-                                  e.extra.get("fuel_used"))
-        if rt.needs_refill:
-            asyncio.get_running_loop().call_soon(rt.refill)
-        raise
-    hive.telemetry.invocation(rec.name, rec.version, resp.status, started, request_id, None, fuel)
-    if fuel is not None:
-        resp.headers.append((b"x-hive-fuel-used", str(fuel).encode()))
+    resp = invoker.call(loaded, scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
+                        scope["query_string"], scope["headers"], body, request.headers.get("x-request-id"))
     return GuestResponse(resp)
 
 
@@ -335,7 +311,8 @@ def open_hive(settings: Settings) -> Hive:
     runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
     runtime.sync(force=True)  # every function warm before this worker takes a connection
     limiter = RateLimiter(data / "ratelimit.lmdb")
-    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter)
+    invoker = Invoker(runtime, limiter, telemetry)
+    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker)
 
 
 async def _watch(hive: Hive) -> None:

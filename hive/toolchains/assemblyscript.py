@@ -27,7 +27,7 @@ SDK_FILES = ("package.json", "index.ts", "asconfig.json", "assembly")
 DEFAULT_ENTRY = "assembly/index.ts"
 ENTRY_DIR = Path("node_modules") / ".edge-hive"
 ASC = Path("node_modules") / "assemblyscript" / "bin" / "asc.js"
-INSTALL_HINT = "install Node.js 18+ and npm (Debian: `apt-get install nodejs npm`)"
+INSTALL_HINT = "install Node.js 20+ and npm (Debian: `apt-get install nodejs npm`)"
 # json-as's SWAR string serializer splits surrogate pairs that straddle an 8-byte block (1.6.0);
 # the naive backend is correct and smaller.
 ASC_ENV = {"JSON_MODE": "naive"}
@@ -60,7 +60,7 @@ def _check_pins(folder: Path, echo: Echo | None) -> None:
     except (OSError, ValueError) as e:
         raise BuildError(f"{folder}/package.json: {e}") from None
     deps = {**pkg.get("dependencies", {}), **pkg.get("devDependencies", {})}
-    missing = [name for name in ("assemblyscript", "json-as") if name not in deps]
+    missing = [name for name in sdk_versions() if name not in deps]
     if missing:
         want = ", ".join(f'"{n}": "{v}"' for n, v in sdk_versions().items())
         raise BuildError(f"{folder}/package.json must depend on {' and '.join(missing)}: add {want}")

@@ -148,13 +148,12 @@ pub const Request = struct {
     }
 
     /// Parses the body as JSON into `T` (unknown fields ignored, the last duplicate wins). The result
-    /// lives in `alloc` (use the handler's arena). Fails with a std.json error when the body is not
-    /// JSON of that shape.
+    /// lives in `alloc` (use the handler's arena) and may point into the body, so it is valid until
+    /// the handler returns. Fails with a std.json error when the body is not JSON of that shape.
     pub fn json(self: *const Request, comptime T: type, alloc: Allocator) !T {
         return std.json.parseFromSliceLeaky(T, alloc, self.body, .{
             .ignore_unknown_fields = true,
             .duplicate_field_behavior = .use_last,
-            .allocate = .alloc_always, // the request buffer is reused after the handler returns
         });
     }
 

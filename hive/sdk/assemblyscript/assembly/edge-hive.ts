@@ -1,15 +1,15 @@
 // edge-hive: the Edge Hive AssemblyScript SDK, guest ABI v1 (see docs/abi.md and docs/sdk-assemblyscript.md).
 //
-// A function's entry file (assembly/index.ts) registers a handler and re-exports the ABI functions:
+// A function's source (assembly/index.ts) registers one handler:
 //
 //     import { Request, Response, serve } from "edge-hive";
-//     export { hive_abi_v1, hive_alloc, hive_free, hive_handle } from "edge-hive";
 //
 //     serve((req: Request): Response => Response.text("Hello from " + req.path));
 //
-// `edge-hive function build <folder>` compiles it with asc (runtime incremental, WASI through
-// @assemblyscript/wasi-shim, json-as as the JSON transform); the build copies this package into the
-// function's node_modules.
+// `edge-hive function build <folder>` copies this package into the function's node_modules and
+// compiles a generated entry that re-exports the ABI functions (hive_abi_v1, hive_alloc, hive_free,
+// hive_handle) and imports the source, with asc (runtime incremental, WASI through
+// @assemblyscript/wasi-shim, json-as as the JSON transform; see asconfig.json).
 //
 // Memory: requests and responses are ordinary managed objects, collected by the incremental GC. The
 // request buffer the host writes into comes from `heap.alloc` (never collected), and the response
@@ -580,13 +580,12 @@ declare function environ_sizes_get(count: usize, size: usize): u16;
 @external("wasi_snapshot_preview1", "environ_get")
 declare function environ_get(ptrs: usize, buf: usize): u16;
 
+// @ts-ignore: decorator
+@lazy const scratch: usize = memory.data(16);
+
 /** Nanoseconds since the Unix epoch, from the WASI realtime clock (0 if it fails). */
 export function nowNanos(): i64 {
-  const out = heap.alloc(8);
-  const err = clock_time_get(0, 1, out);
-  const ns = err == 0 ? load<i64>(out) : 0;
-  heap.free(out);
-  return ns;
+  return clock_time_get(0, 1, scratch) == 0 ? load<i64>(scratch) : 0;
 }
 
 /** Seconds since the Unix epoch, from the WASI realtime clock. */
@@ -629,10 +628,9 @@ export function envMap(): Map<string, string> {
   let map = environ;
   if (map !== null) return map;
   map = new Map<string, string>();
-  const sizes = heap.alloc(8);
-  if (environ_sizes_get(sizes, sizes + 4) == 0) {
-    const count = <usize>load<u32>(sizes);
-    const size = <usize>load<u32>(sizes + 4);
+  if (environ_sizes_get(scratch, scratch + 4) == 0) {
+    const count = <usize>load<u32>(scratch);
+    const size = <usize>load<u32>(scratch + 4);
     const ptrs = heap.alloc(count * 4 + 4);
     const buf = heap.alloc(size + 1);
     if (count > 0 && environ_get(ptrs, buf) == 0) {
@@ -648,7 +646,6 @@ export function envMap(): Map<string, string> {
     heap.free(ptrs);
     heap.free(buf);
   }
-  heap.free(sizes);
   environ = map;
   return map;
 }
