@@ -26,7 +26,7 @@ WASI_GROUPS: dict[str, frozenset[str]] = {
     # Always granted: they expose nothing (empty args, exit, yield).
     "process": frozenset({"args_get", "args_sizes_get", "proc_exit", "sched_yield"}),
 }
-DEFAULT_WASI = ("clocks", "random", "stdio", "env")
+DEFAULT_WASI: tuple[str, ...] = ()  # denied by default: a deploy grants what the function needs
 
 
 def validate_name(name: Any) -> str:

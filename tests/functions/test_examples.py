@@ -49,7 +49,7 @@ def manifest(name: str, config: dict[str, str] | None = None, wasi: list[str] | 
 @pytest.fixture(scope="module")
 def deployed(server: Server, built: dict[str, bytes]) -> Server:
     deploys = [
-        ("hello", built["hello"], None),
+        ("hello", built["hello"], manifest("hello")),
         ("auth", built["auth"], manifest("auth", {"JWT_SECRET": JWT_SECRET})),
         ("auth-unset", built["auth"], manifest("auth")),
         ("webhook", built["webhook"], manifest("webhook", {"WEBHOOK_SECRET": WEBHOOK_SECRET})),

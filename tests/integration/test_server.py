@@ -46,7 +46,10 @@ def test_both_workers_serve(server: Server) -> None:
 
 
 def test_hello_end_to_end(server: Server, hello_wasm: bytes) -> None:
+    # WASI is denied unless granted: without the clock, the deploy is refused and names the import.
     r = server.deploy("hello", hello_wasm)
+    assert r.status_code == 422 and "wasi_snapshot_preview1.clock_time_get" in r.json()["message"]
+    r = server.deploy("hello", hello_wasm, manifest=json.dumps({"wasi": ["clocks"]}))
     assert r.status_code == 201, r.text
     # Read-your-writes: every request after the deploy response, on any worker, sees hello.
     for _ in range(20):
@@ -132,7 +135,7 @@ PRINTER_WAT = r"""
 
 
 def test_guest_stdout_reaches_the_server_log_tagged(server: Server) -> None:
-    assert server.deploy("printer", wat(PRINTER_WAT)).status_code == 201
+    assert server.deploy("printer", wat(PRINTER_WAT), manifest=json.dumps({"wasi": ["stdio"]})).status_code == 201
     assert fresh(server, "POST", "/api/v1/edge/printer").status_code == 200
     assert re.search(r"\[printer v1 stdout [0-9a-f]+\] marker-7f3a9c21", server.log()), server.log()[-2000:]
 

@@ -25,11 +25,11 @@ from hive.errors import (
     ResponseTooLarge,
     Timeout,
 )
-from hive.manifest import Manifest, parse_manifest
+from hive.manifest import WASI_GROUPS, Manifest, parse_manifest
 from hive.registry import sha256_hex
 from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox
 
-ALLOWED = Manifest().allowed_wasi_imports()
+ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
 WASI = "wasi_snapshot_preview1"
 RESP = 8192  # where guests build their response envelope
 

@@ -24,7 +24,7 @@ import wasmtime
 from hive import abi
 from hive.build import build_function
 from hive.errors import AbiViolation, BuildError, GuestTrap
-from hive.manifest import Manifest
+from hive.manifest import WASI_GROUPS, Manifest
 from hive.registry import sha256_hex
 from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox, host
 from hive.toolchains import assemblyscript as as_toolchain
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow  # runs npm and the AssemblyScript compiler
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "hive" / "sdk" / "abi_vectors.json").read_text(encoding="utf-8"))
-ALLOWED = Manifest().allowed_wasi_imports()
+ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
 ABI_EXPORTS = {
     "hive_abi_v1": ([], []),
     "hive_alloc": (["i32"], ["i32"]),

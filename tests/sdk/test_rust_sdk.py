@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hive import abi
 from hive.build import build_function
 from hive.errors import AbiViolation, BuildError, GuestTrap
-from hive.manifest import Manifest
+from hive.manifest import WASI_GROUPS, Manifest
 from hive.registry import sha256_hex
 from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox
 from hive.toolchains import rust
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # cargo: about 20 s for the first build of each c
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "hive" / "sdk" / "abi_vectors.json").read_text(encoding="utf-8"))
-ALLOWED_WASI = Manifest().allowed_wasi_imports()
+ALLOWED_WASI = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
 MAX_BODY = 6 << 20
 
 # Routes by path to exercise the API; any other path echoes the request, re-encoded from the accessors.

@@ -101,8 +101,13 @@ def test_bad_config_keys_and_values(config: str) -> None:
         parse_manifest(f'{{"config": {config}}}')
 
 
-def test_allowed_wasi_imports_default() -> None:
-    allowed = Manifest().allowed_wasi_imports()
+def test_wasi_is_denied_by_default() -> None:
+    assert Manifest().wasi == []
+    assert Manifest().allowed_wasi_imports() == WASI_GROUPS["process"]
+
+
+def test_allowed_wasi_imports_all_groups() -> None:
+    allowed = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()
     for group in ("clocks", "random", "stdio", "env", "process"):
         assert WASI_GROUPS[group] <= allowed
     assert "path_open" not in allowed
