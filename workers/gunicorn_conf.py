@@ -4,6 +4,7 @@ wasmtime and LMDB: it only prepares the data dir and the admin token."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 from hive.auth import ensure_admin_token
@@ -32,6 +33,10 @@ raw_env = [f"HIVE_DATA_DIR={_data}", f"PROMETHEUS_MULTIPROC_DIR={_data / 'metric
 
 
 def on_starting(server: object) -> None:
+    # gunicorn's master would say READY=1 before any worker exists; the first worker to finish
+    # warming says it instead (workers/worker.py), for the master (MAINPID).
+    if "NOTIFY_SOCKET" in os.environ:
+        os.environ["HIVE_NOTIFY_SOCKET"] = os.environ.pop("NOTIFY_SOCKET")
     metrics_dir = _data / "metrics"  # counters start afresh with each server
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()

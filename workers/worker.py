@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -17,11 +18,31 @@ from hive.settings import load_settings
 from workers.watchdog import Watchdog
 
 
+def notify_systemd(state: str) -> None:
+    """sd_notify for a worker (the unit says NotifyAccess=all); a no-op outside systemd."""
+    addr = os.environ.get("HIVE_NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError:
+        logging.getLogger("hive.worker").warning("could not notify systemd at %s", addr, exc_info=True)
+
+
 class DrainingServer(Server):
     """Before uvicorn's graceful shutdown, stop accepting and let open connections send one more
     request (answered with Connection: close), so a reload or recycle drops no keep-alive client."""
 
     drain_s = 1.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # every function is warm (lifespan) and the sockets are served
+            notify_systemd(f"READY=1\nMAINPID={os.getppid()}\nSTATUS=worker {os.getpid()} serving")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
