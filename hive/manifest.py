@@ -139,9 +139,25 @@ def _check_auth(auth: Auth) -> None:
         j = auth.jwt
         if j is None or not (j.hs256_secret or j.rs256_public_key):
             raise InvalidManifest("auth.mode jwt needs auth.jwt.hs256_secret or auth.jwt.rs256_public_key")
-        if j.hs256_secret is not None and len(j.hs256_secret) < 16:
-            raise InvalidManifest("auth.jwt.hs256_secret must be at least 16 characters")
-        if j.rs256_public_key is not None and "BEGIN PUBLIC KEY" not in j.rs256_public_key:
-            raise InvalidManifest("auth.jwt.rs256_public_key must be a PEM public key")
+        # RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits).
+        if j.hs256_secret is not None and len(j.hs256_secret.encode()) < 32:
+            raise InvalidManifest("auth.jwt.hs256_secret must be at least 32 bytes")
+        if j.rs256_public_key is not None and not _is_rsa_public_key(j.rs256_public_key):
+            raise InvalidManifest("auth.jwt.rs256_public_key must be a PEM RSA public key")
         if not 0 <= j.leeway_s <= 3600:
             raise InvalidManifest("auth.jwt.leeway_s must be between 0 and 3600")
+
+
+def _is_rsa_public_key(pem: str) -> bool:
+    """Whether PyJWT can verify RS256 with this key (a key it can't load would fail every request)."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from jwt.algorithms import RSAAlgorithm
+    from jwt.exceptions import PyJWTError
+
+    if "BEGIN PUBLIC KEY" not in pem:
+        return False
+    try:
+        key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem)
+    except (PyJWTError, ValueError, TypeError):
+        return False
+    return isinstance(key, RSAPublicKey)

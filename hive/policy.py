@@ -101,3 +101,5 @@ class InvokeAuth:
             raise TokenNotYetValid("the token is not valid yet (nbf)") from None
         except jwt.InvalidTokenError as e:
             raise InvalidToken(f"the token is not valid: {e}") from None
+        except jwt.PyJWTError:  # e.g. a stored key PyJWT can't use: still a 401, never a 500
+            raise InvalidToken("the token cannot be verified") from None

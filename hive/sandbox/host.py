@@ -30,6 +30,8 @@ HIVE = "hive"
 ESUCCESS, EBADF, EFAULT, EINVAL, ESPIPE = 0, 8, 21, 28, 70
 LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 MAX_LOG_BYTES_PER_CALL = 64 * 1024
+# Lines are capped too: empty lines cost no bytes, yet each one is a server log record.
+MAX_LOG_LINES_PER_CALL = 1024
 MAX_LINE = 8 * 1024
 
 
@@ -42,16 +44,20 @@ class GuestContext:
     env: list[bytes] = field(default_factory=list)  # b"KEY=VALUE"
     request_id: str = ""
     logged: int = 0  # bytes logged in the current call
+    lines: int = 0  # lines logged in the current call
     dropped: int = 0
+    dropped_lines: int = 0
     partial: dict[int, bytes] = field(default_factory=dict)
     # Also receives each line: (function, version, stream, level, text, request_id).
     sink: Callable[[str, int, str, int, str, str], None] | None = None
 
     def emit(self, level: int, text: bytes, stream: str) -> None:
-        if self.logged >= MAX_LOG_BYTES_PER_CALL:
+        if self.logged >= MAX_LOG_BYTES_PER_CALL or self.lines >= MAX_LOG_LINES_PER_CALL:
             self.dropped += len(text)
+            self.dropped_lines += 1
             return
         self.logged += len(text)
+        self.lines += 1
         line = text[:MAX_LINE].decode("utf-8", "replace")
         log.log(level, "[%s v%d %s %s] %s", self.function, self.version, stream, self.request_id or "-", line,
                 extra={"function": self.function, "version": self.version, "stream": stream,
@@ -61,18 +67,19 @@ class GuestContext:
 
     def begin_call(self, request_id: str = "") -> None:
         self.request_id = request_id
-        self.logged = self.dropped = 0
+        self.logged = self.lines = self.dropped = self.dropped_lines = 0
 
     def end_call(self) -> None:
         for fd, rest in list(self.partial.items()):
             if rest:
                 self.emit(LOG_LEVELS[1 if fd == 1 else 3], rest, "stdout" if fd == 1 else "stderr")
         self.partial.clear()
-        if self.dropped:
-            log.warning("dropped %d bytes of guest output over the per-call limit", self.dropped,
+        if self.dropped_lines:
+            log.warning("dropped %d lines (%d bytes) of guest output over the per-call limit",
+                        self.dropped_lines, self.dropped,
                         extra={"function": self.function, "version": self.version, "stream": "host",
                                "request_id": self.request_id})
-            self.dropped = 0
+            self.dropped = self.dropped_lines = 0
 
 
 _local = threading.local()
