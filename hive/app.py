@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,9 @@ from hive import abi
 from hive.auth import bearer_matches, ensure_admin_token
 from hive.errors import (
     BadRequest,
+    ClientGone,
     GuestError,
+    HeadersTooLarge,
     HiveError,
     InvalidModule,
     PayloadTooLarge,
@@ -90,6 +93,7 @@ def require_admin(request: Request) -> None:
 
 
 async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than `limit` bytes (by Content-Length, or as it streams)."""
     cl = request.headers.get("content-length")
     if cl is not None:
         if not cl.isdigit():
@@ -97,11 +101,14 @@ async def read_limited(request: Request, limit: int, what: str) -> bytes:
         if int(cl) > limit:
             raise PayloadTooLarge(f"{what} of {cl} bytes exceeds the limit of {limit} bytes", limit=limit)
     chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            raise PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes", limit=limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:
+                raise PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes", limit=limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected before sending the whole body") from None
     body = b"".join(chunks)
     request._body = body  # lets request.form() parse what was already read
     return body
@@ -120,15 +127,16 @@ class GuestResponse(Response):
 
 async def invoke(request: Request) -> Response:
     invoker = _hive(request).invoker
-    loaded = invoker.admit(request.path_params["function"], request.headers)  # type: ignore[arg-type]
+    request_id = request_id_of(request.headers.get("x-request-id"))
+    loaded = invoker.admit(request.path_params["function"], request.headers, request_id)  # type: ignore[arg-type]
     try:
         body = await read_limited(request, loaded.max_request_bytes, "request body")
     except HiveError as e:
-        invoker.rejected(loaded, e)
+        invoker.rejected(loaded, e, request_id)
         raise
     scope = request.scope
     resp = invoker.call(loaded, scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
-                        scope["query_string"], scope["headers"], body, request.headers.get("x-request-id"))
+                        scope["query_string"], scope["headers"], body, request_id)
     return GuestResponse(resp)
 
 
@@ -142,7 +150,10 @@ async def deploy(request: Request) -> Response:
     if not ctype.lower().startswith("multipart/form-data"):
         raise UnsupportedMediaType("deploy expects multipart/form-data with fields 'function' and 'wasm'")
     limit = hive.settings.max_upload_bytes
-    await read_limited(request, limit + 64 * 1024, "upload")
+    try:
+        await read_limited(request, limit + 64 * 1024, "upload")  # room for the multipart framing
+    except PayloadTooLarge:
+        raise PayloadTooLarge(f"the upload exceeds the module limit of {limit} bytes", limit=limit) from None
     async with request.form(max_files=2, max_fields=8) as form:
         for field in ("function", "wasm"):
             if field not in form:
@@ -167,6 +178,8 @@ async def deploy(request: Request) -> Response:
         GuestInstance(hive.sandbox, compiled, limits_for(manifest, hive.settings),
                       GuestContext(name, 0, env_for(manifest)))
     except GuestError as e:
+        if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
+            hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
         raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
     rec = hive.registry.deploy(name, wasm, manifest, sha)
     hive.runtime.sync()
@@ -267,6 +280,14 @@ async def readyz(request: Request) -> Response:
 # --- errors ---
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(given: str | None) -> str:
+    """The client's X-Request-Id when it is short and plain (it is copied into every log line), else a new one."""
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else os.urandom(8).hex()
+
+
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
@@ -288,6 +309,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, str(exc.detail))
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "client_disconnected", "message": str(exc)}, status_code=400)  # nobody reads it
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -366,21 +391,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/functions/v1/{function}", invoke, methods=ALL_METHODS),
         Route("/functions/v1/{function}/{rest:path}", invoke, methods=ALL_METHODS),
     ]
-    handlers = {HiveError: hive_error, HTTPException: http_error, Exception: internal_error}
+    handlers = {ClientGone: client_gone, HiveError: hive_error, HTTPException: http_error, Exception: internal_error}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,  # type: ignore[arg-type]
-                    middleware=[Middleware(CloseWhenDraining)])
+                    middleware=[Middleware(RequestGuard, settings=settings)])
     app.state.draining = False
     return app
 
 
-class CloseWhenDraining:
-    """While the worker drains, every response says Connection: close (uvicorn then closes cleanly)."""
+class RequestGuard:
+    """Outermost: refuse oversized header sets (431), and while the worker drains make every
+    response say Connection: close (uvicorn then closes the connection cleanly)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings | None) -> None:
         self.app = app
+        s = settings or load_settings()
+        self.max_headers, self.max_header_bytes = s.max_headers, s.max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["app"].state.draining:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = scope["headers"]
+        if len(headers) > self.max_headers or sum(len(k) + len(v) for k, v in headers) > self.max_header_bytes:
+            err = HeadersTooLarge(f"request headers exceed {self.max_headers} fields or {self.max_header_bytes} bytes")
+            return await JSONResponse(err.to_dict(), status_code=err.status)(scope, receive, send)
+        if not scope["app"].state.draining:
             return await self.app(scope, receive, send)
 
         async def send_closing(message: Message) -> None:

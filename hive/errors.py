@@ -26,6 +26,10 @@ class BadRequest(HiveError):
     code, status = "bad_request", 400
 
 
+class ClientGone(HiveError):
+    code, status = "client_disconnected", 400
+
+
 class InvalidName(HiveError):
     code, status = "invalid_name", 400
 
@@ -56,6 +60,10 @@ class MethodNotAllowed(HiveError):
 
 class PayloadTooLarge(HiveError):
     code, status = "payload_too_large", 413
+
+
+class HeadersTooLarge(HiveError):
+    code, status = "headers_too_large", 431
 
 
 class UnsupportedMediaType(HiveError):

@@ -23,7 +23,7 @@ class Invoker:
         self.limiter = limiter
         self.telemetry = telemetry
 
-    def admit(self, name: str, headers: Mapping[str, str]) -> Loaded:
+    def admit(self, name: str, headers: Mapping[str, str], request_id: str = "") -> Loaded:
         """The function's current version, once the caller passed its auth and rate limit."""
         rt = self.runtime
         rt.sync()  # one key read; makes a deploy visible to the next request on every worker
@@ -37,13 +37,14 @@ class Invoker:
                     raise RateLimited(f"over the rate limit of {loaded.rate[0]:g} requests per second",
                                       headers={"retry-after": retry_after(wait)})
         except HiveError as e:
-            self.rejected(loaded, e)
+            self.rejected(loaded, e, request_id)
             raise
         return loaded
 
-    def rejected(self, loaded: Loaded, e: HiveError) -> None:
+    def rejected(self, loaded: Loaded, e: HiveError, request_id: str = "") -> None:
         """Count a request refused before the guest ran (auth, rate, body size)."""
-        self.telemetry.invocation(loaded.name, loaded.record.version, e.status, time.perf_counter_ns(), "", e.code)
+        self.telemetry.invocation(loaded.name, loaded.record.version, e.status, time.perf_counter_ns(),
+                                  request_id, e.code)
 
     def call(self, loaded: Loaded, method: bytes, raw_path: bytes, query: bytes, headers: abi.Headers,
              body: bytes, request_id: str | None = None) -> abi.Response:
@@ -61,6 +62,7 @@ class Invoker:
                 asyncio.get_running_loop().call_soon(rt.refill)  # off the request path
             raise
         self.telemetry.invocation(rec.name, rec.version, resp.status, started, request_id, None, fuel)
-        if fuel is not None:
+        if fuel is not None:  # the host's figure, never one the guest made up
+            resp.headers = [h for h in resp.headers if h[0] != b"x-hive-fuel-used"]
             resp.headers.append((b"x-hive-fuel-used", str(fuel).encode()))
         return resp

@@ -120,6 +120,10 @@ class Registry:
                     out.append(_dec_ver.decode(raw))
             return out
 
+    def has_blob(self, sha256: str) -> bool:
+        with self.env.begin(db=self._blobs) as txn:
+            return txn.get(sha256.encode()) is not None
+
     def blob(self, sha256: str) -> bytes:
         with self.env.begin(db=self._blobs) as txn:
             raw = txn.get(sha256.encode())

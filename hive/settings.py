@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_upload_bytes", int, 50 * MiB, "largest module upload"),
     Setting("max_request_bytes", int, 6 * MiB, "default largest request body"),
     Setting("max_response_bytes", int, 6 * MiB, "default largest response body"),
+    Setting("max_header_bytes", int, 64 * 1024, "largest total size of request headers"),
+    Setting("max_headers", int, 100, "most request header fields"),
     Setting("timeout_ms", int, 100, "default guest time limit per invocation"),
     Setting("memory_mb", int, 128, "default guest memory limit"),
     Setting("epoch_tick_ms", float, 1.0, "granularity of guest time limits"),
@@ -75,6 +77,8 @@ class Settings:
     max_upload_bytes: int
     max_request_bytes: int
     max_response_bytes: int
+    max_header_bytes: int
+    max_headers: int
     timeout_ms: int
     memory_mb: int
     epoch_tick_ms: float
