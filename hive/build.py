@@ -7,6 +7,7 @@ import importlib.util
 import shlex
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -77,19 +78,32 @@ def build_function(path: str | Path, *, echo: Echo | None = None) -> Path:
 
 
 def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[str, str] | None = None) -> None:
-    """Run one toolchain command; its failure becomes a BuildError carrying the tool's output."""
+    """Run one toolchain command, passing its progress lines to `echo` as they come; a failure
+    becomes a BuildError carrying the tool's output."""
     if echo:
         echo(shlex.join(cmd))
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"{what} took longer than {COMPILE_TIMEOUT_S} s") from None
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise BuildError(f"{what}: {cmd[0]} not found") from None
+    output: list[str] = []
+    assert proc.stdout is not None
+    timer = threading.Timer(COMPILE_TIMEOUT_S, proc.kill)  # a silent, hung tool is killed too
+    timer.start()
+    try:
+        with proc:
+            for line in proc.stdout:  # cargo, npm and zig report progress on stderr, merged here
+                output.append(line)
+                if echo:
+                    echo(line.rstrip("\n"))
+    finally:
+        timed_out = not timer.is_alive()
+        timer.cancel()
+    if timed_out and proc.returncode != 0:
+        raise BuildError(f"{what} took longer than {COMPILE_TIMEOUT_S} s")
     if proc.returncode != 0:
-        raise BuildError(f"{what} failed:\n{(proc.stderr or proc.stdout).strip()}")
-    if echo and proc.stderr.strip():
-        echo(proc.stderr.rstrip())  # warnings and progress
+        raise BuildError(f"{what} failed:\n{''.join(output[-200:]).strip()}")
 
 
 def build_c(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
