@@ -15,17 +15,16 @@ import shutil
 import string
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import wasmtime
 
 from hive.build import C_SDK_DIR
+from tests.sdk.common import WARN, build_c_driver, zig_cc
 
 pytestmark = pytest.mark.slow  # runs the zig compiler
 
-WARN = ["-Wall", "-Wextra", "-Werror"]
 STRICT = [*WARN, "-std=c11", "-Wpedantic", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wcast-qual"]
 
 (SHA, SHA_STREAM, HMAC, HMAC_STREAM, HEX_ENC, HEX_DEC, B64_ENC, B64URL_ENC, B64_DEC, B64URL_DEC, CT_EQ, JSON_NUM,
@@ -170,13 +169,6 @@ int main(void) {
 """
 
 
-def zig_cc(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "ziglang", "cc", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 Op = tuple[int, bytes, bytes]
 Result = tuple[int, bytes]
 
@@ -235,13 +227,7 @@ class Wasm:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    d = tmp_path_factory.mktemp("crypto")
-    src = d / "driver.c"
-    src.write_text(DRIVER_C)
-    native = zig_cc("-std=c11", "-O1", "-g", "-fsanitize=undefined", "-fsanitize-trap=undefined", *WARN,
-                    "-I", C_SDK_DIR, "-o", d / "driver", src)
-    wasm = zig_cc("--target=wasm32-wasi", "-O2", *WARN, "-I", C_SDK_DIR, "-o", d / "driver.wasm", src)
-    return {"native": (d / "driver", native.stderr), "wasm": (d / "driver.wasm", wasm.stderr)}
+    return build_c_driver(tmp_path_factory.mktemp("crypto"), DRIVER_C)
 
 
 @pytest.fixture(scope="module", params=["native", "wasm"])

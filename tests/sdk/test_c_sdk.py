@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import random
-import re
-import shutil
 import struct
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,20 +14,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hive import abi
-from hive.build import C_SDK_DIR, build_function, load_function_manifest
-from hive.errors import AbiViolation, BuildError, InvalidManifest
+from hive.build import build_function, load_function_manifest
+from hive.errors import BuildError, InvalidManifest
+from tests.sdk import common
+from tests.sdk.common import (
+    ROOT,
+    build_c_driver,
+    build_logged,
+    check_echoed_or_rejected,
+    check_header_lookups,
+    check_hello_edge_hive,
+    check_imports_allowed,
+    check_invalid_requests,
+    check_request_vectors,
+    check_response_vectors,
+    copy_example,
+    decode,
+    exports_and_imports,
+    mutated_requests,
+)
 
 pytestmark = pytest.mark.slow  # runs the zig compiler (about 20 s the first time, for wasi-libc)
 
-ROOT = Path(__file__).resolve().parents[2]
-VECTORS = json.loads((ROOT / "hive" / "sdk" / "abi_vectors.json").read_text(encoding="utf-8"))
 ALLOWED_WASI = frozenset({
     "clock_time_get", "clock_res_get", "random_get", "fd_write", "fd_read", "fd_close", "fd_seek", "fd_fdstat_get",
     "fd_prestat_get", "fd_prestat_dir_name", "environ_get", "environ_sizes_get", "args_get", "args_sizes_get",
     "proc_exit", "sched_yield",
 })
-MAX_BODY = 6 << 20
-WARN = ["-Wall", "-Wextra", "-Werror"]
 
 DESCRIBE, BUILD, LOOKUP, JSON_GET, ESCAPE, MISC = range(6)
 
@@ -189,13 +198,6 @@ int main(void) {
 """
 
 
-def zig_cc(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "ziglang", "cc", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 class NativeGuest:
     def __init__(self, exe: Path) -> None:
         self.exe = exe
@@ -262,14 +264,7 @@ class WasmGuest:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    d = tmp_path_factory.mktemp("csdk")
-    src = d / "driver.c"
-    src.write_text(DRIVER_C)
-    native = zig_cc("-std=c11", "-O1", "-g", "-fsanitize=undefined", "-fsanitize-trap=undefined", *WARN,
-                    "-I", C_SDK_DIR, "-o", d / "driver", src)
-    wasm = zig_cc("--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-s", *WARN, "-I", C_SDK_DIR,
-                  "-o", d / "driver.wasm", src)
-    return {"native": (d / "driver", native.stderr), "wasm": (d / "driver.wasm", wasm.stderr)}
+    return build_c_driver(tmp_path_factory.mktemp("csdk"), DRIVER_C, "-mexec-model=reactor", "-s")
 
 
 @pytest.fixture(scope="module", params=["native", "wasm"])
@@ -285,86 +280,39 @@ def wasm_driver(builds: dict[str, tuple[Path, str]]) -> WasmGuest:
 
 def req(method: bytes = b"GET", path: bytes = b"/t", query: bytes = b"", headers: abi.Headers | None = None,
         body: bytes = b"") -> bytes:
-    return abi.encode_request(method, path, query, headers or [], body)
-
-
-def decode(out: bytes) -> abi.Response:
-    return abi.decode_response(out, MAX_BODY)
+    """common.req, but under /t by default."""
+    return common.req(method, path, query, headers, body)
 
 
 def test_sdk_compiles_without_warnings(builds: dict[str, tuple[Path, str]]) -> None:
     assert builds["native"][1] == "" and builds["wasm"][1] == ""
 
 
+def in_mode(guest: NativeGuest | WasmGuest, mode: int) -> common.Run:
+    """Runs envelopes through one mode of the driver."""
+    return lambda envs: guest.run([(mode, env) for env in envs])
+
+
 def test_request_vectors_decode(guest: NativeGuest | WasmGuest) -> None:
-    vectors = VECTORS["requests"]
-    outs = guest.run([(DESCRIBE, bytes.fromhex(v["envelope_hex"])) for v in vectors])
-    for v, out in zip(vectors, outs, strict=True):
-        resp = decode(out)
-        assert (resp.status, resp.body) == (200, bytes.fromhex(v["envelope_hex"])), v["name"]
+    check_request_vectors(in_mode(guest, DESCRIBE))
 
 
 def test_response_vectors_encode(guest: NativeGuest | WasmGuest) -> None:
-    vectors = VECTORS["responses"]
-    outs = guest.run([(BUILD, req(body=bytes.fromhex(v["envelope_hex"]))) for v in vectors])
-    for v, out in zip(vectors, outs, strict=True):
-        assert out.hex() == v["envelope_hex"], v["name"]
+    check_response_vectors(lambda envs: guest.run([(BUILD, req(body=env)) for env in envs]))
 
 
 def test_header_lookup(guest: NativeGuest | WasmGuest) -> None:
-    cases, expected = [], []
-    for v in VECTORS["requests"]:
-        env = bytes.fromhex(v["envelope_hex"])
-        names = {n for n, _ in v["headers"]} | {"absent"}
-        for name in sorted(names) + [n.upper() for n in sorted(names)]:
-            decoded = abi.decode_request(env)
-            cases.append((LOOKUP, req(decoded.method, decoded.path, name.encode(), decoded.headers, decoded.body)))
-            expected.append([val.encode() for n, val in v["headers"] if n.lower() == name.lower()])
-    for out, values in zip(guest.run(cases), expected, strict=True):
-        resp = decode(out)
-        assert resp.status == (200 if values else 404)
-        assert resp.body == (values[0] if values else b"")
-        assert [val for _, val in resp.headers] == values
+    check_header_lookups(in_mode(guest, LOOKUP))
 
 
 def test_invalid_requests_get_400(guest: NativeGuest | WasmGuest) -> None:
-    vectors = VECTORS["invalid_requests"]
-    for v, out in zip(vectors, guest.run([(DESCRIBE, bytes.fromhex(v["envelope_hex"])) for v in vectors]),
-                      strict=True):
-        resp = decode(out)
-        assert resp.status == 400, v["name"]
-        assert json.loads(resp.body)["error"] == "bad_request"
-
-
-def _mutate(rng: random.Random, env: bytes) -> bytes:
-    b = bytearray(env)
-    match rng.randrange(5):
-        case 0:
-            return bytes(b[:rng.randrange(len(b))])
-        case 1:
-            return env + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
-        case 2:  # a lying length or count at a word boundary
-            pos = rng.randrange(0, max(1, len(b) - 3))
-            b[pos:pos + 4] = struct.pack("<I", rng.choice([0, 1, 7, 255, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]))
-        case 3:
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        case _:
-            del b[rng.randrange(len(b))]
-    return bytes(b)
+    check_invalid_requests(in_mode(guest, DESCRIBE))
 
 
 def test_mutated_requests_never_crash(guest: NativeGuest | WasmGuest) -> None:
-    rng = random.Random(1729)
-    seeds = [bytes.fromhex(v["envelope_hex"]) for v in VECTORS["requests"] if len(v["envelope_hex"]) < 1000]
-    inputs = [_mutate(rng, rng.choice(seeds)) for _ in range(600)]
-    for env, out in zip(inputs, guest.run([(DESCRIBE, e) for e in inputs]), strict=True):
-        resp = decode(out)
-        try:
-            abi.decode_request(env)
-        except AbiViolation:
-            assert resp.status == 400
-        else:
-            assert (resp.status, resp.body) == (200, env)
+    inputs = mutated_requests()
+    for env, out in zip(inputs, in_mode(guest, DESCRIBE)(inputs), strict=True):
+        check_echoed_or_rejected(env, decode(out))
 
 
 JSON_CASES: list[tuple[bytes, str, int, bytes]] = [
@@ -494,10 +442,7 @@ def test_random_requests_never_crash(wasm_driver: WasmGuest, data: bytes) -> Non
 
 @pytest.fixture(scope="module")
 def hello_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    folder = tmp_path_factory.mktemp("fn") / "hello"
-    shutil.copytree(ROOT / "functions" / "hello", folder, ignore=shutil.ignore_patterns("*.wasm"))
-    lines: list[str] = []
-    return build_function(folder, echo=lines.append), lines
+    return build_logged(copy_example(tmp_path_factory, "hello"))
 
 
 def test_hello_builds(hello_build: tuple[Path, list[str]]) -> None:
@@ -507,19 +452,13 @@ def test_hello_builds(hello_build: tuple[Path, list[str]]) -> None:
 
 
 def test_hello_exports_and_imports(hello_build: tuple[Path, list[str]]) -> None:
-    module = wasmtime.Module.from_file(wasmtime.Engine(), str(hello_build[0]))
-    exports = {e.name: e.type for e in module.exports}
-    assert isinstance(exports["memory"], wasmtime.MemoryType)
-    sigs = {name: ([str(p) for p in t.params], [str(r) for r in t.results])
-            for name, t in exports.items() if isinstance(t, wasmtime.FuncType)}
+    sigs, imports = exports_and_imports(hello_build[0])
     assert sigs["hive_abi_v1"] == ([], [])
     assert sigs["hive_alloc"] == (["i32"], ["i32"])
     assert sigs["hive_free"] == (["i32", "i32"], [])
     assert sigs["hive_handle"] == (["i32", "i32"], ["i64"])
     assert sigs["_initialize"] == ([], [])
-    for imp in module.imports:
-        assert (imp.module == "wasi_snapshot_preview1" and imp.name in ALLOWED_WASI) or \
-            (imp.module, imp.name) == ("hive", "log"), (imp.module, imp.name)
+    check_imports_allowed(imports, ALLOWED_WASI)
 
 
 def _hello(guest: WasmGuest, body: bytes, headers: abi.Headers | None = None) -> abi.Response:
@@ -528,12 +467,7 @@ def _hello(guest: WasmGuest, body: bytes, headers: abi.Headers | None = None) ->
 
 def test_hello_responses(hello_build: tuple[Path, list[str]]) -> None:
     guest = WasmGuest(hello_build[0])
-    resp = _hello(guest, b'{"name": "Edge Hive"}', [(b"content-type", b"application/json")])
-    assert resp.status == 200 and resp.headers == [(b"content-type", b"application/json")]
-    m = re.fullmatch(rb'\{"message":"Hello, Edge Hive!","timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"\}', resp.body)
-    assert m, resp.body
-    stamp = datetime.strptime(m[1].decode(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    assert abs((stamp - datetime.now(UTC)).total_seconds()) < 300
+    check_hello_edge_hive(_hello(guest, b'{"name": "Edge Hive"}', [(b"content-type", b"application/json")]))
     for body, name in [(b"", "World"), (b"not json", "World"), (b'{"name": 7}', "World"), (b'{"who":"x"}', "World"),
                        (b'{"name":"a\\"b\\u00e9\\ud83d\\udc1d</"}', 'a"bé🐝</'), ("{\"name\":\"π\"}".encode(), "π"),
                        (b'{"name":"\\n\\u0000"}', "\n\x00")]:

@@ -10,29 +10,33 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hive import abi
 from hive.build import build_function
-from hive.errors import AbiViolation, BuildError, GuestTrap
-from hive.manifest import WASI_GROUPS, Manifest
-from hive.registry import sha256_hex
-from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox
+from hive.errors import BuildError, GuestTrap
+from hive.sandbox import GuestInstance, GuestLimits, Sandbox
 from hive.toolchains import rust
+from tests.sdk.common import (
+    ROOT,
+    VECTORS,
+    build_logged,
+    check_echoed_or_rejected,
+    check_hello_edge_hive,
+    check_interface,
+    copy_example,
+    copy_template,
+    decode,
+    guest_log_lines,
+    instance,
+    req,
+)
 
 pytestmark = pytest.mark.slow  # cargo: about 20 s for the first build of each crate
-
-ROOT = Path(__file__).resolve().parents[2]
-VECTORS = json.loads((ROOT / "hive" / "sdk" / "abi_vectors.json").read_text(encoding="utf-8"))
-ALLOWED_WASI = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
-MAX_BODY = 6 << 20
 
 # Routes by path to exercise the API; any other path echoes the request, re-encoded from the accessors.
 DRIVER_RS = r"""
@@ -142,22 +146,8 @@ strip = true
 """
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    s = Sandbox(tmp_path_factory.mktemp("cache"))
-    yield s
-    s.close()
-
-
 def instantiate(sandbox: Sandbox, wasm: Path, env: list[bytes] | None = None) -> GuestInstance:
-    data = wasm.read_bytes()
-    compiled = sandbox.compile(data, sha256_hex(data), ALLOWED_WASI)  # also refuses forbidden imports
-    return GuestInstance(sandbox, compiled, GuestLimits(timeout_ms=2000), GuestContext("rust", env=env or []))
-
-
-def req(method: bytes = b"GET", path: bytes = b"/", query: bytes = b"", headers: abi.Headers | None = None,
-        body: bytes = b"") -> bytes:
-    return abi.encode_request(method, path, query, headers or [], body)
+    return instance(sandbox, wasm.read_bytes(), env, GuestLimits(timeout_ms=2000), "rust")
 
 
 def error_of(resp: abi.Response) -> dict[str, str]:
@@ -170,10 +160,7 @@ def error_of(resp: abi.Response) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def hello_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    folder = tmp_path_factory.mktemp("fn") / "hello-rust"
-    shutil.copytree(ROOT / "functions" / "hello-rust", folder, ignore=shutil.ignore_patterns("*.wasm", "target"))
-    lines: list[str] = []
-    return build_function(folder, echo=lines.append), lines
+    return build_logged(copy_example(tmp_path_factory, "hello-rust", "target"))
 
 
 @pytest.fixture(scope="module")
@@ -192,28 +179,13 @@ def test_hello_builds_offline_with_debian_cargo(hello_build: tuple[Path, list[st
 
 
 def test_hello_exports_and_imports(hello_build: tuple[Path, list[str]]) -> None:
-    module = wasmtime.Module.from_file(wasmtime.Engine(), str(hello_build[0]))
-    exports = {e.name: e.type for e in module.exports}
-    assert isinstance(exports["memory"], wasmtime.MemoryType)
-    sigs = {name: ([str(p) for p in t.params], [str(r) for r in t.results])
-            for name, t in exports.items() if isinstance(t, wasmtime.FuncType)}
-    assert sigs == {"hive_abi_v1": ([], []), "hive_alloc": (["i32"], ["i32"]), "hive_free": (["i32", "i32"], []),
-                    "hive_handle": (["i32", "i32"], ["i64"])}
-    imports = {(i.module, i.name) for i in module.imports}
-    assert ("wasi_snapshot_preview1", "clock_time_get") in imports  # chrono::Utc::now()
-    for module_name, name in imports:
-        assert (module_name == "wasi_snapshot_preview1" and name in ALLOWED_WASI) or \
-            (module_name, name) == ("hive", "log"), (module_name, name)
+    info = check_interface(hello_build[0])
+    assert ("wasi_snapshot_preview1", "clock_time_get") in info["imports"]  # chrono::Utc::now()
 
 
 def test_hello_responses(hello: GuestInstance) -> None:
-    resp = hello.call(req(b"POST", b"/api/v1/edge/hello-rust", b"", [(b"content-type", b"application/json")],
-                          b'{"name": "Edge Hive"}'))
-    assert resp.status == 200 and resp.headers == [(b"content-type", b"application/json")]
-    m = re.fullmatch(rb'\{"message":"Hello, Edge Hive!","timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"\}', resp.body)
-    assert m, resp.body
-    stamp = datetime.strptime(m[1].decode(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    assert abs((stamp - datetime.now(UTC)).total_seconds()) < 300
+    check_hello_edge_hive(hello.call(req(b"POST", b"/api/v1/edge/hello-rust", b"",
+                                         [(b"content-type", b"application/json")], b'{"name": "Edge Hive"}')))
     cases = [(b"", "World"), (b"not json", "World"), (b'{"name": 7}', "World"), (b'{"who":"x"}', "World"),
              (b'["name"]', "World"), (bytes(range(256)), "World"), (b'{"name":"x"} trailing', "World"),
              (b'{"name":"a\\"b\\u00e9\\ud83d\\udc1d</"}', 'a"bé🐝</'), ('{"name":"π"}'.encode(), "π"),
@@ -267,7 +239,7 @@ def test_invalid_requests_get_400(driver: GuestInstance, vector: dict) -> None:
 def test_response_vectors_encode_exactly(driver: GuestInstance, vector: dict) -> None:
     envelope = bytes.fromhex(vector["envelope_hex"])
     resp = driver.call(req(b"POST", b"/t/build", body=envelope))
-    expected = abi.decode_response(envelope, MAX_BODY)
+    expected = decode(envelope)
     assert resp == expected
     if "decoded_headers" not in vector:  # the host changed nothing, so the guest's bytes were these
         assert abi.encode_response(resp) == envelope
@@ -327,8 +299,8 @@ def test_invalid_headers_are_dropped_and_logged(driver: GuestInstance, caplog: p
 def test_logging_and_env(driver: GuestInstance, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="hive.guest")
     assert driver.call(req(b"PUT", b"/t/log")).status == 204
-    got = [(r.levelno, r.getMessage().split("] ", 1)[1]) for r in caplog.records if r.name == "hive.guest"]
-    assert got == [(logging.INFO, "info PUT 42"), (logging.WARNING, "warned"), (logging.ERROR, "errored")]
+    assert guest_log_lines(caplog) == [(logging.INFO, "info PUT 42"), (logging.WARNING, "warned"),
+                                       (logging.ERROR, "errored")]
     assert driver.call(req(path=b"/t/env")).body == b"hej"  # [config] values reach std::env::var
 
 
@@ -354,13 +326,7 @@ def test_panic_traps_and_logs(sandbox: Sandbox, driver_wasm: Path, caplog: pytes
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=80))
 def test_random_envelopes_never_crash(driver: GuestInstance, data: bytes) -> None:
-    resp = driver.call(data)
-    try:
-        abi.decode_request(data)
-    except AbiViolation:
-        assert resp.status == 400
-    else:
-        assert (resp.status, resp.body) == (200, data)
+    check_echoed_or_rejected(data, driver.call(data))
 
 
 _text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
@@ -381,13 +347,7 @@ def test_random_requests_round_trip(driver: GuestInstance, method: str, path: st
 
 
 def test_template_builds_after_substitution(sandbox: Sandbox, tmp_path: Path) -> None:
-    src = ROOT / "hive" / "templates" / "rust"
-    folder = tmp_path / "my-fn"
-    for path in src.rglob("*"):
-        if path.is_file():
-            out = folder / path.relative_to(src)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(path.read_text(encoding="utf-8").replace("{{name}}", "my-fn"), encoding="utf-8")
+    folder = copy_template("rust", tmp_path / "my-fn")
     texts = [p.read_text() for p in folder.rglob("*") if p.is_file()]
     assert not any("{{" in t for t in texts)
     assert any("edge-hive function build" in t for t in texts)  # the README says how to build

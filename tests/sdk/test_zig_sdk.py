@@ -8,45 +8,47 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
-import shutil
-import struct
 import subprocess
 import sys
 import time
 import tomllib
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import wasmtime
 
 from hive import abi
 from hive.build import build_function
 from hive.errors import AbiViolation, BuildError, GuestTrap
-from hive.manifest import WASI_GROUPS, Manifest
-from hive.registry import sha256_hex
-from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox, host
+from hive.sandbox import GuestInstance, Sandbox
 from hive.toolchains import zig as zig_toolchain
+from tests.sdk.common import (
+    ROOT,
+    RawGuest,
+    build_logged,
+    case,
+    check_header_lookups,
+    check_hello_edge_hive,
+    check_hello_greetings,
+    check_interface,
+    check_invalid_requests,
+    check_request_vectors,
+    check_response_vectors,
+    check_template_greets,
+    copy_example,
+    copy_template,
+    decode,
+    guest_log_lines,
+    hello_memory_sizes,
+    instance,
+    mutated_requests,
+    req,
+)
 
 pytestmark = pytest.mark.slow  # runs the zig compiler
 
-ROOT = Path(__file__).resolve().parents[2]
-VECTORS = json.loads((ROOT / "hive" / "sdk" / "abi_vectors.json").read_text(encoding="utf-8"))
-ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
-ABI_EXPORTS = {
-    "hive_abi_v1": ([], []),
-    "hive_alloc": (["i32"], ["i32"]),
-    "hive_free": (["i32", "i32"], []),
-    "hive_handle": (["i32", "i32"], ["i64"]),
-}
-
-# One guest whose behaviour the request method picks, so a single module covers the SDK's API.
-#   any ordinary method  the request, re-encoded from the decoded fields, as the body
-#   REBUILD              the body is a (trusted) response envelope: rebuilt with the builder API
-#   LOOKUP               the query names a header: first value as the body, every value as x-value
-#   CASE                 the query names one of the cases in `special`
+# One guest whose behaviour the request method picks (REBUILD, LOOKUP, CASE or any other: see
+# tests/sdk/common.py), so a single module covers the SDK's API; CASE names one of the cases in `special`.
 ECHO_ZIG = r"""
 const std = @import("std");
 const hive = @import("edge_hive");
@@ -217,93 +219,14 @@ comptime {
 """
 
 
-def req(method: bytes = b"GET", path: bytes = b"/", query: bytes = b"", headers: abi.Headers | None = None,
-        body: bytes = b"") -> bytes:
-    return abi.encode_request(method, path, query, headers or [], body)
-
-
-def decode(raw: bytes) -> abi.Response:
-    return abi.decode_response(raw, 6 << 20)
-
-
-class RawGuest:
-    """One instance on the host's linker (so the host's import check and host functions), called the
-    way GuestInstance does, but handing back the raw response envelope for byte-exact checks."""
-
-    def __init__(self, sandbox: Sandbox, wasm: bytes, env: list[bytes] | None = None) -> None:
-        compiled = sandbox.compile(wasm, sha256_hex(wasm), ALLOWED)
-        self.ctx = GuestContext("echo", env=env or [])
-        self.store = wasmtime.Store(sandbox.engine)
-        self.store.set_limits(memory_size=128 << 20)
-        self.store.set_epoch_deadline(60_000)
-        host.set_current(self.ctx)
-        instance = compiled.pre.instantiate(self.store)
-        self.exports = instance.exports(self.store)
-        if compiled.has_initialize:
-            self.exports["_initialize"](self.store)
-        self.memory = self.exports["memory"]
-        self.ptr, self.cap = 0, 0
-
-    def call(self, envelope: bytes) -> bytes:
-        store = self.store
-        store.set_epoch_deadline(60_000)
-        host.set_current(self.ctx)
-        self.ctx.begin_call()
-        try:
-            if len(envelope) > self.cap:
-                cap = max(4096, 1 << (len(envelope) - 1).bit_length())
-                ptr = self.exports["hive_alloc"](store, cap) & 0xFFFFFFFF
-                assert ptr and ptr % 8 == 0 and ptr + cap <= self.memory.data_len(store)
-                if self.cap:
-                    self.exports["hive_free"](store, self.ptr, self.cap)
-                self.ptr, self.cap = ptr, cap
-            self.memory.write(store, envelope, self.ptr)
-            rptr, rlen = abi.split_packed(self.exports["hive_handle"](store, self.ptr, len(envelope)))
-        finally:
-            self.ctx.end_call()
-        assert rptr + rlen <= self.memory.data_len(store)
-        return bytes(self.memory.read(store, rptr, rptr + rlen))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory):
-    s = Sandbox(tmp_path_factory.mktemp("cache"))
-    yield s
-    s.close()
-
-
-def instance(sandbox: Sandbox, wasm: bytes, env: list[bytes] | None = None) -> GuestInstance:
-    compiled = sandbox.compile(wasm, sha256_hex(wasm), ALLOWED)
-    return GuestInstance(sandbox, compiled, GuestLimits(), GuestContext("fn", env=env or []))
-
-
-def check_interface(path: Path) -> dict[str, object]:
-    module = wasmtime.Module.from_file(wasmtime.Engine(), str(path))
-    exports = {e.name: e.type for e in module.exports}
-    assert isinstance(exports.pop("memory"), wasmtime.MemoryType)
-    sigs = {name: ([str(p) for p in t.params], [str(r) for r in t.results]) for name, t in exports.items()
-            if isinstance(t, wasmtime.FuncType)}
-    assert sigs == ABI_EXPORTS, sigs  # nothing else leaks out (no __stack_pointer, no runtime helpers)
-    imports = {(i.module, i.name) for i in module.imports}
-    for mod, name in imports:
-        assert (mod == "wasi_snapshot_preview1" and name in ALLOWED) or (mod, name) == ("hive", "log"), (mod, name)
-    return {"imports": imports, "size": path.stat().st_size}
-
-
-def copy_function(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.wasm", ".zig-cache"))
-    return dest
-
-
 # ---- hello-zig ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def hello(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], float]:
-    folder = copy_function(ROOT / "functions" / "hello-zig", tmp_path_factory.mktemp("fn") / "hello-zig")
-    lines: list[str] = []
+    folder = copy_example(tmp_path_factory, "hello-zig", ".zig-cache")
     start = time.perf_counter()
-    path = build_function(folder, echo=lines.append)
+    path, lines = build_logged(folder)
     return path, lines, time.perf_counter() - start
 
 
@@ -330,12 +253,7 @@ def _hello(inst: GuestInstance, body: bytes) -> abi.Response:
 def test_hello_responses(sandbox: Sandbox, hello: tuple[Path, list[str], float],
                          caplog: pytest.LogCaptureFixture) -> None:
     inst = instance(sandbox, hello[0].read_bytes())
-    resp = _hello(inst, b'{"name": "Edge Hive"}')
-    assert resp.status == 200 and resp.headers == [(b"content-type", b"application/json")]
-    m = re.fullmatch(rb'\{"message":"Hello, Edge Hive!","timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"\}', resp.body)
-    assert m, resp.body
-    stamp = datetime.strptime(m[1].decode(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    assert abs((stamp - datetime.now(UTC)).total_seconds()) < 300
+    check_hello_edge_hive(_hello(inst, b'{"name": "Edge Hive"}'))
     cases = [
         (b"", "World"), (b"not json", "World"), (b'{"name": 7}', "World"), (b'{"who":"x"}', "World"),
         (b"[1,2]", "World"), (b'"name"', "World"), (b'{"name":null}', "World"), (b'{"name":"x"} trailing', "World"),
@@ -345,29 +263,13 @@ def test_hello_responses(sandbox: Sandbox, hello: tuple[Path, list[str], float],
         (b'{"other":{"name":"inner"},"list":[1,"x"],"name":"outer"}', "outer"),
         (b'{"name":"Hello, \\ud83d\\udc1d!"}', "Hello, 🐝!"),
     ]
-    for body, name in cases:
-        resp = _hello(inst, body)
-        assert resp.status == 200, body
-        assert json.loads(resp.body)["message"] == f"Hello, {name}!", body
-        assert list(json.loads(resp.body)) == ["message", "timestamp"]
-    big = b'{"name":"' + b"x" * 100_000 + b'"}'  # a bigger request buffer replaces the first
-    assert json.loads(_hello(inst, big).body)["message"] == "Hello, " + "x" * 100_000 + "!"
-    bad = inst.call(b"\x01\x00")
-    assert bad.status == 400 and json.loads(bad.body) == {"error": "bad_request", "message": "malformed request envelope"}
-    assert json.loads(_hello(inst, b'{"name":"again"}').body)["message"] == "Hello, again!"
+    check_hello_greetings(inst, _hello, cases)
     assert not [r for r in caplog.records if r.name == "hive.guest"]
 
 
 def test_memory_stays_bounded(sandbox: Sandbox, hello: tuple[Path, list[str], float]) -> None:
     inst = instance(sandbox, hello[0].read_bytes())
-    bodies = [b'{"name":"' + b"x" * n + b'"}' for n in (0, 10, 100, 1000, 5000, 20000)]
-    bodies += [b"not json", bytes(range(256)) * 8, b'{"name":"\\u00e9"}']
-    sizes = {}
-    for i in range(1, 2001):
-        resp = _hello(inst, bodies[i % len(bodies)])
-        assert resp.status == 200
-        if i in (100, 2000):
-            sizes[i] = inst.memory.data_len(inst.store)
+    sizes = hello_memory_sizes(inst, _hello)
     assert sizes[2000] == sizes[100], sizes
     assert sizes[100] <= 4 << 20, sizes  # a 1 MiB stack and a small heap
 
@@ -392,59 +294,23 @@ def echo(sandbox: Sandbox, echo_wasm: bytes) -> RawGuest:
 
 
 def test_request_vectors_decode_exactly(echo: RawGuest) -> None:
-    for v in VECTORS["requests"]:
-        env = bytes.fromhex(v["envelope_hex"])
-        resp = decode(echo.call(env))
-        assert (resp.status, resp.body) == (200, env), v["name"]
+    check_request_vectors(echo.run)
 
 
 def test_response_vectors_encode_exactly(echo: RawGuest) -> None:
-    for v in VECTORS["responses"]:
-        env = bytes.fromhex(v["envelope_hex"])
-        assert echo.call(req(b"REBUILD", body=env)) == env, v["name"]
+    check_response_vectors(lambda envs: echo.run([req(b"REBUILD", body=env) for env in envs]))
 
 
 def test_header_lookup_ignores_case(echo: RawGuest) -> None:
-    for v in VECTORS["requests"]:
-        decoded = abi.decode_request(bytes.fromhex(v["envelope_hex"]))
-        names = {n for n, _ in v["headers"]} | {"absent"}
-        for name in sorted(names) + [n.upper() for n in sorted(names)]:
-            resp = decode(echo.call(req(b"LOOKUP", decoded.path, name.encode(), decoded.headers, decoded.body)))
-            values = [val.encode() for n, val in v["headers"] if n.lower() == name.lower()]
-            assert resp.status == (200 if values else 404)
-            assert resp.body == (values[0] if values else b"")
-            assert [val for _, val in resp.headers] == values
+    check_header_lookups(echo.run, b"LOOKUP")
 
 
 def test_invalid_requests_get_400(echo: RawGuest) -> None:
-    for v in VECTORS["invalid_requests"]:
-        resp = decode(echo.call(bytes.fromhex(v["envelope_hex"])))
-        assert resp.status == 400, v["name"]
-        assert json.loads(resp.body)["error"] == "bad_request"
-
-
-def _mutate(rng: random.Random, env: bytes) -> bytes:
-    b = bytearray(env)
-    match rng.randrange(5):
-        case 0:
-            return bytes(b[:rng.randrange(len(b))])
-        case 1:
-            return env + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
-        case 2:  # a lying length or count at a word boundary
-            pos = rng.randrange(0, max(1, len(b) - 3))
-            b[pos:pos + 4] = struct.pack("<I", rng.choice([0, 1, 7, 255, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]))
-        case 3:
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        case _:
-            del b[rng.randrange(len(b))]
-    return bytes(b)
+    check_invalid_requests(echo.run)
 
 
 def test_mutated_requests_never_trap(echo: RawGuest) -> None:
-    rng = random.Random(1729)
-    seeds = [bytes.fromhex(v["envelope_hex"]) for v in VECTORS["requests"] if len(v["envelope_hex"]) < 1000]
-    for _ in range(600):
-        env = _mutate(rng, rng.choice(seeds))
+    for env in mutated_requests():
         resp = decode(echo.call(env))
         try:
             decoded = abi.decode_request(env)
@@ -453,10 +319,6 @@ def test_mutated_requests_never_trap(echo: RawGuest) -> None:
         else:
             if decoded.method not in (b"REBUILD", b"LOOKUP", b"CASE"):
                 assert (resp.status, resp.body) == (200, env)
-
-
-def case(guest: RawGuest, name: str, body: bytes = b"") -> abi.Response:
-    return decode(guest.call(req(b"CASE", b"/case", name.encode(), None, body)))
 
 
 def test_failures_become_responses(echo: RawGuest, caplog: pytest.LogCaptureFixture) -> None:
@@ -508,7 +370,7 @@ def test_builders_and_helpers(echo: RawGuest, caplog: pytest.LogCaptureFixture) 
     caplog.clear()
     caplog.set_level(logging.DEBUG, logger="hive.guest")
     assert case(echo, "log").status == 204
-    levels = [(r.levelno, r.getMessage().split("] ", 1)[1]) for r in caplog.records if r.name == "hive.guest"]
+    levels = guest_log_lines(caplog)
     assert levels[:4] == [(logging.DEBUG, "debug 1"), (logging.INFO, "info two"), (logging.WARNING, "warn"),
                           (logging.ERROR, "err")]
     assert levels[4][1] == "x" * 8192  # truncated to the host's line limit, not dropped
@@ -518,23 +380,11 @@ def test_builders_and_helpers(echo: RawGuest, caplog: pytest.LogCaptureFixture) 
 
 
 def test_template_builds_after_substitution(sandbox: Sandbox, tmp_path: Path) -> None:
-    template = ROOT / "hive" / "templates" / "zig"
-    folder = tmp_path / "my-fn"
-    shutil.copytree(template, folder)
-    for f in folder.rglob("*"):
-        if f.is_file():
-            f.write_text(f.read_text(encoding="utf-8").replace("{{name}}", "my-fn"), encoding="utf-8")
+    folder = copy_template("zig", tmp_path / "my-fn")
     text = "\n".join(f.read_text(encoding="utf-8") for f in folder.rglob("*") if f.is_file())
     assert "{{" not in text and "edge-hive function build" in (folder / "README.md").read_text()
     assert tomllib.loads((folder / "hive.toml").read_text())["function"] == {"name": "my-fn", "language": "zig"}
-    path = build_function(folder)
-    assert path == folder / "my-fn.wasm"
-    check_interface(path)
-    inst = instance(sandbox, path.read_bytes())
-    resp = inst.call(req(b"POST", b"/api/v1/edge/my-fn", b"", [(b"content-type", b"application/json")],
-                         b'{"name":"Zig"}'))
-    assert resp.status == 200 and json.loads(resp.body)["message"] == "Hello, Zig!"
-    assert inst.call(req(b"GET", b"/api/v1/edge/my-fn")).status == 200
+    check_template_greets(sandbox, folder, "Zig")
 
 
 def test_sdk_native_unit_tests(tmp_path: Path) -> None:
