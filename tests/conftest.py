@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,29 @@ def start_server(data_dir: Path, *, workers: int = 2, env: dict[str, str] | None
         server.stop()
         raise
     return server
+
+
+def live_workers(server: Server) -> set[int]:
+    """Worker PIDs, without exited workers the master has not reaped yet."""
+    import psutil
+
+    out = set()
+    for pid in server.worker_pids():
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def poll(what: str, cond: Callable[[], bool], timeout: float = 45, interval: float = 0.01) -> None:
+    """Until cond() is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)  # polling interval
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import BIN, Server, start_server
+from tests.conftest import BIN, Server, poll, start_server
 from tests.guests import const_wat, wat
 from tests.load import Load
 
@@ -51,14 +51,6 @@ def versions(server: Server, name: str) -> dict:
     return r.json()
 
 
-def poll(what: str, cond: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)  # polling interval
-
-
 @dataclass
 class Change:
     what: str
@@ -90,7 +82,8 @@ def test_deploys_and_rollbacks_under_load_lose_nothing_and_read_your_writes(serv
             # Several requests sent after the ack must come back before the next change, so every
             # window below has requests in it (spread over the 4 keep-alive connections and workers).
             poll(f"load after {what}: {load.summary()}",
-                 lambda: sum(1 for x in load.results[start:] if x.sent_at > acked) >= 12)
+                 lambda: sum(1 for x in load.results[start:] if x.sent_at > acked) >= 12,
+                 timeout=30, interval=0.005)
             return version
 
         load.wait_for(40)

@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.conftest import BIN, Server, start_server
+from tests.conftest import BIN, Server, live_workers, poll, start_server
 from tests.guests import const_wat, wat
 from tests.load import Load, Result
 
@@ -38,26 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert s.deploy("sig", wat(const_wat("steady")), STEADY).status_code == 201
     yield s
     s.stop()
-
-
-def poll(what: str, cond: Callable[[], bool], timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling interval
-
-
-def live_workers(server: Server) -> set[int]:
-    """Worker PIDs, without exited workers the master has not reaped yet."""
-    out = set()
-    for pid in server.worker_pids():
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def served_after(load: Load, t: float, n: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import Server, live_workers, poll, start_server
 from tests.guests import const_wat, wat
 from tests.load import Load
 from workers.watchdog import Watchdog
@@ -86,49 +86,19 @@ HOG_PAGES = 96 * 16  # 96 MiB of 64 KiB wasm pages
 def hog_wat(body: str) -> str:
     """On each call: grow guest memory to 96 MiB and fill it with non-zero bytes, so every page is
     resident; the warm instance keeps it alive between calls."""
-    data = body.encode()
-    env = (200).to_bytes(4, "little") + (0).to_bytes(4, "little") + len(data).to_bytes(4, "little") + data
-    escaped = "".join(f"\\{b:02x}" for b in env)
-    return f"""
-(module
-  (memory (export "memory") 1)
-  (func (export "hive_abi_v1"))
-  (func (export "hive_alloc") (param i32) (result i32) (i32.const 4096))
-  (func (export "hive_handle") (param i32 i32) (result i64)
+    return const_wat(body, work=f"""
     (if (i32.lt_u (memory.size) (i32.const {HOG_PAGES}))
       (then
         (if (i32.eq (memory.grow (i32.sub (i32.const {HOG_PAGES}) (memory.size))) (i32.const -1))
           (then unreachable))))
     (memory.fill (i32.const 65536) (i32.const 0x5a)
-                 (i32.sub (i32.shl (memory.size) (i32.const 16)) (i32.const 65536)))
-    (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {len(env)})))
-  (data (i32.const 1024) "{escaped}"))
-"""
+                 (i32.sub (i32.shl (memory.size) (i32.const 16)) (i32.const 65536)))""")
 
 
 HOG_MANIFEST = json.dumps({"limits": {"memory_mb": 256, "timeout_ms": 10_000}})
 # Guest time limits run on the wall clock: on a loaded 2-core machine a worker can be off the CPU for
 # over the default 100 ms in the middle of a trivial call (a 504, not a watchdog problem).
 STEADY = json.dumps({"limits": {"timeout_ms": 10_000}})
-
-
-def poll(what: str, cond: Callable[[], bool], timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling interval
-
-
-def live_workers(server: Server) -> set[int]:
-    out = set()
-    for pid in server.worker_pids():
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def worker_rss_mib(server: Server) -> float:

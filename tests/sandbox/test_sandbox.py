@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wasmtime import wat2wasm
 
 from hive import abi
 from hive.errors import (
@@ -28,37 +27,9 @@ from hive.errors import (
 from hive.manifest import WASI_GROUPS, Manifest, parse_manifest
 from hive.registry import sha256_hex
 from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox
+from tests.guests import RESP, WASI, data, echo_guest, guest, packed, wat
 
 ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
-WASI = "wasi_snapshot_preview1"
-RESP = 8192  # where guests build their response envelope
-
-
-def wat(text: str) -> bytes:
-    return bytes(wat2wasm(text))
-
-
-def data(addr: int, raw: bytes) -> str:
-    escaped = "".join(f"\\{b:02x}" for b in raw)
-    return f'(data (i32.const {addr}) "{escaped}")'
-
-
-def packed(ptr: int, length: int) -> str:
-    """A WAT i64 constant for hive_handle's (ptr << 32) | len."""
-    return f"(i64.const {(ptr << 32) | length})"
-
-
-def guest(handle: str, *fields: str, alloc: str = "(i32.const 1024)", pages: int = 1) -> bytes:
-    """An ABI v1 module; `handle` is the body of hive_handle(param $ptr i32) (param $len i32) (result i64)."""
-    return wat(f"""
-(module
-  {" ".join(f for f in fields if f.startswith("(import"))}
-  (memory (export "memory") {pages})
-  (func (export "hive_abi_v1"))
-  (func (export "hive_alloc") (param $n i32) (result i32) {alloc})
-  (func (export "hive_handle") (param $ptr i32) (param $len i32) (result i64) {handle})
-  {" ".join(f for f in fields if not f.startswith("(import"))})
-""")
 
 
 def constant(resp: abi.Response, *fields: str) -> bytes:
@@ -69,34 +40,7 @@ def constant(resp: abi.Response, *fields: str) -> bytes:
 
 OK = constant(abi.Response(200, [(b"content-type", b"text/plain")], b"ok"))
 
-# Echoes the request envelope as the response body without copying: hive_alloc keeps 12 bytes in
-# front of each block, and hive_handle writes the response header there.
-ECHO = wat("""
-(module
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (func (export "hive_abi_v1"))
-  (func (export "hive_alloc") (param $n i32) (result i32)
-    (local $p i32) (local $end i32)
-    (local.set $p (i32.add (global.get $heap) (i32.const 12)))
-    (local.set $end (i32.add (local.get $p) (local.get $n)))
-    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
-      (then
-        (if (i32.eq (memory.grow (i32.sub (i32.add (i32.shr_u (local.get $end) (i32.const 16)) (i32.const 1))
-                                          (memory.size)))
-                    (i32.const -1))
-          (then (return (i32.const 0))))))
-    (global.set $heap (local.get $end))
-    (local.get $p))
-  (func (export "hive_handle") (param $ptr i32) (param $len i32) (result i64)
-    (local $r i32)
-    (local.set $r (i32.sub (local.get $ptr) (i32.const 12)))
-    (i32.store (local.get $r) (i32.const 200))
-    (i32.store offset=4 (local.get $r) (i32.const 0))
-    (i32.store offset=8 (local.get $r) (local.get $len))
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $r)) (i64.const 32))
-            (i64.extend_i32_u (i32.add (local.get $len) (i32.const 12))))))
-""")
+ECHO = echo_guest(gap=12)
 
 
 def request(body: bytes = b"", method: bytes = b"GET", path: bytes = b"/", query: bytes = b"",

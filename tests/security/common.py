@@ -1,4 +1,4 @@
-"""Helpers shared by the security tests: WAT guests, fresh-connection requests, error and registry checks."""
+"""Helpers shared by the security tests: guest builders, fresh-connection requests, error and registry checks."""
 
 from __future__ import annotations
 
@@ -10,44 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from wasmtime import wat2wasm
 
 from hive.registry import Registry, check_integrity
 from tests.conftest import Server
-
-WASI = "wasi_snapshot_preview1"
-RESP = 8192  # where the WAT guests here build their response envelope
-
-
-def wat(text: str) -> bytes:
-    return bytes(wat2wasm(text))
-
-
-def data(addr: int, raw: bytes) -> str:
-    escaped = "".join(f"\\{b:02x}" for b in raw)
-    return f'(data (i32.const {addr}) "{escaped}")'
-
-
-def packed(ptr: int, length: int) -> str:
-    """A WAT i64 constant for hive_handle's (ptr << 32) | len (signed, as WAT wants it)."""
-    value = (ptr << 32) | length
-    return f"(i64.const {value - (1 << 64) if value >= 1 << 63 else value})"
-
-
-def guest(handle: str, *fields: str, alloc: str = "(i32.const 1024)", pages: int = 1) -> bytes:
-    """An ABI v1 module; `handle` is the body of hive_handle (param $ptr i32) (param $len i32) (result i64).
-    Fields starting with "(import" go first, as wasm wants."""
-    imports = " ".join(f for f in fields if f.startswith("(import"))
-    rest = " ".join(f for f in fields if not f.startswith("(import"))
-    return wat(f"""
-(module
-  {imports}
-  (memory (export "memory") {pages})
-  (func (export "hive_abi_v1"))
-  (func (export "hive_alloc") (param $n i32) (result i32) {alloc})
-  (func (export "hive_handle") (param $ptr i32) (param $len i32) (result i64) {handle})
-  {rest})
-""")
+from tests.guests import RESP, data, guest, packed
 
 
 def respond_u32(*exprs: str) -> str:
@@ -65,34 +31,14 @@ def const_guest(body: bytes, *fields: str, status: int = 200) -> bytes:
     return guest(packed(RESP, len(raw)), data(RESP, raw), *fields)
 
 
-# Echoes the request envelope as the response body without copying: hive_alloc keeps 12 bytes in
-# front of each block (growing memory as needed), and hive_handle writes the response header there.
-ECHO = wat("""
-(module
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (func (export "hive_abi_v1"))
-  (func (export "hive_alloc") (param $n i32) (result i32)
-    (local $p i32) (local $end i32)
-    (local.set $p (i32.add (global.get $heap) (i32.const 16)))
-    (local.set $end (i32.add (local.get $p) (local.get $n)))
-    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
-      (then
-        (if (i32.eq (memory.grow (i32.sub (i32.add (i32.shr_u (local.get $end) (i32.const 16)) (i32.const 1))
-                                          (memory.size)))
-                    (i32.const -1))
-          (then (return (i32.const 0))))))
-    (global.set $heap (local.get $end))
-    (local.get $p))
-  (func (export "hive_handle") (param $ptr i32) (param $len i32) (result i64)
-    (local $r i32)
-    (local.set $r (i32.sub (local.get $ptr) (i32.const 12)))
-    (i32.store (local.get $r) (i32.const 200))
-    (i32.store offset=4 (local.get $r) (i32.const 0))
-    (i32.store offset=8 (local.get $r) (local.get $len))
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $r)) (i64.const 32))
-            (i64.extend_i32_u (i32.add (local.get $len) (i32.const 12))))))
-""")
+def counting_guest(marker: bytes) -> bytes:
+    """Counts its calls in a global and logs `marker` with hive.log on each one; answers the count."""
+    return guest(f"""
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (call $log (i32.const 1) (i32.const 64) (i32.const {len(marker)}))
+    {respond_u32('(global.get $n)')}""",
+    '(import "hive" "log" (func $log (param i32 i32 i32)))',
+    "(global $n (mut i32) (i32.const 0))", data(64, marker))
 
 
 def _leb(n: int) -> bytes:

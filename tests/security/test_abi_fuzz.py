@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from hive import abi
 from hive.errors import AbiViolation, ResponseTooLarge
 from hive.registry import sha256_hex
 from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox
-from tests.security.common import wat
+from tests.guests import growing_alloc, wat
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -90,14 +90,19 @@ def assert_safe(resp: abi.Response) -> None:
     assert abi.decode_response(abi.encode_response(resp), MAX_BODY) == resp
 
 
-def outcome(raw: bytes) -> abi.Response | type[AbiViolation]:
+def refused_as(decode: Callable[[], abi.Response]) -> abi.Response | type[AbiViolation]:
+    """The decoded response, or the refusal class: ResponseTooLarge or AbiViolation. Anything else (a trap,
+    a host crash, a Python error) propagates and fails the test."""
     try:
-        resp = abi.decode_response(raw, MAX_BODY)
+        return decode()
     except ResponseTooLarge:
         return ResponseTooLarge
     except AbiViolation:
         return AbiViolation
-    return resp
+
+
+def outcome(raw: bytes) -> abi.Response | type[AbiViolation]:
+    return refused_as(lambda: abi.decode_response(raw, MAX_BODY))
 
 
 # --- pure functions ---
@@ -153,23 +158,11 @@ def test_valid_responses_decode(status: int, headers: abi.Headers, body: bytes) 
 # Returns the request *body* as its response envelope: it walks the request envelope (method, path,
 # query, headers) and answers (body_ptr << 32) | body_len. hive_alloc is a bump allocator that grows
 # memory when it must.
-PARROT = wat("""
+PARROT = wat(f"""
 (module
   (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
   (func (export "hive_abi_v1"))
-  (func (export "hive_alloc") (param $n i32) (result i32)
-    (local $p i32) (local $end i32)
-    (local.set $p (global.get $heap))
-    (local.set $end (i32.add (local.get $p) (local.get $n)))
-    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
-      (then
-        (if (i32.eq (memory.grow (i32.sub (i32.add (i32.shr_u (local.get $end) (i32.const 16)) (i32.const 1))
-                                          (memory.size)))
-                    (i32.const -1))
-          (then (return (i32.const 0))))))
-    (global.set $heap (local.get $end))
-    (local.get $p))
+  {growing_alloc()}
   (func $skip (param $q i32) (result i32)  ;; past one u32-length-prefixed field
     (i32.add (i32.add (local.get $q) (i32.const 4)) (i32.load (local.get $q))))
   (func (export "hive_handle") (param $ptr i32) (param $len i32) (result i64)
@@ -201,14 +194,7 @@ def parrot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestInstance]:
 
 def through_guest(inst: GuestInstance, raw: bytes, headers: abi.Headers) -> abi.Response | type[AbiViolation]:
     envelope = abi.encode_request(b"POST", b"/api/v1/edge/parrot", b"q=1", headers, raw)
-    try:
-        resp = inst.call(envelope, "fuzz")
-    except ResponseTooLarge:
-        return ResponseTooLarge
-    except AbiViolation:
-        return AbiViolation
-    # Anything else (a trap, a host crash, a Python error) propagates and fails the test.
-    return resp
+    return refused_as(lambda: inst.call(envelope, "fuzz"))
 
 
 @FUZZ

@@ -18,20 +18,16 @@ import pytest
 
 from hive.sandbox.host import MAX_LINE, MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL
 from tests.conftest import Server, start_server
+from tests.guests import RESP, WASI, data, guest, packed
 from tests.security.common import (
-    RESP,
-    WASI,
     Pinger,
     assert_error,
     check_registry,
     const_guest,
-    data,
     fresh,
     function_log,
-    guest,
     healthy,
     invoke,
-    packed,
     respond_u32,
     u32s,
     with_data_segment,

@@ -29,12 +29,10 @@ from tests.conftest import Server, start_server
 from tests.security.common import (
     assert_error,
     check_registry,
-    data,
+    counting_guest,
     fresh,
     function_log,
-    guest,
     healthy,
-    respond_u32,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,12 +45,7 @@ AUD, ISS = "edge-hive-tests", "https://auth.example"
 MARKER = b"guest-was-called"
 
 # Counts its calls and logs a marker on each one; answers the count.
-COUNTER = guest(f"""
-    (global.set $n (i32.add (global.get $n) (i32.const 1)))
-    (call $log (i32.const 1) (i32.const 64) (i32.const {len(MARKER)}))
-    {respond_u32('(global.get $n)')}""",
-    '(import "hive" "log" (func $log (param i32 i32 i32)))',
-    "(global $n (mut i32) (i32.const 0))", data(64, MARKER))
+COUNTER = counting_guest(MARKER)
 
 
 def _pem(key: rsa.RSAPrivateKey) -> str:

@@ -22,12 +22,10 @@ from tests.conftest import Server, start_server
 from tests.security.common import (
     assert_error,
     check_registry,
-    data,
+    counting_guest,
     function_log,
-    guest,
     invoke,
     poll,
-    respond_u32,
 )
 
 pytestmark = pytest.mark.slow
@@ -39,12 +37,7 @@ KEY = "rate-limit-test-key-0123456789"
 MARKER = b"limited-guest-ran"
 
 # Logs a marker on each call (so the function log shows exactly which requests ran it).
-GUEST = guest(f"""
-    (global.set $n (i32.add (global.get $n) (i32.const 1)))
-    (call $log (i32.const 1) (i32.const 64) (i32.const {len(MARKER)}))
-    {respond_u32('(global.get $n)')}""",
-    '(import "hive" "log" (func $log (param i32 i32 i32)))',
-    "(global $n (mut i32) (i32.const 0))", data(64, MARKER))
+GUEST = counting_guest(MARKER)
 
 FUNCTIONS = {
     "limited": {"rate_limit": {"rps": RPS, "burst": BURST}},

@@ -16,20 +16,16 @@ import pytest
 
 from hive import abi
 from tests.conftest import Server, start_server
+from tests.guests import RESP, data, echo_guest, guest, packed
 from tests.security.common import (
-    ECHO,
-    RESP,
     assert_error,
     check_registry,
     chunks,
     const_guest,
-    data,
     fresh,
     function_log,
-    guest,
     healthy,
     invoke,
-    packed,
     poll,
 )
 
@@ -37,6 +33,8 @@ pytestmark = pytest.mark.slow
 
 SMALL_LIMIT = 1024
 DEFAULT_LIMIT = 6 * 1024 * 1024
+
+ECHO = echo_guest(gap=16)
 
 # A legitimately chatty function: 1,024 two-byte log lines per call (within the per-call caps).
 _DONE = (200).to_bytes(4, "little") + (0).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"done"

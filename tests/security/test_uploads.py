@@ -20,16 +20,15 @@ import pytest
 
 from hive.registry import Registry
 from tests.conftest import Server, start_server
+from tests.guests import guest, wat
 from tests.security.common import (
     assert_error,
     check_registry,
     chunks,
     const_guest,
     fresh,
-    guest,
     healthy,
     invoke,
-    wat,
     with_data_segment,
 )
 
