@@ -1,4 +1,5 @@
-"""The example functions (functions/hello, auth, webhook), built from source and deployed to a real server."""
+"""The example functions (hello in every SDK language, auth, webhook), built from source and deployed
+to a real server."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from tests.conftest import ROOT, Server
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = ("hello", "auth", "webhook")
+HELLOS = ("hello", "hello-rust", "hello-zig", "hello-as")
+EXAMPLES = (*HELLOS, "auth", "webhook")
 JWT_SECRET = "jwt-" + secrets.token_hex(32)
 WEBHOOK_SECRET = "hook-" + secrets.token_hex(32)
 
@@ -49,7 +51,7 @@ def manifest(name: str, config: dict[str, str] | None = None, wasi: list[str] | 
 @pytest.fixture(scope="module")
 def deployed(server: Server, built: dict[str, bytes]) -> Server:
     deploys = [
-        ("hello", built["hello"], manifest("hello")),
+        *((name, built[name], manifest(name)) for name in HELLOS),
         ("auth", built["auth"], manifest("auth", {"JWT_SECRET": JWT_SECRET})),
         ("auth-unset", built["auth"], manifest("auth")),
         ("webhook", built["webhook"], manifest("webhook", {"WEBHOOK_SECRET": WEBHOOK_SECRET})),
@@ -108,9 +110,16 @@ def test_fewer_permissions_fail_the_deploy(server: Server, built: dict[str, byte
 # ---- hello -----------------------------------------------------------------------------------------------
 
 
-def test_hello(deployed: Server) -> None:
-    r = fresh(deployed, "POST", "/api/v1/edge/hello", json={"name": "Edge Hive"})
-    assert r.status_code == 200 and r.json()["message"] == "Hello, Edge Hive!"
+@pytest.mark.parametrize("name", HELLOS)
+def test_hello_in_every_language(deployed: Server, name: str) -> None:
+    r = fresh(deployed, "POST", f"/api/v1/edge/{name}", json={"name": "Edge Hive"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text
+    body = r.json()
+    assert set(body) == {"message", "timestamp"} and body["message"] == "Hello, Edge Hive!"
+    stamp = time.strptime(body["timestamp"], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs(time.mktime(stamp) - time.mktime(time.gmtime())) < 600  # the guest read a real clock
+    r = fresh(deployed, "POST", f"/api/v1/edge/{name}", content=b"not json")
+    assert r.status_code == 200 and r.json()["message"] == "Hello, World!"
 
 
 # ---- auth ------------------------------------------------------------------------------------------------

@@ -83,3 +83,14 @@ def test_new_scaffold_deploys_with_config_and_shows_logs(server: Server, tmp_pat
     assert any(r["kind"] == "invocation" and r["status"] == 200 for r in records)
     assert any(r["kind"] == "output" and "scaffolded called with POST" in r["text"] for r in records)
     assert "s3cr3t-value" not in server.log()
+
+
+@pytest.mark.parametrize("lang", ["c", "rust", "zig", "assemblyscript"])
+def test_every_template_goes_from_new_to_invoke(server: Server, tmp_path, lang: str) -> None:
+    name = f"tpl-{lang[:4]}"
+    assert cli(server, "function", "new", name, "--lang", lang, cwd=tmp_path).returncode == 0
+    r = cli(server, "function", "deploy", name, cwd=tmp_path)  # builds with the language's toolchain
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli(server, "function", "invoke", name, "--data", '{"name": "template"}')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["message"] == "Hello, template!"
