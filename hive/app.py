@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -92,20 +93,29 @@ def require_admin(request: Request) -> None:
         raise Unauthorized("admin routes need 'Authorization: Bearer <admin token>'")
 
 
-async def read_limited(request: Request, limit: int, what: str) -> bytes:
-    """The whole body, refusing more than `limit` bytes (by Content-Length, or as it streams)."""
-    cl = request.headers.get("content-length")
+def check_content_length(cl: str | None, limit: int, what: str) -> None:
+    """Refuse a declared Content-Length over `limit` (also used by the HTTP fast path, workers/fastpath.py)."""
     if cl is not None:
         if not cl.isdigit():
             raise BadRequest("invalid Content-Length")
         if int(cl) > limit:
             raise PayloadTooLarge(f"{what} of {cl} bytes exceeds the limit of {limit} bytes", limit=limit)
+
+
+def body_too_large(limit: int, what: str) -> PayloadTooLarge:
+    """A body that grew past `limit` while it streamed in (also used by the HTTP fast path)."""
+    return PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes", limit=limit)
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than `limit` bytes (by Content-Length, or as it streams)."""
+    check_content_length(request.headers.get("content-length"), limit, what)
     chunks, n = [], 0
     try:
         async for chunk in request.stream():
             n += len(chunk)
             if n > limit:
-                raise PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes", limit=limit)
+                raise body_too_large(limit, what)
             chunks.append(chunk)
     except ClientDisconnect:
         raise ClientGone("the client disconnected before sending the whole body") from None
@@ -135,8 +145,9 @@ async def invoke(request: Request) -> Response:
         invoker.rejected(loaded, e, request_id)
         raise
     scope = request.scope
-    resp = invoker.call(loaded, scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
-                        scope["query_string"], scope["headers"], body, request_id)
+    # On the event loop, or in the guest threads for a function seen to run long (hive.invoke).
+    resp = await invoker.acall(loaded, scope["method"].encode(), scope.get("raw_path") or scope["path"].encode(),
+                               scope["query_string"], scope["headers"], body, request_id)
     return GuestResponse(resp)
 
 
@@ -283,23 +294,53 @@ async def readyz(request: Request) -> Response:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def _request_ids() -> Iterator[str]:
+    """16 hex digits from os.urandom, read 4 KiB at a time (one syscall per 512 ids, not per request)."""
+    while True:
+        block = os.urandom(4096).hex()
+        for i in range(0, len(block), 16):
+            yield block[i:i + 16]
+
+
+_request_id_stream = _request_ids()
+_request_id_lock = threading.Lock()
+
+
+def _reset_request_ids() -> None:
+    global _request_id_stream, _request_id_lock
+    _request_id_stream, _request_id_lock = _request_ids(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_request_ids)  # a forked child never repeats its parent's ids
+
+
+def _new_request_id() -> str:
+    with _request_id_lock:
+        return next(_request_id_stream)
+
+
 def request_id_of(given: str | None) -> str:
     """The client's X-Request-Id when it is short and plain (it is copied into every log line), else a new one."""
-    return given if given is not None and _REQUEST_ID.fullmatch(given) else os.urandom(8).hex()
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else _new_request_id()
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
 
-async def hive_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HiveError)
+def hive_error_response(exc: HiveError, method: str, path: str) -> JSONResponse:
+    """The JSON response for a HiveError (also used by the HTTP fast path, workers/fastpath.py)."""
     if exc.status >= 500:
-        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
+        log.warning("%s %s -> %d %s: %s", method, path, exc.status, exc.code, exc.message)
     headers = exc.headers
     if exc.status == 401 and "www-authenticate" not in headers:
         headers = {**headers, "www-authenticate": f'Bearer error="{exc.code}"'}
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+async def hive_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HiveError)
+    return hive_error_response(exc, request.method, request.url.path)
 
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -315,9 +356,14 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "client_disconnected", "message": str(exc)}, status_code=400)  # nobody reads it
 
 
-async def internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+def internal_error_response(method: str, path: str) -> JSONResponse:
+    """The 500 for an unexpected exception; call it in the except block (also used by the HTTP fast path)."""
+    log.exception("unhandled error on %s %s", method, path)
     return _error(500, "internal_error", "internal server error")
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    return internal_error_response(request.method, request.url.path)
 
 
 # --- assembly ---
@@ -398,6 +444,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
+def headers_too_large(headers: list[tuple[bytes, bytes]], max_headers: int, max_header_bytes: int
+                      ) -> HeadersTooLarge | None:
+    """The 431 for an oversized header set, or None (also used by the HTTP fast path)."""
+    if len(headers) > max_headers or sum(len(k) + len(v) for k, v in headers) > max_header_bytes:
+        return HeadersTooLarge(f"request headers exceed {max_headers} fields or {max_header_bytes} bytes")
+    return None
+
+
 class RequestGuard:
     """Outermost: refuse oversized header sets (431), and while the worker drains make every
     response say Connection: close (uvicorn then closes the connection cleanly)."""
@@ -410,9 +464,8 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = scope["headers"]
-        if len(headers) > self.max_headers or sum(len(k) + len(v) for k, v in headers) > self.max_header_bytes:
-            err = HeadersTooLarge(f"request headers exceed {self.max_headers} fields or {self.max_header_bytes} bytes")
+        err = headers_too_large(scope["headers"], self.max_headers, self.max_header_bytes)
+        if err is not None:
             return await JSONResponse(err.to_dict(), status_code=err.status)(scope, receive, send)
         if not scope["app"].state.draining:
             return await self.app(scope, receive, send)

@@ -2,15 +2,84 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
+import threading
 import time
 from typing import Any
+
+from prometheus_client import values as _prometheus_values
 
 from hive.logs import FunctionLog, now_iso
 from hive.metrics import metrics
 
 log = logging.getLogger("hive.invocations")
+
+# In multiprocess mode (under gunicorn) every metric update asks os.getpid() whether the process
+# forked since the last one: a syscall, three per invocation. The documented process_identifier of
+# prometheus_client's MultiProcessValue can be any function that gives distinct values in processes
+# that run at the same time; this one is the pid, refreshed after each fork. Installed only before
+# the first metric exists (two value classes must never share one process's mmap files).
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _process_identifier() -> int:
+    return _pid
+
+
+os.register_at_fork(after_in_child=_after_fork)
+if (_prometheus_values.ValueClass is not _prometheus_values.MutexValue and metrics.cache_info().currsize == 0
+        and not getattr(_prometheus_values.ValueClass, "_hive_cached_pid", False)):
+    _prometheus_values.ValueClass = _prometheus_values.MultiProcessValue(_process_identifier)
+    _prometheus_values.ValueClass._hive_cached_pid = True
+
+_second = -1
+_second_text = ""
+
+
+def _now_iso() -> str:
+    """hive.logs.now_iso, with the formatted second cached (the same text, a quarter of the time)."""
+    global _second, _second_text
+    t = time.time()
+    s = int(t)
+    if s != _second:
+        _second_text, _second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)), s
+    return _second_text + f".{int(t % 1 * 1000):03d}Z"
+
+
+class _Series:
+    """The metric children of one (function, status), incremented the way Counter.inc and
+    Histogram.observe do it, without their per-call checks (the children are complete by
+    construction) and with the histogram bucket found by bisection."""
+
+    __slots__ = ("count", "duration", "count_value", "sum_value", "bucket_values", "bounds")
+
+    def __init__(self, count: Any, duration: Any) -> None:
+        self.count, self.duration = count, duration
+        try:
+            self.count_value = count._value
+            self.sum_value = duration._sum
+            self.bucket_values = duration._buckets
+            self.bounds = list(duration._upper_bounds)
+        except AttributeError:  # pragma: no cover - another prometheus_client: the public API
+            self.count_value = None
+
+    def record(self, seconds: float) -> None:
+        if self.count_value is None:  # pragma: no cover
+            self.count.inc()
+            self.duration.observe(seconds)
+            return
+        self.count_value.inc(1)
+        self.sum_value.inc(seconds)
+        i = bisect.bisect_left(self.bounds, seconds)  # the first bucket with seconds <= bound
+        if i < len(self.bounds):
+            self.bucket_values[i].inc(1)
 
 
 class Telemetry:
@@ -18,34 +87,43 @@ class Telemetry:
         self.log = function_log
         self.m = metrics()
         self.pid = os.getpid()
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, int], _Series] = {}
+        # Guest calls may run in threads (hive.invoke): FunctionLog's write and its occasional
+        # reopen (rotation) must not interleave.
+        self._log_lock = threading.Lock()
+
+    def series(self, function: str, status: int) -> _Series:
+        """The metric children of (function, status), created once (labels() lookups are slow)."""
+        key = (function, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = _Series(self.m.invocations.labels(function, str(status)),
+                                                     self.m.duration.labels(function))
+        return children
 
     def invocation(self, function: str, version: int, status: int, started_ns: int, request_id: str,
                    error: str | None = None, fuel: int | None = None) -> None:
         elapsed_ns = time.perf_counter_ns() - started_ns
-        key = (function, status)
-        children = self._children.get(key)
-        if children is None:  # labels() lookups are slow: cache the children per (function, status)
-            children = self._children[key] = (self.m.invocations.labels(function, str(status)),
-                                              self.m.duration.labels(function))
-        children[0].inc()
-        children[1].observe(elapsed_ns / 1e9)
+        children = self._children.get((function, status)) or self.series(function, status)
+        children.record(elapsed_ns / 1e9)
         if error is not None:
             self.m.errors.labels(function, error).inc()
         if fuel is not None:
             self.m.fuel.labels(function).inc(fuel)
         if self.log is not None:
-            record = {"ts": now_iso(), "kind": "invocation", "function": function, "version": version,
+            record = {"ts": _now_iso(), "kind": "invocation", "function": function, "version": version,
                       "status": status, "duration_us": elapsed_ns // 1000, "pid": self.pid,
                       "request_id": request_id}
             if error is not None:
                 record["error"] = error
             if fuel is not None:
                 record["fuel"] = fuel
-            self.log.write(record)
+            with self._log_lock:
+                self.log.write(record)
 
     def guest_output(self, function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
         if self.log is not None:
-            self.log.write({"ts": now_iso(), "kind": "output", "function": function, "version": version,
-                            "stream": stream, "level": logging.getLevelName(level).lower(), "text": text,
-                            "pid": self.pid, "request_id": request_id})
+            with self._log_lock:
+                self.log.write({"ts": now_iso(), "kind": "output", "function": function, "version": version,
+                                "stream": stream, "level": logging.getLevelName(level).lower(), "text": text,
+                                "pid": self.pid, "request_id": request_id})

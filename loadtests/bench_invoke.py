@@ -1,14 +1,15 @@
 """Host invocation overhead in-process, no HTTP: encode the request, call the guest, decode the response.
 
-    .venv/bin/python loadtests/bench_invoke.py [--calls 20000] [--runs 5]
+    .venv/bin/python loadtests/bench_invoke.py [--calls 20000] [--runs 5] [--json]
 
 Builds functions/hello from source, prints the median per-call time of each run and the median of
-the runs. Not collected by pytest; no test asserts a time.
+the runs (with --json, one JSON line as well). Not collected by pytest; no test asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -26,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every figure")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hive-bench-"))
@@ -57,6 +59,9 @@ def main() -> None:
             medians.append(statistics.median(samples) / 1000)
             print(f"run {run + 1}: median {medians[-1]:.1f} us/call over {args.calls} calls")
         print(f"host invocation overhead (hello): median of runs {statistics.median(medians):.1f} us")
+        if args.json:
+            print("BENCH " + json.dumps({"median_us": statistics.median(medians), "runs_us": medians,
+                                         "calls": args.calls}))
         sandbox.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,13 +1,16 @@
 """The gunicorn worker: uvicorn with uvloop and httptools, lifespan on (it warms every function before
-the worker accepts), a drain before graceful shutdown, and the psutil watchdog."""
+the worker accepts), a hand-over and a drain before graceful shutdown, and the psutil watchdog."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
@@ -15,6 +18,7 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from hive.settings import load_settings
+from workers.fastpath import FastHttpProtocol
 from workers.watchdog import Watchdog
 
 
@@ -33,18 +37,105 @@ def notify_systemd(state: str) -> None:
         logging.getLogger("hive.worker").warning("could not notify systemd at %s", addr, exc_info=True)
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), or None when it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _siblings(pid: int) -> list[int]:
+    """The other children of our parent (gunicorn's workers)."""
+    ppid = os.getppid()
+    try:
+        kids = Path(f"/proc/{ppid}/task/{ppid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(k) for k in kids if int(k) != pid]
+
+
+class ReadyMarks:
+    """`<data dir>/run/worker-<pid>.ready` exists while a worker accepts connections. A worker asked
+    to stop while a younger sibling (its replacement: gunicorn starts new workers on SIGHUP before
+    it stops the old ones) is still warming keeps accepting until that sibling is ready, so a reload
+    has no moment without a warm worker accepting."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir / "run"
+        self.pid = os.getpid()
+
+    def path(self, pid: int) -> Path:
+        return self.dir / f"worker-{pid}.ready"
+
+    def mark(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.path(self.pid).touch()
+            for stale in self.dir.glob("worker-*.ready"):  # of workers that are gone (kill -9)
+                pid = int(stale.stem.split("-")[1])
+                if pid != self.pid and _start_ticks(pid) is None:
+                    stale.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            logging.getLogger("hive.worker").warning("could not write the ready mark in %s", self.dir)
+
+    def unmark(self) -> None:
+        self.path(self.pid).unlink(missing_ok=True)
+
+    def successors_warming(self) -> bool:
+        """Whether a younger sibling is alive and not yet accepting."""
+        mine = _start_ticks(self.pid)
+        if mine is None:
+            return False
+        younger = [p for p in _siblings(self.pid) if (_start_ticks(p) or -1) >= mine]
+        return bool(younger) and not any(self.path(p).exists() for p in younger)
+
+
 class DrainingServer(Server):
-    """Before uvicorn's graceful shutdown, stop accepting and let open connections send one more
-    request (answered with Connection: close), so a reload or recycle drops no keep-alive client."""
+    """Before uvicorn's graceful shutdown: wait (bounded by handover_s) until a replacement worker
+    that is still warming accepts connections, then stop accepting and let open connections send one
+    more request (answered with Connection: close), so a reload or recycle drops no keep-alive
+    client and never leaves the socket without a warm worker."""
 
     drain_s = 1.0
+    handover_s = 10.0
+    marks: ReadyMarks | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        lifespan_startup = self.lifespan.startup
+
+        async def startup_then_settle() -> None:
+            await lifespan_startup()
+            hive = getattr(self.config.app.state, "hive", None)  # type: ignore[union-attr]
+            if hive is not None:
+                for name in hive.runtime.functions:
+                    hive.telemetry.series(name, 200)
+            # Everything loaded so far (modules, the app, every warm function) lives as long as the
+            # worker: collect once and freeze it, so the cyclic GC never walks it again. Without
+            # this the first requests pay for a full collection (about 20 ms here), and later full
+            # collections stall the loop from time to time.
+            gc.collect()
+            gc.freeze()
+
+        self.lifespan.startup = startup_then_settle  # type: ignore[method-assign]
         await super().startup(sockets)
         if self.started:  # every function is warm (lifespan) and the sockets are served
+            if self.marks is not None:
+                self.marks.mark()
             notify_systemd(f"READY=1\nMAINPID={os.getppid()}\nSTATUS=worker {os.getpid()} serving")
 
+    async def handover(self) -> None:
+        if self.marks is None:
+            return
+        started = time.monotonic()
+        while (time.monotonic() - started < self.handover_s and not self.force_exit
+               and self.marks.successors_warming()):
+            await asyncio.sleep(0.01)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.handover()
+        if self.marks is not None:
+            self.marks.unmark()
         for server in self.servers:
             server.close()
         self.config.app.state.draining = True  # type: ignore[union-attr]
@@ -58,7 +149,8 @@ class DrainingServer(Server):
 class HiveWorker(UvicornWorker):
     CONFIG_KWARGS: dict[str, Any] = {
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol, with the invoke routes served without ASGI (workers/fastpath.py).
+        "http": FastHttpProtocol,
         "lifespan": "on",
         "server_header": False,
     }
@@ -76,6 +168,8 @@ class HiveWorker(UvicornWorker):
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
         server.drain_s = self.settings.drain_ms / 1000
+        server.handover_s = min(10.0, self.settings.graceful_timeout / 3)
+        server.marks = ReadyMarks(self.settings.data_path)
         self._install_sigquit_handler()
         s = self.settings
 

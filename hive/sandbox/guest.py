@@ -9,7 +9,7 @@ from wasmtime import ExitTrap, Func, Memory, Store, Trap, TrapCode, WasmtimeErro
 
 from hive import abi
 from hive.errors import AbiViolation, FuelExhausted, GuestError, GuestExit, GuestTrap, ResponseTooLarge, Timeout
-from hive.sandbox import host
+from hive.sandbox import fastcall, host
 from hive.sandbox.engine import CompiledModule, Sandbox
 
 _MIN_REQUEST_BUFFER = 4096
@@ -28,7 +28,8 @@ class GuestLimits:
 
 class GuestInstance:
     __slots__ = ("compiled", "limits", "ctx", "store", "memory", "_alloc", "_free", "_handle",
-                 "_ticks", "req_ptr", "req_cap", "calls", "_fuel", "fuel_used")
+                 "_ticks", "req_ptr", "req_cap", "calls", "_fuel", "fuel_used", "_fstore", "_fmem", "_falloc",
+                 "_fhandle", "_max_envelope")
 
     def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits,
                  ctx: host.GuestContext) -> None:
@@ -61,19 +62,26 @@ class GuestInstance:
         self.req_ptr = 0
         self.req_cap = 0
         self.calls = 0
+        # The request path calls through hive.sandbox.fastcall (wasmtime's C API with preallocated
+        # arrays); the public objects above stay for everything else.
+        self._fstore = fastcall.FastStore(store)
+        self._fmem = fastcall.FastMemory(self._fstore, memory)
+        self._falloc = fastcall.FastFunc(self._fstore, alloc, ["i32"], ["i32"])
+        self._fhandle = fastcall.FastFunc(self._fstore, handle, ["i32", "i32"], ["i64"])
+        self._max_envelope = limits.max_response_bytes + _ENVELOPE_OVERHEAD
 
     def _base(self) -> int:
         # Re-read every time: memory.grow may move the mapping.
-        return ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        return self._fmem.base()
 
     def _reserve(self, n: int) -> int:
         if n <= self.req_cap:
             return self.req_ptr
         cap = max(_MIN_REQUEST_BUFFER, 1 << (n - 1).bit_length())
-        ptr = self._alloc(self.store, cap) & 0xFFFF_FFFF
+        ptr = self._falloc.call1(cap) & 0xFFFF_FFFF
         if ptr == 0:
             raise AbiViolation(f"hive_alloc({cap}) returned 0: the guest is out of memory")
-        if ptr + cap > self.memory.data_len(self.store):
+        if ptr + cap > self._fmem.size():
             raise AbiViolation(f"hive_alloc({cap}) returned {ptr}, outside guest memory")
         if self._free is not None and self.req_cap:
             self._free(self.store, self.req_ptr, self.req_cap)
@@ -82,32 +90,42 @@ class GuestInstance:
 
     def call(self, envelope: bytes, request_id: str = "") -> abi.Response:
         """Run one request. Any exception means the instance must be discarded."""
-        store = self.store
+        fstore = self._fstore
         self.calls += 1
-        store.set_epoch_deadline(self._ticks)
-        if self._fuel is not None:
-            store.set_fuel(self._fuel)
+        fstore.set_epoch_deadline(self._ticks)
+        fuel = self._fuel
+        if fuel is not None:
+            fstore.set_fuel(fuel)
         ctx = self.ctx
         ctx.begin_call(request_id)
         host.set_current(ctx)
         try:
-            with _guest_errors("the handler"):
-                n = len(envelope)
-                ptr = self._reserve(n)
-                ctypes.memmove(self._base() + ptr, envelope, n)
-                packed = self._handle(store, ptr, n)
+            n = len(envelope)
+            ptr = self._reserve(n) if n > self.req_cap else self.req_ptr
+            mem = self._fmem
+            ctypes.memmove(mem.base() + ptr, envelope, n)
+            packed = self._fhandle.call2(ptr, n)
+        except BaseException as e:
+            _guest_error(e, "the handler")
+            raise
         finally:
             ctx.end_call()
-            if self._fuel is not None:
-                self.fuel_used = self._fuel - store.get_fuel()
-        rptr, rlen = abi.split_packed(packed)
-        size = self.memory.data_len(store)
+            if fuel is not None:
+                self.fuel_used = fuel - fstore.get_fuel()
+        packed &= 0xFFFF_FFFF_FFFF_FFFF  # abi.split_packed, inline
+        rptr, rlen = packed >> 32, packed & 0xFFFF_FFFF
+        size = mem.size()
         if rptr + rlen > size:
             raise AbiViolation(f"the response ({rlen} bytes at {rptr}) lies outside guest memory ({size} bytes)")
-        if rlen > self.limits.max_response_bytes + _ENVELOPE_OVERHEAD:
+        if rlen > self._max_envelope:
             raise ResponseTooLarge(f"the response of {rlen} bytes exceeds the limit of {self.limits.max_response_bytes}")
-        raw = ctypes.string_at(self._base() + rptr, rlen)
+        raw = ctypes.string_at(mem.base() + rptr, rlen)
         return abi.decode_response(raw, self.limits.max_response_bytes)
+
+
+def _guest_error(e: BaseException, phase: str) -> None:
+    """Raise the Hive error for a wasmtime failure (as _guest_errors does); return for anything else."""
+    _guest_errors(phase).__exit__(type(e), e, None)
 
 
 class _guest_errors:
