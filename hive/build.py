@@ -106,6 +106,24 @@ def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[
         raise BuildError(f"{what} failed:\n{''.join(output[-200:]).strip()}")
 
 
+def inspect_module(path: Path) -> tuple[list[str], set[str]]:
+    """A built module's imports that no Edge Hive host provides, and its export names, so a build
+    (not the later deploy) fails on them."""
+    import wasmtime
+
+    from hive.sandbox.host import HOST_FUNCTIONS
+
+    config = wasmtime.Config()
+    config.parallel_compilation = False  # no compiler threads in a process that may fork later
+    module = wasmtime.Module(wasmtime.Engine(config), path.read_bytes())
+    bad = sorted(f"{i.module}.{i.name}" for i in module.imports if (i.module, i.name) not in HOST_FUNCTIONS)
+    return bad, {e.name for e in module.exports}
+
+
+def listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def build_c(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     sources = fn.get("sources") or sorted(p.name for p in folder.glob("*.c"))
     if not sources:

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hive.build import Echo, run_tool
+from hive.build import Echo, inspect_module, listed, run_tool
 from hive.errors import BuildError
 
 SDK_DIR = Path(__file__).resolve().parent.parent / "sdk" / "assemblyscript"
@@ -152,20 +152,13 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
 
 def check_module(path: Path) -> None:
     """Fail the build (not the deploy) when the module can't be an Edge Hive guest."""
-    import wasmtime
-
-    from hive.sandbox.host import HOST_FUNCTIONS
-
-    config = wasmtime.Config()
-    config.parallel_compilation = False  # no compiler threads in a process that may fork later
-    module = wasmtime.Module(wasmtime.Engine(config), path.read_bytes())
-    bad = sorted(f"{i.module}.{i.name}" for i in module.imports if (i.module, i.name) not in HOST_FUNCTIONS)
-    missing = sorted(set(EXPORTS) - {e.name for e in module.exports})
+    bad, exports = inspect_module(path)
+    missing = sorted(set(EXPORTS) - exports)
     if bad or missing:
         path.unlink()  # a module that can't deploy is no build result
     if bad:
         raise BuildError(
-            f"{path.name} imports {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}, which Edge Hive does not "
+            f"{path.name} imports {listed(bad)}, which Edge Hive does not "
             "provide: declare host functions only with @external(\"hive\", ...) or through the WASI shim, and "
             "keep the SDK's asconfig.json (or extend it) so abort, trace and seed stay off `env`"
         )

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hive.build import Echo, run_tool
+from hive.build import Echo, inspect_module, listed, run_tool
 from hive.errors import BuildError
 
 ZIG_VERSION = "0.17.1"  # keep in step with the ziglang pin in pyproject.toml
@@ -75,18 +75,11 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
 
 def check_imports(path: Path) -> None:
     """Fail the build (not the deploy) when the module imports something no Edge Hive host provides."""
-    import wasmtime
-
-    from hive.sandbox.host import HOST_FUNCTIONS
-
-    config = wasmtime.Config()
-    config.parallel_compilation = False  # no compiler threads in a process that may fork later
-    module = wasmtime.Module(wasmtime.Engine(config), path.read_bytes())
-    bad = sorted(f"{i.module}.{i.name}" for i in module.imports if (i.module, i.name) not in HOST_FUNCTIONS)
+    bad, _ = inspect_module(path)
     if bad:
         path.unlink()  # a module that can't deploy is no build result
         raise BuildError(
-            f"{path.name} imports {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}, which Edge Hive does not "
+            f"{path.name} imports {listed(bad)}, which Edge Hive does not "
             "provide. Zig's std.debug.print, std.fs, std.Io and std.log without "
             "`pub const std_options: std.Options = .{ .logFn = edge_hive.logFn };` need them: "
             "use edge_hive.log, edge_hive.env and edge_hive.now instead (docs/sdk-zig.md)"
