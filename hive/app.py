@@ -43,10 +43,11 @@ from hive.logs import FunctionLog, read_from, tail
 from hive.manifest import parse_manifest, validate_name
 from hive.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hive.metrics import exposition, function_stats
+from hive.peers import SyncMarks
 from hive.ratelimit import RateLimiter
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
-from hive.sandbox import GuestContext, GuestInstance, Sandbox
+from hive.sandbox import GuestContext, GuestInstance, Sandbox, warm_up
 from hive.settings import Settings, load_settings
 from hive.telemetry import Telemetry
 
@@ -67,6 +68,7 @@ class Hive:
     function_log: FunctionLog
     limiter: RateLimiter
     invoker: Invoker
+    marks: SyncMarks
 
 
 def _hive(request: Request) -> Hive:
@@ -193,10 +195,10 @@ async def deploy(request: Request) -> Response:
             hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
         raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
     rec = hive.registry.deploy(name, wasm, manifest, sha)
-    hive.runtime.sync()
+    live = await live_everywhere(hive)
     hive.telemetry.m.deploys.labels(name, "deploy").inc()
     log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
-    return JSONResponse(version_json(rec), status_code=201)
+    return JSONResponse({**version_json(rec), **live}, status_code=201)
 
 
 async def list_functions(request: Request) -> Response:
@@ -244,8 +246,7 @@ async def delete_function(request: Request) -> Response:
     hive = _hive(request)
     name = validate_name(request.path_params["function"])
     hive.registry.delete(name)
-    hive.runtime.sync()
-    return JSONResponse({"deleted": name})
+    return JSONResponse({"deleted": name, **await live_everywhere(hive)})
 
 
 async def list_versions(request: Request) -> Response:
@@ -271,10 +272,10 @@ async def rollback(request: Request) -> Response:
     except (ValueError, AttributeError):
         raise BadRequest('rollback takes an optional JSON body {"version": <int>}') from None
     rec = hive.registry.set_current(name, version)
-    hive.runtime.sync()
+    live = await live_everywhere(hive)
     hive.telemetry.m.deploys.labels(name, "rollback").inc()
     log.info("rolled %s back to v%d", name, rec.version)
-    return JSONResponse(version_json(rec))
+    return JSONResponse({**version_json(rec), **live})
 
 
 async def healthz(request: Request) -> Response:
@@ -380,10 +381,31 @@ def open_hive(settings: Settings) -> Hive:
     function_log = FunctionLog(data / "logs" / "functions.jsonl")
     telemetry = Telemetry(function_log if settings.function_log else None)
     runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
+    marks = SyncMarks(data)
+    marks.publish(-1)  # a change made while this worker warms waits for it
+    runtime.on_sync = marks.publish
     runtime.sync(force=True)  # every function warm before this worker takes a connection
     limiter = RateLimiter(data / "ratelimit.lmdb")
     invoker = Invoker(runtime, limiter, telemetry)
-    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker)
+    # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
+    try:
+        warm_up(sandbox)
+        telemetry.warm_up()
+        request_id_of(None)
+    except Exception:
+        log.exception("the call-path warm-up failed; serving anyway")
+    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker, marks)
+
+
+async def live_everywhere(hive: Hive) -> dict[str, int]:
+    """After a change to the registry: load it here, then wait (bounded by sync_wait_ms) until every
+    other live worker has loaded it too, so the next request is served warm wherever it lands."""
+    hive.runtime.sync()
+    behind = await hive.marks.wait(hive.runtime.generation, hive.settings.sync_wait_ms / 1000)
+    if behind:
+        log.warning("workers %s had not loaded generation %d after %d ms", behind, hive.runtime.generation,
+                    hive.settings.sync_wait_ms)
+    return {"generation": hive.runtime.generation, "workers_behind": len(behind)}
 
 
 async def _watch(hive: Hive) -> None:
@@ -417,6 +439,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             watcher.cancel()
+            hive.marks.remove()
             hive.sandbox.close()
             hive.registry.close()
             hive.function_log.close()

@@ -64,6 +64,7 @@ class Runtime:
         self.functions: dict[str, Loaded] = {}
         self.failed: dict[str, str] = {}  # name -> why it could not be loaded here
         self.generation = -1
+        self.on_sync: Callable[[int], None] | None = None  # told the generation after each change
         self._refill: set[str] = set()
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
@@ -95,6 +96,8 @@ class Runtime:
                 have.retired = True
             self.functions[name] = loaded  # the swap: new requests see the new version
         self.generation = gen
+        if self.on_sync is not None:
+            self.on_sync(gen)
         return True
 
     def _load(self, rec: VersionRecord) -> Loaded:

@@ -51,7 +51,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeout_ms", int, 100, "default guest time limit per invocation"),
     Setting("memory_mb", int, 128, "default guest memory limit"),
     Setting("epoch_tick_ms", float, 1.0, "granularity of guest time limits"),
-    Setting("sync_interval_ms", int, 100, "how often a worker checks the registry for changes in the background"),
+    Setting("sync_interval_ms", int, 20, "how often a worker checks the registry for changes in the background"),
+    Setting("sync_wait_ms", int, 3000, "how long a deploy, rollback or delete waits for every worker to load it"),
     Setting("keep_versions", int, 10, "versions kept per function"),
     Setting("registry_map_size_mb", int, 8192, "LMDB map size (sparse)"),
     Setting("graceful_timeout", int, 30, "seconds a worker gets to finish in-flight requests"),
@@ -83,6 +84,7 @@ class Settings:
     memory_mb: int
     epoch_tick_ms: float
     sync_interval_ms: int
+    sync_wait_ms: int
     keep_versions: int
     registry_map_size_mb: int
     graceful_timeout: int

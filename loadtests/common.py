@@ -339,14 +339,20 @@ class HiveServer:
 
 
 @dataclass
-class NodeServer:
+class RefServer:
+    """A comparison server answering hello: `node` (loadtests/node_hello.js) or `bare`
+    (loadtests/bare_uvloop.py, the Python floor)."""
+
+    kind: str
     cpus: str | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> NodeServer:
+    def start(self) -> RefServer:
         self.port = free_port()
-        self.proc = subprocess.Popen([*taskset(self.cpus), "node", str(HERE / "node_hello.js"), str(self.port)],
+        argv = (["node", str(HERE / "node_hello.js")] if self.kind == "node"
+                else [sys.executable, str(HERE / "bare_uvloop.py")])
+        self.proc = subprocess.Popen([*taskset(self.cpus), *argv, str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         deadline = time.monotonic() + 20
@@ -356,7 +362,7 @@ class NodeServer:
                     return self
             except OSError:
                 time.sleep(0.02)
-        raise RuntimeError("node server did not start")
+        raise RuntimeError(f"{self.kind} server did not start")
 
     def all_pids(self) -> list[int]:
         assert self.proc is not None
@@ -367,7 +373,7 @@ class NodeServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=10)
 
-    def __enter__(self) -> NodeServer:
+    def __enter__(self) -> RefServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

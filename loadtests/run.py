@@ -50,8 +50,8 @@ from common import (  # noqa: E402
     HERE,
     ROOT,
     HiveServer,
-    NodeServer,
     RawClient,
+    RefServer,
     build_examples,
     ensure_wrk,
     log,
@@ -143,10 +143,11 @@ def per_core(work: Path, built: dict, runs: int, seconds: float) -> dict[str, An
         pids = srv.all_pids()
         for c in (1, 64):
             out[f"hive_c{c}"] = wrk_series(srv.port, pids, c, runs, seconds, CLIENT_CPU)
-    log("per core: node http, on CPU 0, wrk on CPU 1")
-    with NodeServer(cpus=SERVER_CPU).start() as node:
-        for c in (1, 64):
-            out[f"node_c{c}"] = wrk_series(node.port, node.all_pids(), c, runs, seconds, CLIENT_CPU)
+    for kind, what in (("node", "node http"), ("bare", "bare uvloop + httptools")):
+        log(f"per core: {what}, on CPU 0, wrk on CPU 1")
+        with RefServer(kind, cpus=SERVER_CPU).start() as ref:
+            for c in (1, 64):
+                out[f"{kind}_c{c}"] = wrk_series(ref.port, ref.all_pids(), c, runs, seconds, CLIENT_CPU)
     return out
 
 
@@ -192,19 +193,27 @@ def conns_per_worker(srv: HiveServer) -> dict[int, RawClient]:
     raise RuntimeError("could not reach every worker")
 
 
+def settle(a: RawClient, b: RawClient, path: str) -> None:
+    """The steady state on these very connections."""
+    for c in (a, b):
+        for _ in range(50):
+            c.request("POST", path, HELLO_BODY)
+
+
 def reload_figures(srv: HiveServer, hello: bytes, runs: int) -> dict[str, Any]:
-    """Deploy -> first response; first request after a deploy and after a SIGHUP against steady p50."""
+    """Deploy -> first response; first request after a deploy and after a SIGHUP against steady p50,
+    and against the same request after the same idle time with no deploy or reload (on this VM a
+    request that finds its worker idle for tens of ms costs 0.4-0.9 ms, whatever the server does)."""
     log("deploy and reload figures (2 workers)")
     path = "/api/v1/edge/fresh"
     status, body, _ = srv.deploy("fresh", variant(hello, "base"))
     assert status == 201, body
-    deploy_ms, to_first_ms, first_other, first_same, steady_ka = [], [], [], [], []
-    for i in range(max(3, runs)):
+    deploy_ms, to_first_ms, first_other, first_same, steady_ka, idle_other, idle_same = [], [], [], [], [], [], []
+    for i in range(max(5, runs)):
         conns = conns_per_worker(srv)
         a, b = list(conns.values())[:2]
-        for c in (a, b):  # the steady state on these very connections
-            for _ in range(50):
-                c.request("POST", path, HELLO_BODY)
+
+        settle(a, b, path)
         steady_ka.append(med([c.request("POST", path, HELLO_BODY)[3] for c in (a, b) for _ in range(100)]))
         t0 = time.perf_counter()
         status, body, dt = srv.deploy("fresh", variant(hello, f"run-{i}-{time.time()}"), client=a)
@@ -218,20 +227,28 @@ def reload_figures(srv: HiveServer, hello: bytes, runs: int) -> dict[str, Any]:
         to_first_ms.append((t_first - t0) * 1000)
         first_other.append(lb)
         first_same.append(la)
+        # The control: the same connections idle for as long as the deploy took, and no deploy.
+        settle(a, b, path)
+        time.sleep(dt)
+        idle_other.append(b.request("POST", path, HELLO_BODY)[3])
+        idle_same.append(a.request("POST", path, HELLO_BODY)[3])
         for c in conns.values():
             c.close()
     out: dict[str, Any] = {
         "deploy_ms": med(deploy_ms), "deploy_to_first_ms": med(to_first_ms),
         "first_after_deploy_other_ms": med(first_other) * 1000, "first_after_deploy_same_ms": med(first_same) * 1000,
         "steady_keepalive_p50_ms": med(steady_ka) * 1000,
+        "idle_other_ms": med(idle_other) * 1000, "idle_same_ms": med(idle_same) * 1000,
     }
-    out["first_after_deploy_ratio"] = max(out["first_after_deploy_other_ms"], out["first_after_deploy_same_ms"]) \
-        / out["steady_keepalive_p50_ms"]
+    first_deploy = max(out["first_after_deploy_other_ms"], out["first_after_deploy_same_ms"])
+    out["first_after_deploy_ratio"] = first_deploy / out["steady_keepalive_p50_ms"]
+    out["first_after_deploy_idle_ratio"] = first_deploy / max(out["idle_other_ms"], out["idle_same_ms"])
 
-    firsts, maxes, steady_fresh = [], [], []
-    for _ in range(max(3, runs)):
+    firsts, maxes, steady_fresh, idle_fresh = [], [], [], []
+    for _ in range(max(5, runs)):
         steady_fresh.append(steady(srv.port, HELLO, 100, fresh=True))
         old = set(srv.worker_pids())
+        t0 = time.perf_counter()
         os.kill(srv.pid, signal.SIGHUP)
         deadline = time.monotonic() + 60
         while True:  # until every worker is new (gunicorn starts the new ones before it stops the old)
@@ -243,14 +260,20 @@ def reload_figures(srv: HiveServer, hello: bytes, runs: int) -> dict[str, Any]:
             time.sleep(0.005)
         # The new workers warmed every function before they accepted. The first invocations after the
         # reload, each on a new connection (the kernel spreads them over both new workers):
+        gap = time.perf_counter() - t0
         lat = [one_shot(srv.port, "POST", HELLO, HELLO_BODY) for _ in range(10)]
         assert all(x[0] == 200 for x in lat), [x[:3] for x in lat]
         firsts.append(lat[0][3])
         maxes.append(max(x[3] for x in lat))
         srv.wait_ready()
+        # The control: busy as before the reload, then idle as long as the reload took, then a new connection.
+        steady(srv.port, HELLO, 20, fresh=True)
+        time.sleep(gap)
+        idle_fresh.append(one_shot(srv.port, "POST", HELLO, HELLO_BODY)[3])
     out.update({"first_after_sighup_ms": med(firsts) * 1000, "first10_after_sighup_max_ms": med(maxes) * 1000,
-                "steady_fresh_p50_ms": med(steady_fresh) * 1000})
+                "steady_fresh_p50_ms": med(steady_fresh) * 1000, "idle_fresh_ms": med(idle_fresh) * 1000})
     out["first_after_sighup_ratio"] = out["first_after_sighup_ms"] / out["steady_fresh_p50_ms"]
+    out["first_after_sighup_idle_ratio"] = out["first_after_sighup_ms"] / out["idle_fresh_ms"]
     log(f"  {out}")
     return out
 
@@ -386,6 +409,7 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         L.append("|---|---:|---:|---:|---:|---:|---:|")
         rows = [("edge-hive, 1 worker (CPU 0), wrk on CPU 1", pc, "hive"),
                 ("node http (CPU 0), wrk on CPU 1", pc, "node"),
+                ("bare uvloop + httptools, Python, no WebAssembly (CPU 0), wrk on CPU 1", pc, "bare"),
                 ("edge-hive, 2 workers, whole machine", wm, "hive")]
         for label, block, key in rows:
             for c in (1, 64):
@@ -398,6 +422,11 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         L.append("")
         L.append(f"Server CPU per request at c64, edge-hive ÷ node: **{ratio:.2f}** "
                  f"({pc['hive_c64']['cpu_us_per_req']:.1f} µs vs {pc['node_c64']['cpu_us_per_req']:.1f} µs).")
+        if "bare_c64" in pc:
+            L.append(f"The Python floor (bare uvloop + httptools, no WebAssembly) ÷ node: "
+                     f"**{pc['bare_c64']['cpu_us_per_req'] / pc['node_c64']['cpu_us_per_req']:.2f}**; "
+                     f"edge-hive ÷ the Python floor: "
+                     f"**{pc['hive_c64']['cpu_us_per_req'] / pc['bare_c64']['cpu_us_per_req']:.2f}**.")
     L.append("")
     L.append("| figure | value |")
     L.append("|---|---:|")
@@ -419,10 +448,17 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
                  f"{wm['first_after_deploy_other_ms']:.2f} / {wm['first_after_deploy_same_ms']:.2f} ms |")
         L.append(f"| steady p50 on the same keep-alive connections | {wm['steady_keepalive_p50_ms']:.2f} ms |")
         L.append(f"| first request after a deploy ÷ steady p50 | {wm['first_after_deploy_ratio']:.2f}× |")
+        if "idle_same_ms" in wm:
+            L.append(f"| control: the same connections idle as long as the deploy took, no deploy (other / same) | "
+                     f"{wm['idle_other_ms']:.2f} / {wm['idle_same_ms']:.2f} ms |")
+            L.append(f"| first request after a deploy ÷ that control | {wm['first_after_deploy_idle_ratio']:.2f}× |")
         L.append(f"| first request after a SIGHUP (new connection) / max of the first 10 | "
                  f"{wm['first_after_sighup_ms']:.2f} / {wm['first10_after_sighup_max_ms']:.2f} ms |")
         L.append(f"| steady p50, a new connection per request | {wm['steady_fresh_p50_ms']:.2f} ms |")
         L.append(f"| first request after a SIGHUP ÷ steady p50 | {wm['first_after_sighup_ratio']:.2f}× |")
+        if "idle_fresh_ms" in wm:
+            L.append(f"| control: a new connection after the same idle time, no reload | {wm['idle_fresh_ms']:.2f} ms |")
+            L.append(f"| first request after a SIGHUP ÷ that control | {wm['first_after_sighup_idle_ratio']:.2f}× |")
     for c in (1, 64):
         r = (nn or {}).get(f"c{c}")
         if r:

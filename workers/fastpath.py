@@ -52,7 +52,7 @@ _CLOSE = b"connection: close\r\n"
 _api: Any = None
 
 
-def _bind_app_api() -> None:
+def bind_app_api() -> None:
     global _api
     if _api is not None:
         return
@@ -266,7 +266,7 @@ class FastCycle:
 class FastHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _bind_app_api()
+        bind_app_api()
         app = getattr(self.config, "app", None)
         self._app = app if hasattr(app, "state") else None  # the Starlette app (HiveWorker sets it)
         self._in_message = False

@@ -17,8 +17,9 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from hive.peers import start_ticks
 from hive.settings import load_settings
-from workers.fastpath import FastHttpProtocol
+from workers.fastpath import FastHttpProtocol, bind_app_api
 from workers.watchdog import Watchdog
 
 
@@ -35,14 +36,6 @@ def notify_systemd(state: str) -> None:
             s.sendall(state.encode())
     except OSError:
         logging.getLogger("hive.worker").warning("could not notify systemd at %s", addr, exc_info=True)
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When the process started (clock ticks since boot), or None when it is gone."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _siblings(pid: int) -> list[int]:
@@ -74,7 +67,7 @@ class ReadyMarks:
             self.path(self.pid).touch()
             for stale in self.dir.glob("worker-*.ready"):  # of workers that are gone (kill -9)
                 pid = int(stale.stem.split("-")[1])
-                if pid != self.pid and _start_ticks(pid) is None:
+                if pid != self.pid and start_ticks(pid) is None:
                     stale.unlink(missing_ok=True)
         except (OSError, ValueError):
             logging.getLogger("hive.worker").warning("could not write the ready mark in %s", self.dir)
@@ -84,10 +77,10 @@ class ReadyMarks:
 
     def successors_warming(self) -> bool:
         """Whether a younger sibling is alive and not yet accepting."""
-        mine = _start_ticks(self.pid)
+        mine = start_ticks(self.pid)
         if mine is None:
             return False
-        younger = [p for p in _siblings(self.pid) if (_start_ticks(p) or -1) >= mine]
+        younger = [p for p in _siblings(self.pid) if (start_ticks(p) or -1) >= mine]
         return bool(younger) and not any(self.path(p).exists() for p in younger)
 
 
@@ -108,6 +101,7 @@ class DrainingServer(Server):
             await lifespan_startup()
             hive = getattr(self.config.app.state, "hive", None)  # type: ignore[union-attr]
             if hive is not None:
+                bind_app_api()
                 for name in hive.runtime.functions:
                     hive.telemetry.series(name, 200)
             # Everything loaded so far (modules, the app, every warm function) lives as long as the

@@ -69,6 +69,10 @@ class GuestInstance:
         self._falloc = fastcall.FastFunc(self._fstore, alloc, ["i32"], ["i32"])
         self._fhandle = fastcall.FastFunc(self._fstore, handle, ["i32", "i32"], ["i64"])
         self._max_envelope = limits.max_response_bytes + _ENVELOPE_OVERHEAD
+        # The request buffer, now rather than on the first request: hive_alloc runs once here, and
+        # its code and the guest's heap are paged in before anyone waits on it.
+        with _guest_errors("the warm-up (hive_alloc)"):
+            self._reserve(_MIN_REQUEST_BUFFER)
 
     def _base(self) -> int:
         # Re-read every time: memory.grow may move the mapping.

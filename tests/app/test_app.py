@@ -193,3 +193,34 @@ def test_generated_admin_token_is_private(tmp_path) -> None:
         token = token_file.read_text().strip()
         assert len(token) >= 32
         assert c.get("/api/v1/edge", headers={"authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_the_start_up_warm_up_leaves_no_trace(settings: Settings) -> None:
+    # open_hive calls a built-in guest before serving: it must not show up as a function, in the
+    # metrics, in the function log, or in the registry.
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        assert c.get("/api/v1/edge", headers=ADMIN).json()["functions"] == []
+        assert "warm-up" not in c.get("/metrics", headers=ADMIN).text
+        assert deploy(c, "hello", wat(const_wat("hi"))).status_code == 201
+        assert c.post("/api/v1/edge/hello").text == "hi"
+        assert [f["function"] for f in c.get("/api/v1/edge", headers=ADMIN).json()["functions"]] == ["hello"]
+    lines = (settings.data_path / "logs" / "functions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["function"] for line in lines] == ["hello"]
+    reg = Registry(settings.data_path / "registry.lmdb")
+    try:
+        assert list(reg.snapshot()[1]) == ["hello"]
+    finally:
+        reg.close()
+
+
+def test_changes_answer_with_the_generation_every_worker_serves(client: TestClient) -> None:
+    r = deploy(client, "gen", wat(const_wat("one")))
+    assert r.status_code == 201, r.text
+    first = r.json()
+    assert first["workers_behind"] == 0 and first["generation"] >= 1
+    r = deploy(client, "gen", wat(const_wat("two")))
+    assert r.json()["generation"] > first["generation"]
+    r = client.post("/api/v1/edge/gen/rollback", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["workers_behind"] == 0 and r.json()["version"] == 1
+    r = client.delete("/api/v1/edge/gen", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["deleted"] == "gen" and r.json()["workers_behind"] == 0
