@@ -34,7 +34,7 @@ def main() -> None:
         if args.profile:
             fmt = "speedscope" if args.profile.endswith(".json") else "raw" if args.profile.endswith(".txt") else "flamegraph"
             spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(srv.worker_pids()[0]), "-o", args.profile,
-                                    "-f", fmt, "-r", "200", "-d", str(int(args.seconds) + 1)])
+                                    "-f", fmt, "-r", "200", *(["--native"] if "native" in args.profile else []), "-d", str(int(args.seconds) + 1)])
         for c in (int(x) for x in args.conns.split(",")):
             r = run_wrk(srv.port, conns=c, seconds=args.seconds, cpus="1", server_pids=pids, path=args.path)
             print(f"c{c}: {r['rps']:.0f} req/s p50 {r['p50'] / 1000:.2f} ms p99 {r['p99'] / 1000:.2f} ms "

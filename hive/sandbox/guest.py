@@ -46,6 +46,7 @@ class GuestInstance:
         if compiled.fuel:
             store.set_fuel(limits.fuel or 1 << 62)  # start-up code gets the budget too
         self.store = store
+        ctx.memory = None  # host calls during start-up find the memory through the caller
         host.set_current(ctx)
         with _guest_errors("instantiation"):
             instance = compiled.pre.instantiate(store)
@@ -69,6 +70,7 @@ class GuestInstance:
         self._falloc = fastcall.FastFunc(self._fstore, alloc, ["i32"], ["i32"])
         self._fhandle = fastcall.FastFunc(self._fstore, handle, ["i32", "i32"], ["i64"])
         self._max_envelope = limits.max_response_bytes + _ENVELOPE_OVERHEAD
+        ctx.memory = self._fmem
         # The request buffer, now rather than on the first request: hive_alloc runs once here, and
         # its code and the guest's heap are paged in before anyone waits on it.
         with _guest_errors("the warm-up (hive_alloc)"):
@@ -102,6 +104,7 @@ class GuestInstance:
             fstore.set_fuel(fuel)
         ctx = self.ctx
         ctx.begin_call(request_id)
+        ctx.memory = self._fmem
         host.set_current(ctx)
         try:
             n = len(envelope)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from wasmtime import Caller, FuncType, Linker, Memory, ValType
 
@@ -50,6 +51,9 @@ class GuestContext:
     partial: dict[int, bytes] = field(default_factory=dict)
     # Also receives each line: (function, version, stream, level, text, request_id).
     sink: Callable[[str, int, str, int, str, str], None] | None = None
+    # The memory of the instance being called (a hive.sandbox.fastcall.FastMemory), set by
+    # GuestInstance before each call; None during instantiation.
+    memory: Any = None
 
     def emit(self, level: int, text: bytes, stream: str) -> None:
         if self.logged >= MAX_LOG_BYTES_PER_CALL or self.lines >= MAX_LOG_LINES_PER_CALL:
@@ -99,6 +103,12 @@ class _Mem:
     __slots__ = ("base", "size")
 
     def __init__(self, caller: Caller) -> None:
+        ctx = getattr(_local, "ctx", None)
+        fast = ctx.memory if ctx is not None else None
+        if fast is not None:  # the calling instance's memory (hive.sandbox.guest), without an export lookup
+            self.base = fast.base()
+            self.size = fast.size()
+            return
         mem = caller.get("memory")
         if not isinstance(mem, Memory):
             raise _Fault()
