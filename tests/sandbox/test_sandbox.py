@@ -635,3 +635,29 @@ def test_corrupted_artifact_is_recompiled(sandbox: Sandbox, caplog: pytest.LogCa
         other.load(sha, None, ALLOWED)
     finally:
         other.close()
+
+
+def test_host_calls_write_into_the_calling_instance_after_memory_grows(sandbox: Sandbox) -> None:
+    # Host functions find the caller's memory through the instance (not an export lookup): it must be
+    # the instance being called, with its current size. Each call grows memory by a page and has
+    # random_get fill 8 bytes in the newest page; the response is those 8 bytes. Two instances share
+    # one GuestContext and are called in turn.
+    random_get = f'(import "{WASI}" "random_get" (func $random (param i32 i32) (result i32)))'
+    handle = f"""(local $at i32)
+        (local.set $at (i32.mul (memory.grow (i32.const 1)) (i32.const 65536)))
+        (if (i32.ne (call $random (local.get $at) (i32.const 8)) (i32.const 0)) (then unreachable))
+        (i32.store (i32.const {RESP}) (i32.const 200))
+        (i32.store (i32.const {RESP + 8}) (i32.const 8))
+        (i64.store (i32.const {RESP + 12}) (i64.load (local.get $at)))
+        {packed(RESP, 20)}"""
+    wasm = guest(handle, random_get)
+    ctx = GuestContext("shared")
+    a, b = instance(sandbox, wasm, ctx=ctx), instance(sandbox, wasm, ctx=ctx)
+    seen = set()
+    for _ in range(5):
+        for inst in (a, b):
+            body = inst.call(request()).body
+            assert len(body) == 8
+            seen.add(body)
+    assert len(seen) == 10  # ten different random fills, each read back from the instance that was called
+    assert a._fmem.size() == b._fmem.size() == 6 * 65536
