@@ -28,9 +28,13 @@ class FunctionLog:
     def close(self) -> None:
         os.close(self._fd)
 
+    @staticmethod
+    def line(record: dict[str, Any]) -> bytes:
+        return _encode(record) + b"\n"
+
     def write(self, record: dict[str, Any]) -> None:
         # One write() per line: appends from several workers don't interleave within a line.
-        os.write(self._fd, _encode(record) + b"\n")
+        os.write(self._fd, self.line(record))
         self._writes += 1
         if self._writes % 1000 == 0:
             self._maybe_rotate()

@@ -12,7 +12,6 @@ from typing import Any
 from prometheus_client import values as _prometheus_values
 
 from hive.logs import FunctionLog, now_iso
-from hive.logs import _encode as _log_encode
 from hive.metrics import metrics
 
 log = logging.getLogger("hive.invocations")
@@ -104,10 +103,9 @@ class Telemetry:
 
     def warm_up(self) -> None:
         """Run the log-record code once without writing (its first run costs about 70 µs)."""
-        _now_iso()
         now_iso()
-        _log_encode({"ts": _now_iso(), "kind": "invocation", "function": "warm-up", "version": 0, "status": 200,
-                     "duration_us": 0, "pid": self.pid, "request_id": ""})
+        FunctionLog.line({"ts": _now_iso(), "kind": "invocation", "function": "warm-up", "version": 0,
+                          "status": 200, "duration_us": 0, "pid": self.pid, "request_id": ""})
 
     def invocation(self, function: str, version: int, status: int, started_ns: int, request_id: str,
                    error: str | None = None, fuel: int | None = None) -> None:
