@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hive import abi
-from hive.auth import bearer_matches, ensure_admin_token
+from hive.auth import bearer_matches, ensure_admin_token, held_token
 from hive.errors import (
     BadRequest,
     ClientGone,
@@ -372,7 +372,7 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 def open_hive(settings: Settings) -> Hive:
     data = settings.data_path
-    token, token_file = ensure_admin_token(data, settings.admin_token)
+    token, token_file = ensure_admin_token(data, settings.admin_token or held_token())
     if token_file is not None:
         log.debug("admin token: %s", token_file)
     registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
@@ -386,7 +386,7 @@ def open_hive(settings: Settings) -> Hive:
     runtime.on_sync = marks.publish
     runtime.sync(force=True)  # every function warm before this worker takes a connection
     limiter = RateLimiter(data / "ratelimit.lmdb")
-    invoker = Invoker(runtime, limiter, telemetry)
+    invoker = Invoker(runtime, limiter, telemetry, admin_token=token)
     # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
     try:
         warm_up(sandbox)

@@ -1,4 +1,9 @@
-"""The admin token: from HIVE_ADMIN_TOKEN, or generated once into the data dir (mode 0600)."""
+"""The admin token: from HIVE_ADMIN_TOKEN, or generated once into the data dir (mode 0600).
+
+The token never stays in a server process's environment (where /proc/<pid>/environ would show it
+for the life of the process): `edge-hive serve` moves it from HIVE_ADMIN_TOKEN into a pipe before it
+execs gunicorn, the master reads it once into `held_token`, and workers inherit it by fork.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,40 @@ import time
 from pathlib import Path
 
 TOKEN_FILE = "admin.token"
+TOKEN_ENV = "HIVE_ADMIN_TOKEN"
+TOKEN_FD_ENV = "HIVE_ADMIN_TOKEN_FD"
+
+_held: str | None = None
+
+
+def hand_over(env: dict[str, str]) -> None:
+    """Before exec: move the token from `env` into an inheritable pipe named by HIVE_ADMIN_TOKEN_FD."""
+    token = env.pop(TOKEN_ENV, "")
+    if not token:
+        return
+    r, w = os.pipe()
+    os.write(w, token.encode())  # far below the pipe's capacity
+    os.close(w)
+    os.set_inheritable(r, True)
+    env[TOKEN_FD_ENV] = str(r)
+
+
+def take_from_environment() -> str | None:
+    """In the server (once; later calls return the same): the handed-over token, or HIVE_ADMIN_TOKEN,
+    removed from os.environ so that no child process inherits it."""
+    global _held
+    fd = os.environ.pop(TOKEN_FD_ENV, None)
+    if fd is not None:
+        with os.fdopen(int(fd), "rb") as f:
+            _held = f.read().decode().strip() or None
+    token = os.environ.pop(TOKEN_ENV, None)
+    if token and _held is None:
+        _held = token
+    return _held
+
+
+def held_token() -> str | None:
+    return _held
 
 
 def token_path(data_dir: str | Path) -> Path:

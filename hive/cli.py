@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from hive.auth import hand_over
 from hive.errors import HiveError
 from hive.settings import SETTINGS, load_settings
 
@@ -51,6 +52,7 @@ def serve(bind: str | None, workers: int | None, data_dir: str | None, config_fi
     # would pin the TOML values, and a SIGHUP would not pick up an edited hive.toml.
     env.update({f"HIVE_{name.upper()}": str(value) for name, value in flags.items() if value is not None})
     env["HIVE_DATA_DIR"] = str(settings.data_path)
+    hand_over(env)  # the token travels in a pipe, not in the server's environment (hive.auth)
     # A file path (not python:module) makes gunicorn re-read the settings on SIGHUP.
     conf = importlib.util.find_spec("workers.gunicorn_conf").origin
     argv = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
@@ -266,7 +268,8 @@ def invoke(client: Any, name: str, data: str | None, method: str, header: tuple[
     if data is not None:
         body = Path(data[1:]).read_bytes() if data.startswith("@") else data.encode()
         headers.setdefault("content-type", "application/json")
-    r = client.request(method.upper(), f"/api/v1/edge/{name}", content=body, headers=headers)
+    # Never the admin token: the function sees every header it is sent.
+    r = client.request(method.upper(), f"/api/v1/edge/{name}", content=body, headers=headers, admin=False)
     click.echo(f"{r.status_code} {r.reason_phrase}", err=True)
     try:
         click.echo(json.dumps(r.json(), indent=2, ensure_ascii=False))

@@ -37,8 +37,9 @@ class Client:
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {**self._headers(), **kw.pop("headers", {})}
+    def request(self, method: str, path: str, *, admin: bool = True, **kw: Any) -> httpx.Response:
+        """`admin=False` for invoke routes: the admin token must never reach a function."""
+        headers = {**(self._headers() if admin else {}), **kw.pop("headers", {})}
         try:
             return httpx.request(method, self.url.rstrip("/") + path, headers=headers, timeout=self.timeout, **kw)
         except httpx.ConnectError:

@@ -85,8 +85,11 @@ def _lower_priority() -> None:
 
 
 class Invoker:
-    def __init__(self, runtime: Runtime, limiter: RateLimiter, telemetry: Telemetry) -> None:
+    def __init__(self, runtime: Runtime, limiter: RateLimiter, telemetry: Telemetry,
+                 admin_token: str | None = None) -> None:
         self.runtime = runtime
+        self.admin_token = admin_token
+        self._token = (admin_token or "").encode()
         self.limiter = limiter
         self.telemetry = telemetry
         self.offload_after_ns = int(OFFLOAD_AFTER_MS * 1e6)
@@ -119,6 +122,8 @@ class Invoker:
 
     def call(self, loaded: Loaded, method: bytes, raw_path: bytes, query: bytes, headers: abi.Headers,
              body: bytes, request_id: str | None = None) -> abi.Response:
+        if self._token:
+            headers = self.without_admin_token(loaded.name, headers)
         envelope = abi.encode_request(method, raw_path, query, headers, body)
         request_id = request_id or os.urandom(8).hex()
         cpu_started = _thread_time_ns()
@@ -140,6 +145,17 @@ class Invoker:
             resp.headers = [h for h in resp.headers if h[0] != b"x-hive-fuel-used"]
             resp.headers.append((b"x-hive-fuel-used", str(fuel).encode()))
         return resp
+
+    def without_admin_token(self, name: str, headers: abi.Headers) -> abi.Headers:
+        """The headers a guest may see: any header carrying the admin token (Authorization: Bearer
+        from a CLI or script, or any other) is dropped, and counted: a guest that saw it would
+        control the server."""
+        token = self._token
+        for _, v in headers:
+            if token in v:
+                self.telemetry.m.admin_token_stripped.labels(name).inc()
+                return [(k, v) for k, v in headers if token not in v]
+        return headers
 
     # --- long-running functions, off the event loop ---
 

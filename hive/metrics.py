@@ -35,6 +35,7 @@ class Metrics:
     deploys: Counter
     warm: Gauge
     rss: Gauge
+    admin_token_stripped: Counter
 
 
 @lru_cache(maxsize=1)
@@ -49,6 +50,8 @@ def metrics() -> Metrics:
         deploys=Counter("hive_deploys", "Deploys and rollbacks by function", ["function", "kind"]),
         warm=Gauge("hive_warm_instances", "Warm guest instances", multiprocess_mode="livesum"),
         rss=Gauge("hive_worker_rss_bytes", "Resident memory of each worker", ["worker"], multiprocess_mode="liveall"),
+        admin_token_stripped=Counter("hive_admin_token_stripped", "Invoke requests whose Authorization header carried "
+                                     "the admin token, removed before the guest saw it", ["function"]),
     )
 
 

@@ -7,10 +7,11 @@ import logging
 import os
 import shutil
 
-from hive.auth import ensure_admin_token
+from hive.auth import ensure_admin_token, take_from_environment
 from hive.settings import load_settings
 
-_settings = load_settings()
+# Out of the environment before any worker exists; the master keeps it and workers inherit it by fork.
+_settings = load_settings(overrides={"admin_token": take_from_environment()})
 _data = _settings.data_path
 _data.mkdir(parents=True, exist_ok=True)  # the pidfile lives here, written before on_starting
 
