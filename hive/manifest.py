@@ -56,6 +56,8 @@ class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
 class JwtAuth(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     hs256_secret: str | None = None
     rs256_public_key: str | None = None  # PEM
+    jwks: dict[str, Any] | None = None  # inline {"keys": [...]}: RS256, ES256, ES384, EdDSA public keys
+    jwks_url: str | None = None  # fetched by the server, cached, refreshed on an unknown kid (hive.jwks)
     audience: str | None = None
     issuer: str | None = None
     leeway_s: int = 0
@@ -137,13 +139,26 @@ def _check_auth(auth: Auth) -> None:
         raise InvalidManifest("auth.mode api_key needs auth.api_keys, each at least 16 characters")
     if auth.mode == "jwt":
         j = auth.jwt
-        if j is None or not (j.hs256_secret or j.rs256_public_key):
-            raise InvalidManifest("auth.mode jwt needs auth.jwt.hs256_secret or auth.jwt.rs256_public_key")
+        if j is None or not (j.hs256_secret or j.rs256_public_key or j.jwks is not None or j.jwks_url):
+            raise InvalidManifest("auth.mode jwt needs a key: auth.jwt.hs256_secret, rs256_public_key, "
+                                  "jwks (inline) or jwks_url")
         # RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits).
         if j.hs256_secret is not None and len(j.hs256_secret.encode()) < 32:
             raise InvalidManifest("auth.jwt.hs256_secret must be at least 32 bytes")
         if j.rs256_public_key is not None and not _is_rsa_public_key(j.rs256_public_key):
             raise InvalidManifest("auth.jwt.rs256_public_key must be a PEM RSA public key")
+        from hive.jwks import SUPPORTED_ALGS, check_jwks_url, parse_jwks
+
+        try:
+            if j.jwks is not None:
+                parse_jwks(j.jwks, strict=True)
+        except ValueError as e:
+            raise InvalidManifest(f"auth.jwt.jwks {e} (supported: {', '.join(SUPPORTED_ALGS)} public keys)") from None
+        try:
+            if j.jwks_url is not None:
+                check_jwks_url(j.jwks_url)
+        except ValueError as e:
+            raise InvalidManifest(f"auth.jwt.jwks_url {e}") from None
         if not 0 <= j.leeway_s <= 3600:
             raise InvalidManifest("auth.jwt.leeway_s must be between 0 and 3600")
 
