@@ -1,0 +1,376 @@
+"""Outbound: the worker's HTTP client for guests' fetches, on the worker's event loop.
+
+One Outbound per worker process, created after fork. Each fetch is checked against the function's
+allowed_hosts before anything is sent, and again on every redirect hop; the address connected to
+is checked by hive.outbound.network. Certificates are always verified.
+
+Connection pools: one httpcore pool per (function, allowed_hosts) per worker. A pooled connection
+was checked under the rules of the pool that made it, so it must never serve a function whose
+rules differ: a connection to a name that resolved to 127.0.0.1, made for a function granted
+"http://127.0.0.1:PORT", would otherwise carry another function's request to loopback with no
+check at all (a reused connection is not connected again). Keying by the rules as well as the
+function means a redeploy that narrows allowed_hosts starts from fresh connections too; the
+pools a function had under its older rules are closed once idle.
+
+No environment proxies, no cookie jar, no decompression (a guest that asks for gzip gets gzip):
+the client does exactly what the guest asked, within its limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import certifi
+import httpcore
+
+from hive.outbound.addresses import AddressPolicy
+from hive.outbound.errors import FetchRefused, OutboundSetupError
+from hive.outbound.limits import (
+    MAX_REDIRECTS,
+    MAX_REQUEST_HEADER_BYTES,
+    MAX_REQUEST_HEADERS,
+    FetchBudget,
+    FetchLimits,
+)
+from hive.outbound.network import GuardedBackend, Resolver, system_resolver
+from hive.outbound.rules import HostRule, match
+from hive.outbound.urls import Url, parse_url, resolve_location
+
+USER_AGENT = "edge-hive"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers that describe one connection, or that the client owns (Host, framing): never taken from
+# the guest, never handed back to it.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+                        "upgrade", "proxy-authorization", "proxy-authenticate", "host", "content-length",
+                        "expect"})
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+BODY_HEADERS = frozenset({"content-type", "content-encoding", "content-language", "content-location"})
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    method: str
+    url: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """One outbound HTTP exchange (or one refusal) for the function log and metrics."""
+
+    function: str
+    method: str
+    host: str  # canonical host of the hop, "" if the URL did not parse
+    rule: str | None  # the allowed_hosts entry that matched: a bounded metrics label
+    status: int | None  # None when refused or failed before a response
+    code: str | None  # the FetchRefused code, None on success
+    ms: float
+    bytes_out: int
+    bytes_in: int
+    address: str | None = None  # the IP actually connected to
+
+
+@dataclass(frozen=True)
+class FetchResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str  # after redirects
+    ms: float
+    records: tuple[FetchRecord, ...] = ()
+
+
+@dataclass
+class _Pool:
+    pool: httpcore.AsyncConnectionPool
+    users: int = 0
+    retired: bool = False
+
+
+class _Trace:
+    """Collects one record per hop; a failure records the hop in progress."""
+
+    def __init__(self, function: str, method: str, hook: Callable[[FetchRecord], None] | None) -> None:
+        self.function, self.method, self.hook = function, method, hook
+        self.host, self.rule = "", None
+        self.started = time.monotonic()
+        self.records: list[FetchRecord] = []
+
+    def begin(self, method: str, url: Url, rule: HostRule | None) -> None:
+        self.method, self.host, self.rule = method, url.host.name, rule.entry if rule else None
+        self.started = time.monotonic()
+
+    def end(self, status: int | None, code: str | None, bytes_out: int = 0, bytes_in: int = 0,
+            address: str | None = None) -> None:
+        record = FetchRecord(self.function, self.method, self.host, self.rule, status, code,
+                             (time.monotonic() - self.started) * 1000, bytes_out, bytes_in, address)
+        self.records.append(record)
+        if self.hook is not None:
+            self.hook(record)
+
+
+def _decode(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _prepare(req: FetchRequest, limits: FetchLimits) -> tuple[str, list[tuple[str, str]], bytes]:
+    method = req.method.upper() if isinstance(req.method, str) else ""
+    if not _TOKEN_RE.fullmatch(method) or method == "CONNECT":
+        raise FetchRefused("bad_request", f"method {str(req.method)[:40]!r} is not an HTTP method (CONNECT is not allowed)")
+    body = bytes(req.body)
+    if len(body) > limits.max_request_bytes:
+        raise FetchRefused("request_too_large", (
+            f"the request body is {len(body)} bytes, over the limit of {limits.max_request_bytes}; "
+            "send less or raise the function's max_request_bytes limit"))
+    if len(req.headers) > MAX_REQUEST_HEADERS:
+        raise FetchRefused("request_too_large", f"{len(req.headers)} request headers, over the limit of {MAX_REQUEST_HEADERS}")
+    named_by_connection: set[str] = set()
+    headers: list[tuple[str, str]] = []
+    size = 0
+    for name, value in req.headers:
+        if not isinstance(name, str) or not isinstance(value, str) or not _TOKEN_RE.fullmatch(name):
+            raise FetchRefused("bad_request", f"header name {str(name)[:40]!r} is not a valid HTTP token")
+        if any((c < " " and c != "\t") or c == "\x7f" for c in value):
+            raise FetchRefused("bad_request", f"header {name!r} has a control character (CR, LF, NUL...) in its value")
+        size += len(name) + len(value.encode("utf-8", "surrogateescape")) + 4
+        lower = name.lower()
+        if lower == "connection":
+            named_by_connection.update(t.strip().lower() for t in value.split(","))
+        if lower not in HOP_BY_HOP:
+            headers.append((lower, value.strip()))
+    if size > MAX_REQUEST_HEADER_BYTES:
+        raise FetchRefused("request_too_large", f"request headers total {size} bytes, over the limit of {MAX_REQUEST_HEADER_BYTES}")
+    return method, [(n, v) for n, v in headers if n not in named_by_connection], body
+
+
+def _is_tls(e: BaseException) -> bool:
+    seen: BaseException | None = e
+    for _ in range(8):  # bounded walk of the cause chain
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _refusal(e: httpcore.TimeoutException | httpcore.NetworkError | httpcore.ProtocolError | OSError,
+             url: Url, limits: FetchLimits) -> FetchRefused:
+    where = f"{url.scheme}://{url.authority}"
+    if isinstance(e, httpcore.ConnectTimeout | httpcore.PoolTimeout):
+        return FetchRefused("connect_timeout", (
+            f"connecting to {where} took longer than {limits.connect_timeout_ms} ms; "
+            "check the upstream or raise the function's connect_timeout_ms limit"))
+    if isinstance(e, httpcore.TimeoutException):
+        return FetchRefused("timeout", f"{where} did not answer within {limits.timeout_ms} ms (timeout_ms)")
+    if _is_tls(e):
+        return FetchRefused("tls_error", f"TLS with {where} failed: {e.__cause__ or e}")
+    if isinstance(e, httpcore.ConnectError | OSError):
+        return FetchRefused("connect_failed", f"could not connect to {where}: {e}")
+    return FetchRefused("protocol_error", f"{where} broke the HTTP exchange: {e or type(e).__name__}")
+
+
+class Outbound:
+    def __init__(self, ca_file: str | None = None, resolver: Resolver | None = None, *,
+                 on_complete: Callable[[FetchRecord], None] | None = None,
+                 max_connections_per_function: int = 100, keepalive_connections: int = 20,
+                 keepalive_expiry_s: float = 30.0) -> None:
+        try:
+            self.ssl_context = ssl.create_default_context(cafile=certifi.where())
+            if ca_file:
+                self.ssl_context.load_verify_locations(cafile=ca_file)  # adds to the public roots
+        except (OSError, ssl.SSLError) as e:
+            raise OutboundSetupError(f"cannot load outbound_ca_file {ca_file!r}: {e}; "
+                                     "point it at a readable PEM bundle of CA certificates") from None
+        self.ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        assert self.ssl_context.verify_mode == ssl.CERT_REQUIRED and self.ssl_context.check_hostname
+        self.resolver: Resolver = resolver or system_resolver
+        self.on_complete = on_complete
+        self._pool_options = {"max_connections": max_connections_per_function,
+                              "max_keepalive_connections": keepalive_connections,
+                              "keepalive_expiry": keepalive_expiry_s}
+        self._pools: dict[tuple[str, tuple[HostRule, ...]], _Pool] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # --- pools ---
+
+    def _acquire(self, function: str, rules: tuple[HostRule, ...]) -> _Pool:
+        key = (function, rules)
+        entry = self._pools.get(key)
+        if entry is None:
+            backend = GuardedBackend(AddressPolicy(rules), self.resolver)
+            entry = _Pool(httpcore.AsyncConnectionPool(ssl_context=self.ssl_context, network_backend=backend,
+                                                       retries=0, **self._pool_options))
+            for other_key, other in list(self._pools.items()):
+                if other_key[0] == function:  # the function's pools under older rules
+                    del self._pools[other_key]
+                    other.retired = True
+                    self._close_if_idle(other)
+            self._pools[key] = entry
+        entry.users += 1
+        return entry
+
+    def _release(self, entry: _Pool) -> None:
+        entry.users -= 1
+        self._close_if_idle(entry)
+
+    def _close_if_idle(self, entry: _Pool) -> None:
+        if entry.retired and entry.users == 0:
+            task = asyncio.get_running_loop().create_task(entry.pool.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def forget(self, function: str) -> None:
+        """Close a deleted function's pools (in-flight fetches finish first)."""
+        for key in [k for k in self._pools if k[0] == function]:
+            entry = self._pools.pop(key)
+            entry.retired = True
+            self._close_if_idle(entry)
+
+    async def aclose(self) -> None:
+        entries, self._pools = list(self._pools.values()), {}
+        for entry in entries:
+            await entry.pool.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # --- fetch ---
+
+    async def fetch(self, function: str, rules: tuple[HostRule, ...], req: FetchRequest,
+                    limits: FetchLimits, budget: FetchBudget) -> FetchResponse:
+        """Raises FetchRefused (never a HiveError) for every refusal and network failure."""
+        trace = _Trace(function, str(req.method)[:16], self.on_complete)
+        try:
+            budget.take_request(limits)
+            with budget.slot(limits):
+                method, headers, body = _prepare(req, limits)
+                url = parse_url(req.url)
+                entry = self._acquire(function, rules)
+                try:
+                    async with asyncio.timeout(limits.timeout_ms / 1000):
+                        response = await self._follow(entry.pool, rules, url, method, headers, body,
+                                                      limits, budget, trace)
+                except TimeoutError:
+                    raise FetchRefused("timeout", (
+                        f"the fetch of {trace.host} took longer than {limits.timeout_ms} ms in all; "
+                        "raise the function's timeout_ms limit or use a faster upstream")) from None
+                finally:
+                    self._release(entry)
+        except FetchRefused as e:
+            trace.end(None, e.code)
+            e.records = tuple(trace.records)
+            raise
+        return FetchResponse(response.status, response.headers, response.body, response.url,
+                             (time.monotonic() - response.started) * 1000, tuple(trace.records))
+
+    async def _follow(self, pool: httpcore.AsyncConnectionPool, rules: tuple[HostRule, ...], url: Url, method: str,
+                      headers: list[tuple[str, str]], body: bytes, limits: FetchLimits, budget: FetchBudget,
+                      trace: _Trace) -> _Final:
+        started = time.monotonic()
+        for hop in range(MAX_REDIRECTS + 1):
+            rule = match(rules, url.scheme, url.host.name, url.port)
+            trace.begin(method, url, rule)
+            if rule is None:
+                raise FetchRefused("host_not_allowed", (
+                    f"{url.scheme}://{url.authority} is not in the function's allowed_hosts"
+                    + (" (reached by a redirect)" if hop else "")
+                    + f"; to allow it, add \"{url.scheme}://{url.authority}\" to allowed_hosts"))
+            if hop:
+                budget.take_request(limits)
+            response = await self._send(pool, url, method, headers, body, limits)
+            budget.bytes_out += len(body)
+            address = _peer(response)
+            try:
+                location = _header(response, b"location")
+                if response.status not in REDIRECT_STATUSES or location is None:
+                    data = await _read_body(response, url, limits)
+                    budget.bytes_in += len(data)
+                    trace.end(response.status, None, len(body), len(data), address)
+                    return _Final(response.status, _response_headers(response), data, str(url), started)
+            finally:
+                await response.aclose()  # a redirect's body is not read: its connection is dropped
+            trace.end(response.status, None, len(body), 0, address)
+            if hop == MAX_REDIRECTS:
+                break
+            next_url = resolve_location(url, _decode(location))
+            if (response.status == 303 and method not in ("GET", "HEAD")) or (
+                    response.status in (301, 302) and method == "POST"):
+                method, body = "GET", b""  # as browsers do
+                headers = [(n, v) for n, v in headers if n not in BODY_HEADERS]
+            if next_url.origin != url.origin:
+                headers = [(n, v) for n, v in headers if n not in CREDENTIAL_HEADERS]
+            url = next_url
+        raise FetchRefused("too_many_redirects", f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+
+    async def _send(self, pool: httpcore.AsyncConnectionPool, url: Url, method: str,
+                    headers: list[tuple[str, str]], body: bytes, limits: FetchLimits) -> httpcore.Response:
+        wire = [(b"host", url.authority.encode("ascii"))]
+        wire += [(n.encode("ascii"), v.encode("utf-8", "surrogateescape")) for n, v in headers]
+        if not any(n == "user-agent" for n, _ in headers):
+            wire.append((b"user-agent", USER_AGENT.encode()))
+        if body or method in ("POST", "PUT", "PATCH"):
+            wire.append((b"content-length", str(len(body)).encode()))
+        total = limits.timeout_ms / 1000
+        timeouts = {"connect": min(limits.connect_timeout_ms / 1000, total), "pool": total,
+                    "read": total, "write": total}
+        request = httpcore.Request(method.encode("ascii"),
+                                   httpcore.URL(scheme=url.scheme.encode(), host=url.host.name.encode("ascii"),
+                                                port=url.port, target=url.target.encode("ascii")),
+                                   headers=wire, content=body, extensions={"timeout": timeouts})
+        try:
+            return await pool.handle_async_request(request)
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as e:
+            raise _refusal(e, url, limits) from None
+
+
+@dataclass(frozen=True)
+class _Final:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str
+    started: float
+
+
+def _header(response: httpcore.Response, name: bytes) -> bytes | None:
+    for n, v in response.headers:
+        if n.lower() == name:
+            return v
+    return None
+
+
+def _response_headers(response: httpcore.Response) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1").lower(), _decode(v)) for n, v in response.headers
+            if n.decode("latin-1").lower() not in HOP_BY_HOP - {"content-length"}]
+
+
+def _peer(response: httpcore.Response) -> str | None:
+    stream = response.extensions.get("network_stream")
+    addr = stream.get_extra_info("server_addr") if stream is not None else None
+    return str(addr[0]) if addr else None
+
+
+async def _read_body(response: httpcore.Response, url: Url, limits: FetchLimits) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_stream():
+            size += len(chunk)
+            if size > limits.max_response_bytes:
+                raise FetchRefused("response_too_large", (
+                    f"the response from {url.scheme}://{url.authority} is over {limits.max_response_bytes} bytes "
+                    "(reading stopped there); ask for less or raise the function's max_response_bytes limit"))
+            chunks.append(chunk)
+    except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as e:
+        raise _refusal(e, url, limits) from None
+    return b"".join(chunks)
