@@ -1,31 +1,21 @@
-"""Shared fixtures: WAT guests, settings in a temp dir, example builds, and real gunicorn servers."""
+"""Shared fixtures: settings in a temp dir, the hello example built from source, and a real gunicorn server.
+Helpers that are not fixtures (Server, start_server, free_port, poll, live_workers, ...) live in tests/support.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from hive.settings import Settings, load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-ADMIN_TOKEN = "test-admin-token"
+from tests import support
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(env={}, overrides={"data_dir": str(tmp_path / "data"), "admin_token": ADMIN_TOKEN})
+    return load_settings(env={}, overrides={"data_dir": str(tmp_path / "data"), "admin_token": support.ADMIN_TOKEN})
 
 
 @pytest.fixture(scope="session")
@@ -34,128 +24,12 @@ def hello_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     from hive.build import build_function
 
     folder = tmp_path_factory.mktemp("build") / "hello"
-    shutil.copytree(ROOT / "functions" / "hello", folder, ignore=shutil.ignore_patterns("*.wasm"))
+    shutil.copytree(support.ROOT / "functions" / "hello", folder, ignore=shutil.ignore_patterns("*.wasm"))
     return build_function(folder).read_bytes()
 
 
-# --- real servers ---
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    data_dir: Path
-    log_path: Path
-    token: str = ADMIN_TOKEN
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.token}"}
-
-    def client(self, **kw: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kw)  # type: ignore[arg-type]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def deploy(self, name: str, wasm: bytes, manifest: str | None = None) -> httpx.Response:
-        data = {"function": name, **({"manifest": manifest} if manifest else {})}
-        with self.client() as c:
-            return c.post("/api/v1/edge/deploy", headers=self.admin, data=data,
-                          files={"wasm": ("f.wasm", wasm, "application/wasm")})
-
-    def worker_pids(self) -> set[int]:
-        import psutil
-
-        return {c.pid for c in psutil.Process(self.proc.pid).children()}
-
-    def wait_ready(self, workers: int, timeout: float = 60) -> None:
-        """Until every worker has answered /readyz with 200 (each request on a new connection)."""
-        deadline = time.monotonic() + timeout
-        ready: set[int] = set()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            pids = self.worker_pids()
-            if len(pids) == workers and pids <= ready:
-                return
-            try:
-                r = httpx.get(self.url + "/readyz", timeout=2, headers={"connection": "close"})
-                if r.status_code == 200:
-                    ready.add(r.json()["pid"])
-                    continue
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)  # polling interval, not a wait for an event
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-
-def start_server(data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None,
-                 token: str | None = ADMIN_TOKEN) -> Server:
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir.parent / f"server-{port}.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-    full_env.update(env or {})
-    if token:
-        full_env["HIVE_ADMIN_TOKEN"] = token
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-             "--data-dir", str(data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
-            start_new_session=True, cwd=data_dir.parent,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path, token or "")
-    try:
-        server.wait_ready(workers)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def live_workers(server: Server) -> set[int]:
-    """Worker PIDs, without exited workers the master has not reaped yet."""
-    import psutil
-
-    out = set()
-    for pid in server.worker_pids():
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def poll(what: str, cond: Callable[[], bool], timeout: float = 45, interval: float = 0.01) -> None:
-    """Until cond() is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)  # polling interval
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = start_server(tmp_path_factory.mktemp("srv") / "data")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[support.Server]:
+    s = support.start_server(tmp_path_factory.mktemp("srv") / "data")
     yield s
     s.stop()

@@ -12,8 +12,8 @@ from hive import abi
 from hive.app import create_app
 from hive.registry import Registry, check_integrity
 from hive.settings import Settings
-from tests.conftest import ADMIN_TOKEN
 from tests.guests import ECHO_WAT, FORBIDDEN_WAT, LOOP_WAT, OOB_WAT, TRAP_WAT, const_wat, wat
+from tests.support import ADMIN_TOKEN
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -19,7 +19,7 @@ import wasmtime
 
 from hive.build import build_function, load_function_manifest
 from hive.manifest import WASI_GROUPS
-from tests.conftest import ROOT, Server
+from tests.support import ROOT, Server
 
 pytestmark = pytest.mark.slow
 

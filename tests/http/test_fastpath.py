@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from hive import abi
-from tests.conftest import Server, poll, start_server
 from tests.guests import ECHO_WAT, LOOP_WAT, TRAP_WAT, const_wat, wat
+from tests.support import Server, poll, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import BIN, ROOT, Server
+from tests.support import BIN, ROOT, Server
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.conftest import Server
 from tests.guests import ECHO_WAT, FORBIDDEN_WAT, LOOP_WAT, OOB_WAT, TRAP_WAT, const_wat, wat
+from tests.support import Server
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import BIN, Server, poll, start_server
 from tests.guests import const_wat, wat
 from tests.load import Load
+from tests.support import BIN, Server, poll, start_server
 
 pytestmark = pytest.mark.slow
 

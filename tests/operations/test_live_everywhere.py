@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, live_workers, poll, start_server
 from tests.guests import const_wat, wat
+from tests.support import Server, live_workers, poll, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import BIN, Server
 from tests.guests import TRAP_WAT, const_wat, wat
+from tests.support import BIN, Server
 
 pytestmark = pytest.mark.slow
 

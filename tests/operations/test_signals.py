@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BIN, Server, live_workers, poll, start_server
 from tests.guests import const_wat, wat
 from tests.load import Load, Result
+from tests.support import BIN, Server, live_workers, poll, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from hive.settings import load_settings
-from tests.conftest import BIN, ROOT, start_server
+from tests.support import BIN, ROOT, start_server
 
 pytestmark = pytest.mark.slow
 

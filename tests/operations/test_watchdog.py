@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Server, live_workers, poll, start_server
 from tests.guests import const_wat, wat
 from tests.load import Load
+from tests.support import Server, live_workers, poll, start_server
 from workers.watchdog import Watchdog
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 
 from hive.registry import Registry, check_integrity
-from tests.conftest import Server
 from tests.guests import RESP, data, guest, packed
+from tests.support import Server
 
 
 def respond_u32(*exprs: str) -> str:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, Server, free_port, live_workers, poll, start_server
 from tests.guests import ECHO_WAT, wat
 from tests.operations.test_metrics_logs import sample
 from tests.security.common import fresh
+from tests.support import BIN, Server, free_port, live_workers, poll, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from hive.sandbox.host import MAX_LINE, MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL
-from tests.conftest import Server, start_server
 from tests.guests import RESP, WASI, data, guest, packed
 from tests.security.common import (
     Pinger,
@@ -32,6 +31,7 @@ from tests.security.common import (
     u32s,
     with_data_segment,
 )
+from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 
 from hive.manifest import parse_manifest
 from hive.policy import InvokeAuth, InvokeUnauthorized
-from tests.conftest import Server, start_server
 from tests.security.common import (
     assert_error,
     check_registry,
@@ -34,6 +33,7 @@ from tests.security.common import (
     function_log,
     healthy,
 )
+from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
 

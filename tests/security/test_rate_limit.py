@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import Server, start_server
 from tests.security.common import (
     assert_error,
     check_registry,
@@ -27,6 +26,7 @@ from tests.security.common import (
     invoke,
     poll,
 )
+from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pytest
 
 from hive import abi
-from tests.conftest import Server, start_server
 from tests.guests import RESP, data, echo_guest, guest, packed
 from tests.security.common import (
     assert_error,
@@ -28,6 +27,7 @@ from tests.security.common import (
     invoke,
     poll,
 )
+from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
 

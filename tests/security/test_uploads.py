@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from hive.registry import Registry
-from tests.conftest import Server, start_server
 from tests.guests import guest, wat
 from tests.security.common import (
     assert_error,
@@ -31,6 +30,7 @@ from tests.security.common import (
     invoke,
     with_data_segment,
 )
+from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
 
