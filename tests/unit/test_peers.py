@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hive.marks import start_ticks
-from hive.peers import SyncMarks
+from hive.peers import SyncMarks, start_ticks
 
 
 def other_process_mark(marks: SyncMarks, generation: int, alive: bool) -> subprocess.Popen[bytes]:
