@@ -17,7 +17,7 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from hive.peers import start_ticks
+from hive.marks import MarkFiles, start_ticks
 from hive.settings import load_settings
 from workers.fastpath import FastHttpProtocol, bind_app_api
 from workers.watchdog import Watchdog
@@ -48,32 +48,22 @@ def _siblings(pid: int) -> list[int]:
     return [int(k) for k in kids if int(k) != pid]
 
 
-class ReadyMarks:
-    """`<data dir>/run/worker-<pid>.ready` exists while a worker accepts connections. A worker asked
-    to stop while a younger sibling (its replacement: gunicorn starts new workers on SIGHUP before
-    it stops the old ones) is still warming keeps accepting until that sibling is ready, so a reload
-    has no moment without a warm worker accepting."""
+class ReadyMarks(MarkFiles):
+    """`<data dir>/run/worker-<pid>.ready` (hive.marks) exists while a worker accepts connections. A
+    worker asked to stop while a younger sibling (its replacement: gunicorn starts new workers on
+    SIGHUP before it stops the old ones) is still warming keeps accepting until that sibling is
+    ready, so a reload has no moment without a warm worker accepting."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.dir = data_dir / "run"
-        self.pid = os.getpid()
-
-    def path(self, pid: int) -> Path:
-        return self.dir / f"worker-{pid}.ready"
+        super().__init__(data_dir, "worker-", ".ready")
 
     def mark(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.path(self.pid).touch()
-            for stale in self.dir.glob("worker-*.ready"):  # of workers that are gone (kill -9)
-                pid = int(stale.stem.split("-")[1])
-                if pid != self.pid and start_ticks(pid) is None:
-                    stale.unlink(missing_ok=True)
-        except (OSError, ValueError):
+        if not self.write("accepting"):
             logging.getLogger("hive.worker").warning("could not write the ready mark in %s", self.dir)
+        self.live()  # removes the marks of workers that are gone (kill -9)
 
     def unmark(self) -> None:
-        self.path(self.pid).unlink(missing_ok=True)
+        self.remove()
 
     def successors_warming(self) -> bool:
         """Whether a younger sibling is alive and not yet accepting."""
@@ -81,7 +71,7 @@ class ReadyMarks:
         if mine is None:
             return False
         younger = [p for p in _siblings(self.pid) if (start_ticks(p) or -1) >= mine]
-        return bool(younger) and not any(self.path(p).exists() for p in younger)
+        return bool(younger) and not any(self.read(p) is not None for p in younger)
 
 
 class DrainingServer(Server):

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hive.peers import SyncMarks, start_ticks
+from hive.marks import start_ticks
+from hive.peers import SyncMarks
 
 
 def other_process_mark(marks: SyncMarks, generation: int, alive: bool) -> subprocess.Popen[bytes]:
