@@ -26,7 +26,9 @@ _U32 = struct.Struct("<I")
 _pack_u32 = _U32.pack
 _unpack_u32 = _U32.unpack_from
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+# Any control character but HTAB (RFC 9110 5.5): NUL, CR and LF would split the response; the others are
+# refused by HTTP stacks along the way.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Framing is the server's job; a guest can't set these.
 _HOP_BY_HOP = frozenset(
     {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"te", b"trailer"}
@@ -137,7 +139,7 @@ def _decode_response_fast(buf: bytes, max_body: int) -> Response | None:
     if end < 12:
         return None
     status, count = _unpack_2u32(buf, 0)
-    if not 100 <= status <= 599 or count > MAX_RESPONSE_HEADERS:
+    if not 200 <= status <= 599 or count > MAX_RESPONSE_HEADERS:
         return None
     pos = 8
     headers: Headers = []
@@ -174,6 +176,8 @@ def _decode_response_checked(buf: bytes | memoryview, max_body: int) -> Response
     status = r.u32("status")
     if not 100 <= status <= 599:
         raise AbiViolation(f"status {status} is not an HTTP status (100-599)")
+    if status < 200:
+        raise AbiViolation(f"status {status}: a function cannot send an informational (1xx) response")
     count = r.u32("header count")
     if count > MAX_RESPONSE_HEADERS:
         raise AbiViolation(f"{count} response headers exceed the limit of {MAX_RESPONSE_HEADERS}")
@@ -184,7 +188,7 @@ def _decode_response_checked(buf: bytes | memoryview, max_body: int) -> Response
         if not _TOKEN.fullmatch(name):
             raise AbiViolation(f"response header name {name[:64]!r} is not a valid HTTP token")
         if _BAD_VALUE.search(value):
-            raise AbiViolation(f"response header {name.decode()} has CR, LF or NUL in its value")
+            raise AbiViolation(f"response header {name.decode()} has a control character in its value")
         if name not in _HOP_BY_HOP:
             headers.append((name, value))
     body = r.bytes("body", max_body, ResponseTooLarge)

@@ -62,6 +62,10 @@ class PayloadTooLarge(HiveError):
     code, status = "payload_too_large", 413
 
 
+class UriTooLong(HiveError):
+    code, status = "uri_too_long", 414
+
+
 class HeadersTooLarge(HiveError):
     code, status = "headers_too_large", 431
 

@@ -1,6 +1,12 @@
-"""The invoke path, independent of the HTTP layer: admit (version, auth, rate limit), then call.
+"""The invocation core: one request for a function, from its head to its response, whatever the transport.
 
-The Starlette route uses it; so does the lean HTTP front end (workers/fastpath.py).
+`Invoker.begin(name, method, path, query, headers)` makes an `Invocation`: it checks the head (header
+set, URL, Host), gives the request its id, and admits it (current version, auth, rate limit, declared
+body size). The transport then `feed`s body chunks and calls `finish`, which gives a `Reply` or a
+future of one: a suspended invocation (a guest on a guest thread, waiting on CPU or on I/O) is the
+ordinary case, not a special path. Every outcome, error or not, is a hive.render.Reply, with its
+telemetry recorded here. The Starlette route (hive.app) and the fast path (workers/fastpath.py) only
+move bytes in and out.
 
 Long-running functions run off the event loop. A guest call blocks the thread that makes it, and
 the event loop serves every other request of the worker, so one function that spins to its time
@@ -27,37 +33,23 @@ What makes this safe with wasmtime-py:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import platform
-import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hive import abi
-from hive.errors import HiveError, RateLimited
+from hive.errors import ClientGone, HiveError, RateLimited
+from hive.guestthreads import guest_pool
+from hive.httprules import body_too_large, check_content_length, head_error, header, request_id_of
 from hive.ratelimit import RateLimiter, retry_after
+from hive.render import Reply, error_reply, guest_reply, internal_error_reply
 from hive.runtime import Loaded, Runtime
 from hive.telemetry import Telemetry
 
 OFFLOAD_AFTER_MS = 2.0  # a call that uses more CPU than this moves its function off the event loop
 RETURN_AFTER_FAST_CALLS = 200  # consecutive calls under a quarter of that bring it back
-GUEST_THREADS = 2  # per worker
-GUEST_THREAD_NICE = 10  # the loop thread (nice 0) gets about 90% of a contended core
-GUEST_THREAD_SLICE_NS = 100_000  # EEVDF slice request: a guest thread yields the core to the loop quickly
-
-
-class _SchedAttr(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32), ("sched_flags", ctypes.c_uint64),
-                ("sched_nice", ctypes.c_int32), ("sched_priority", ctypes.c_uint32),
-                ("sched_runtime", ctypes.c_uint64), ("sched_deadline", ctypes.c_uint64),
-                ("sched_period", ctypes.c_uint64), ("sched_util_min", ctypes.c_uint32),
-                ("sched_util_max", ctypes.c_uint32)]
-
-
-_SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
 
 # CPU time of the calling thread: a guest runs on it, and unlike the wall clock it does not grow while
 # the thread waits for the core or the GIL (so contention a burning neighbour causes never makes a
@@ -65,46 +57,142 @@ _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
 _thread_time_ns = time.thread_time_ns
 
 
-def _lower_priority() -> None:
-    """Run in each guest thread: a lower weight (nice), and where the kernel takes it (Linux 6.12+,
-    EEVDF) a short slice, so the event loop thread gets the core back within ~0.1 ms when it wakes
-    instead of waiting out a default slice (about 1.4 ms here) of a guest that burns CPU."""
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, GUEST_THREAD_NICE)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return
-    if _SYS_SCHED_SETATTR is None:  # pragma: no cover
-        return
-    attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=0, sched_nice=GUEST_THREAD_NICE,
-                      sched_runtime=GUEST_THREAD_SLICE_NS)
-    try:
-        ctypes.CDLL(None, use_errno=True).syscall(_SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0)
-    except (OSError, AttributeError):  # pragma: no cover - an older kernel refuses it: the nice stays
-        pass
+class _HeaderMap(Mapping[str, str]):
+    """Request headers by lowercase name, the first of repeated ones (what auth reads)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, raw: abi.Headers) -> None:
+        self._d = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
+
+    def __getitem__(self, key: str) -> str:
+        return self._d[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class Invocation:
+    """One request for a function. `reply` is set as soon as the outcome is known."""
+
+    __slots__ = ("invoker", "method", "path", "query", "headers", "request_id", "loaded", "chunks", "size",
+                 "reply")
+
+    def __init__(self, invoker: Invoker, method: bytes, path: bytes, query: bytes, headers: abi.Headers) -> None:
+        self.invoker = invoker
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.request_id = ""
+        self.loaded: Loaded | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.reply: Reply | None = None
+
+    def feed(self, chunk: bytes) -> bool:
+        """Add body bytes. False once the invocation has its answer: the transport drops the rest."""
+        if self.reply is not None:
+            return False
+        self.size += len(chunk)
+        loaded = self.loaded
+        assert loaded is not None
+        if self.size > loaded.max_request_bytes:
+            self.chunks = []
+            self.refuse(body_too_large(loaded.max_request_bytes, "request body"))
+            return False
+        self.chunks.append(chunk)
+        return True
+
+    def lost(self) -> None:
+        """The client went away before the whole body arrived."""
+        if self.reply is None:
+            self.refuse(ClientGone("the client disconnected before sending the whole body"))
+
+    def finish(self) -> Reply | asyncio.Future[Reply]:
+        """The reply, or a future of it when the guest runs off the event loop. Call it on the loop."""
+        if self.reply is not None:
+            return self.reply
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = []
+        invoker = self.invoker
+        loaded = self.loaded
+        assert loaded is not None
+        if loaded.name in invoker._offloaded:  # a function seen to run long: off the event loop
+            return invoker.in_guest_thread(self.run, body)
+        return self.run(body)
+
+    def run(self, body: bytes) -> Reply:
+        """Call the guest; on the loop or on a guest thread."""
+        loaded = self.loaded
+        assert loaded is not None
+        try:
+            resp = self.invoker.call(loaded, self.method, self.path, self.query, self.headers, body, self.request_id)
+        except HiveError as e:
+            self.reply = error_reply(e, self.method.decode("latin-1"), self.path.decode("latin-1"))
+        except Exception:
+            self.reply = internal_error_reply(self.method.decode("latin-1"), self.path.decode("latin-1"))
+        else:
+            self.reply = guest_reply(resp)
+        return self.reply
+
+    def refuse(self, e: HiveError) -> None:
+        """Answer with an error before the guest ran (counted for the function when it is known)."""
+        if self.loaded is not None:
+            self.invoker.rejected(self.loaded, e, self.request_id)
+        self.reply = error_reply(e, self.method.decode("latin-1"), self.path.decode("latin-1"))
 
 
 class Invoker:
     def __init__(self, runtime: Runtime, limiter: RateLimiter, telemetry: Telemetry,
                  admin_token: str | None = None) -> None:
         self.runtime = runtime
-        self.admin_token = admin_token
-        self._token = (admin_token or "").encode()
         self.limiter = limiter
         self.telemetry = telemetry
+        self.admin_token = admin_token
+        self._token = (admin_token or "").encode()
+        s = runtime.settings
+        self._head_limits = (s.max_headers, s.max_header_bytes, s.max_url_bytes)
         self.offload_after_ns = int(OFFLOAD_AFTER_MS * 1e6)
         self._offloaded: dict[str, int] = {}  # function -> fast calls in a row since it went off the loop
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def admit(self, name: str, headers: Mapping[str, str], request_id: str = "") -> Loaded:
+    def begin(self, name: str, method: bytes, path: bytes, query: bytes, headers: abi.Headers,
+              http_11: bool = True) -> Invocation:
+        """An invocation with its head checked and admitted; `reply` is already set when it was refused."""
+        inv = Invocation(self, method, path, query, headers)
+        max_headers, max_header_bytes, max_url = self._head_limits
+        err = head_error(headers, max_headers, max_header_bytes, len(path) + len(query) + (1 if query else 0),
+                         max_url, http_11)
+        if err is not None:
+            inv.refuse(err)
+            return inv
+        inv.request_id = request_id = request_id_of(header(headers, b"x-request-id"))
+        try:
+            loaded = inv.loaded = self.admit(name, headers, request_id)
+            check_content_length(header(headers, b"content-length"), loaded.max_request_bytes, "request body")
+        except HiveError as e:
+            if inv.loaded is None:
+                inv.reply = error_reply(e, method.decode("latin-1"), path.decode("latin-1"))
+            else:
+                inv.refuse(e)
+        except Exception:
+            inv.reply = internal_error_reply(method.decode("latin-1"), path.decode("latin-1"))
+        return inv
+
+    def admit(self, name: str, headers: abi.Headers | Mapping[str, str], request_id: str = "") -> Loaded:
         """The function's current version, once the caller passed its auth and rate limit."""
         rt = self.runtime
         rt.sync()  # one key read; makes a deploy visible to the next request on every worker
         loaded = rt.lookup(name)
         try:
             if not loaded.auth.public:
-                loaded.auth.check(headers)
+                loaded.auth.check(headers if isinstance(headers, Mapping) else _HeaderMap(headers))
             if loaded.rate is not None:
                 wait = self.limiter.take(loaded.name, *loaded.rate)
                 if wait:
@@ -163,23 +251,13 @@ class Invoker:
         """Whether this function's calls run in the guest thread pool."""
         return loaded.name in self._offloaded
 
-    def submit(self, loaded: Loaded, method: bytes, raw_path: bytes, query: bytes, headers: abi.Headers,
-               body: bytes, request_id: str | None = None) -> asyncio.Future[abi.Response]:
-        """call() in the guest thread pool. Call it on the event loop."""
+    def in_guest_thread(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """fn(*args) in the guest thread pool. Call it on the event loop."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(GUEST_THREADS, thread_name_prefix="hive-guest",
-                                                initializer=_lower_priority)
-        return loop.run_in_executor(self._executor, self.call, loaded, method, raw_path, query, headers, body,
-                                    request_id)
-
-    async def acall(self, loaded: Loaded, method: bytes, raw_path: bytes, query: bytes, headers: abi.Headers,
-                    body: bytes, request_id: str | None = None) -> abi.Response:
-        """call(), on the loop or in the guest thread pool, as the policy says."""
-        if loaded.name in self._offloaded:
-            return await self.submit(loaded, method, raw_path, query, headers, body, request_id)
-        return self.call(loaded, method, raw_path, query, headers, body, request_id)
+            self._executor = guest_pool()
+        return loop.run_in_executor(self._executor, fn, *args)
 
     def _observe(self, name: str, elapsed_ns: int) -> None:
         streak = self._offloaded.get(name)

@@ -48,6 +48,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_response_bytes", int, 6 * MiB, "default largest response body"),
     Setting("max_header_bytes", int, 64 * 1024, "largest total size of request headers"),
     Setting("max_headers", int, 100, "most request header fields"),
+    Setting("max_url_bytes", int, 8 * 1024, "longest request URL (path and query); longer ones get 414"),
+    Setting("body_timeout_s", float, 30.0, "how long a client may take to send a whole request body"),
     Setting("timeout_ms", int, 100, "default guest time limit per invocation"),
     Setting("memory_mb", int, 128, "default guest memory limit"),
     Setting("epoch_tick_ms", float, 1.0, "granularity of guest time limits"),
@@ -80,6 +82,8 @@ class Settings:
     max_response_bytes: int
     max_header_bytes: int
     max_headers: int
+    max_url_bytes: int
+    body_timeout_s: float
     timeout_ms: int
     memory_mb: int
     epoch_tick_ms: float

@@ -2,16 +2,15 @@
 
 The worker is still uvicorn under gunicorn: the same sockets, signals, graceful shutdown and drain.
 `FastHttpProtocol` subclasses uvicorn's `HttpToolsProtocol` (one instance per connection). A request
-for `/api/v1/edge/{name}` (GET, POST, PUT, PATCH, HEAD, OPTIONS) or `/functions/v1/{name}[/...]` (those
-and DELETE) is served from the parser callbacks: `Invoker.admit` when its headers are complete,
-`Invoker.call` when its body is, and the response bytes are written to the transport, with no ASGI
-scope, task, Request or Response object. Every other request (the admin API, health, metrics, any
-path with an escape, an absolute-form target or an upgrade) goes to the Starlette app as before.
+that hive.routes says invokes a function is served from the parser callbacks through the invocation
+core (hive.invoke): `Invoker.begin` when its headers are complete, `feed` for each body chunk,
+`finish` when the body is complete, and the reply's bytes go to the transport, with no ASGI scope,
+task, Request or Response object. This module decides nothing about the request: limits, auth,
+errors and rendering are the core's, the same for the Starlette route. Every other request (the admin
+API, health, metrics, any path with an escape, an absolute-form target or an upgrade) goes to the
+Starlette app.
 
-Kept from the Starlette route, with one implementation (tests/http checks each on a real server):
-- hive.app's header-set limit (431), request id, body checks (check_content_length, body_too_large),
-  and error JSON (hive_error_response, internal_error_response); hive.invoke.Invoker's admit,
-  rejected, call and its thread policy for long-running functions;
+What the transport does here, as uvicorn does it (tests/http checks each on a real server):
 - the status line and headers uvicorn writes (its Date header, `connection: close` when the
   connection ends), HEAD (headers only), HTTP/1.0, `Expect: 100-continue`, keep-alive;
 - chunked request bodies (httptools decodes them); pipelining: a request that arrives while an
@@ -23,54 +22,29 @@ Kept from the Starlette route, with one implementation (tests/http checks each o
 
 Added for every connection, fast or not (uvicorn has no request-read timeout): a client that stops
 in the middle of a request is disconnected after `keepalive` seconds without a byte (gunicorn's
-keepalive, 5 s), a request whose headers are not complete within HEADER_TIMEOUT_S is disconnected
-whatever its pace, and a connection that never sends a request is closed like an idle keep-alive one.
+keepalive, 5 s), a request whose headers are not complete within HEADER_TIMEOUT_S or whose body is
+not complete within the body_timeout_s setting is disconnected whatever its pace, a URL over the
+max_url_bytes setting is answered 414 before it is buffered, and a connection that never sends a
+request is closed like an idle keep-alive one.
+
+uvicorn is pinned in pyproject.toml to the versions whose HttpToolsProtocol internals this relies on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import urllib.parse
 from typing import Any
 
-from starlette.datastructures import Headers
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from hive.errors import ClientGone, HiveError
+from hive.httprules import uri_too_long
+from hive.render import Reply, error_reply
+from hive.routes import invoke_target
 
 HEADER_TIMEOUT_S = 10.0
-_API = re.compile(rb"/api/v1/edge/([a-z][a-z0-9_-]{0,62})")
-_SUPA = re.compile(rb"/functions/v1/([a-z][a-z0-9_-]{0,62})(?:/[\x21-\x7e]*)?")
-# uvicorn refuses these in a header value (it raises, logs, and drops the connection).
-_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = b"connection: close\r\n"
-
-# From hive.app, bound in the worker on the first connection: gunicorn's master imports this module
-# (through the worker class) and must stay free of wasmtime and LMDB.
-_api: Any = None
-
-
-def bind_app_api() -> None:
-    global _api
-    if _api is not None:
-        return
-    from types import SimpleNamespace
-
-    from hive import app
-
-    _api = SimpleNamespace(
-        api_methods=frozenset(m.encode() for m in app.INVOKE_METHODS),
-        supa_methods=frozenset(m.encode() for m in app.ALL_METHODS),
-        check_content_length=app.check_content_length,
-        body_too_large=app.body_too_large,
-        hive_error_response=app.hive_error_response,
-        internal_error_response=app.internal_error_response,
-        headers_too_large=app.headers_too_large,
-        request_id_of=app.request_id_of,
-        JSONResponse=app.JSONResponse,
-    )
 
 
 class _NoEvent:
@@ -82,21 +56,21 @@ class _NoEvent:
 
 
 class FastCycle:
-    """One invoke request: collects the body, calls the guest, writes the response. Looks like
-    uvicorn's RequestResponseCycle where HttpToolsProtocol looks (response_complete, keep_alive,
-    disconnected, message_event)."""
+    """One invoke request on a connection: moves its bytes between the parser, the invocation core
+    and the transport. Looks like uvicorn's RequestResponseCycle where HttpToolsProtocol looks
+    (response_complete, keep_alive, disconnected, message_event)."""
 
-    __slots__ = ("proto", "app", "hive", "method", "path", "query", "headers", "name", "keep_alive", "loaded",
-                 "request_id", "chunks", "size", "message_complete", "started", "response_complete",
-                 "disconnected", "expect_100", "http_version")
+    __slots__ = ("proto", "app", "invoker", "method", "path", "query", "headers", "name", "keep_alive", "inv",
+                 "early", "message_complete", "started", "response_complete", "disconnected", "expect_100",
+                 "http_version")
     message_event = _NoEvent()
 
-    def __init__(self, proto: FastHttpProtocol, app: Any, hive: Any, method: bytes, path: bytes, query: bytes,
+    def __init__(self, proto: FastHttpProtocol, app: Any, invoker: Any, method: bytes, path: bytes, query: bytes,
                  headers: list[tuple[bytes, bytes]], name: str, keep_alive: bool, expect_100: bool,
                  http_version: str) -> None:
         self.proto = proto
         self.app = app
-        self.hive = hive
+        self.invoker = invoker
         self.method = method
         self.path = path
         self.query = query
@@ -105,10 +79,8 @@ class FastCycle:
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
         self.http_version = http_version
-        self.loaded: Any = None
-        self.request_id = ""
-        self.chunks: list[bytes] = []
-        self.size = 0
+        self.inv: Any = None
+        self.early: list[bytes] = []  # body bytes that came before the request's turn (pipelining)
         self.message_complete = False
         self.started = False
         self.response_complete = False
@@ -117,32 +89,16 @@ class FastCycle:
     # --- driven by the protocol ---
 
     def start(self) -> None:
-        """At the head of the connection's line: what hive.app's RequestGuard and invoke route do
-        before they read the body."""
+        """At the head of the connection's line."""
         self.started = True
-        hive = self.hive
-        s = hive.settings
-        err = _api.headers_too_large(self.headers, s.max_headers, s.max_header_bytes)
-        if err is not None:  # RequestGuard answers this itself, before routing and the drain header
-            r = _api.JSONResponse(err.to_dict(), status_code=err.status)
-            return self.write(r.status_code, r.raw_headers, r.body, drain=False)
-        invoker = hive.invoker
-        self.request_id = request_id = _api.request_id_of(self._header(b"x-request-id"))
-        try:
-            loaded = invoker.admit(self.name, Headers(raw=self.headers), request_id)
-        except HiveError as e:
-            return self.fail(e)
-        except Exception:
-            return self.crash()
-        self.loaded = loaded
-        limit = loaded.max_request_bytes
-        try:
-            _api.check_content_length(self._header(b"content-length"), limit, "request body")
-            if self.size > limit:  # pipelined: this much arrived before the request's turn
-                raise _api.body_too_large(limit, "request body")
-        except HiveError as e:
-            invoker.rejected(loaded, e, request_id)
-            return self.fail(e)
+        inv = self.inv = self.invoker.begin(self.name, self.method, self.path, self.query, self.headers,
+                                            self.http_version == "1.1")
+        early, self.early = self.early, []
+        for chunk in early:
+            if not inv.feed(chunk):
+                break
+        if inv.reply is not None:
+            return self.write(inv.reply)
         if self.expect_100:
             self.proto.transport.write(_CONTINUE)
         if self.message_complete:
@@ -151,14 +107,11 @@ class FastCycle:
     def body(self, data: bytes) -> None:
         if self.response_complete:
             return  # answered early (an error): the rest of the body is read and dropped
-        self.size += len(data)
-        loaded = self.loaded
-        if loaded is not None and self.size > loaded.max_request_bytes:
-            e = _api.body_too_large(loaded.max_request_bytes, "request body")
-            self.hive.invoker.rejected(loaded, e, self.request_id)
-            self.chunks = []
-            return self.fail(e)
-        self.chunks.append(data)  # before start (pipelined), start() applies the limit
+        inv = self.inv
+        if inv is None:
+            self.early.append(data)
+        elif not inv.feed(data):
+            self.write(inv.reply)
 
     def complete(self) -> None:
         self.message_complete = True
@@ -166,73 +119,24 @@ class FastCycle:
             self.run()
 
     def lost(self) -> None:
-        """The client went away: as in the invoke route, a body cut short counts as client_disconnected."""
         self.disconnected = True
-        if self.started and not self.message_complete and not self.response_complete and self.loaded is not None:
+        if self.started and not self.message_complete and not self.response_complete and self.inv is not None:
             self.response_complete = True
-            e = ClientGone("the client disconnected before sending the whole body")
-            self.hive.invoker.rejected(self.loaded, e, self.request_id)
+            self.inv.lost()
 
     def run(self) -> None:
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
-        invoker = self.hive.invoker
-        loaded = self.loaded
-        if invoker.offload(loaded):  # a function seen to run long: off the event loop (hive.invoke)
-            fut = invoker.submit(loaded, self.method, self.path, self.query, self.headers, body, self.request_id)
-            fut.add_done_callback(self._offloaded_done)
-            return
-        try:
-            resp = invoker.call(loaded, self.method, self.path, self.query, self.headers, body, self.request_id)
-        except HiveError as e:
-            return self.fail(e)
-        except Exception:
-            return self.crash()
-        self.respond_guest(resp)
+        r = self.inv.finish()
+        if type(r) is Reply:
+            self.write(r)
+        else:  # suspended: its guest runs off the loop
+            r.add_done_callback(self._resumed)
 
-    def _offloaded_done(self, fut: asyncio.Future[Any]) -> None:
-        try:
-            resp = fut.result()
-        except HiveError as e:
-            return self.fail(e)
-        except Exception:
-            return self.crash()
-        self.respond_guest(resp)
+    def _resumed(self, fut: asyncio.Future[Reply]) -> None:
+        self.write(fut.result())  # the core renders every outcome: this never raises
 
-    # --- responses ---
+    # --- the response ---
 
-    def _header(self, name: bytes) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v.decode("latin-1")
-        return None
-
-    def respond_guest(self, resp: Any) -> None:
-        headers = resp.headers
-        for _, value in headers:
-            if _BAD_VALUE.search(value) is not None:
-                # What uvicorn does with such a header from the ASGI app: log, and drop the connection.
-                self.proto.logger.error("Exception in ASGI application\n",
-                                        exc_info=RuntimeError("Invalid HTTP header value."))
-                self.response_complete = True
-                self.proto.transport.close()
-                return
-        body = resp.body
-        self.write(resp.status, headers, body, b"content-length: %d\r\n" % len(body))
-
-    def fail(self, e: HiveError) -> None:
-        r = _api.hive_error_response(e, self.method.decode("ascii"), self.path.decode("ascii"))
-        self.write(r.status_code, r.raw_headers, r.body)
-
-    def crash(self) -> None:
-        """An unexpected exception (call it in the except block): the 500 JSON, then the connection
-        closes, as when Starlette's ServerErrorMiddleware re-raises to uvicorn."""
-        r = _api.internal_error_response(self.method.decode("ascii"), self.path.decode("ascii"))
-        self.write(r.status_code, r.raw_headers, r.body, close_after=True)
-
-    def write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, extra: bytes = b"",
-              close_after: bool = False, drain: bool = True) -> None:
+    def write(self, reply: Reply) -> None:
         if self.response_complete:
             return
         self.response_complete = True
@@ -241,24 +145,22 @@ class FastCycle:
         if self.disconnected or transport.is_closing():
             proto.on_response_complete()
             return
-        if drain and self.app.state.draining:
+        if reply.close or self.app.state.draining:
             self.keep_alive = False
-        parts = [STATUS_LINE[status]]
+        parts = [STATUS_LINE[reply.status]]
         for name, value in proto.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")
-        for name, value in headers:
+        for name, value in reply.headers:
             parts += (name, b": ", value, b"\r\n")
-        if extra:
-            parts.append(extra)
         if not self.keep_alive:
             parts.append(_CLOSE)
         parts.append(b"\r\n")
         if self.method != b"HEAD":
-            parts.append(body)
+            parts.append(reply.body)
         transport.write(b"".join(parts))
         if proto.access_log:
-            proto.log_access(self, status)
-        if not self.keep_alive or close_after:
+            proto.log_access(self, reply.status)
+        if not self.keep_alive:
             transport.close()
         proto.on_response_complete()
 
@@ -266,12 +168,17 @@ class FastCycle:
 class FastHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        bind_app_api()
         app = getattr(self.config, "app", None)
         self._app = app if hasattr(app, "state") else None  # the Starlette app (HiveWorker sets it)
         self._in_message = False
         self._headers_done = False
         self._message_started_at = 0.0
+        self._body_deadline = 0.0
+        self._refused = False  # answered 414 in the middle of the URL: the rest of the bytes are ignored
+        hive = getattr(getattr(self._app, "state", None), "hive", None)
+        s = hive.settings if hive is not None else None
+        self._max_url = s.max_url_bytes if s is not None else 8192
+        self._body_timeout = s.body_timeout_s if s is not None else 30.0
         self._read_deadline = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
         self._completing = False
@@ -297,6 +204,8 @@ class FastHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         super().data_received(data)
         if self._in_message and not self.transport.is_closing():
             self._arm_read_timer()
@@ -332,6 +241,8 @@ class FastHttpProtocol(HttpToolsProtocol):
         deadline = self.loop.time() + self.timeout_keep_alive
         if not self._headers_done:
             deadline = min(deadline, self._message_started_at + HEADER_TIMEOUT_S)
+        else:
+            deadline = min(deadline, self._body_deadline)
         self._read_deadline = deadline
         if self._read_timer is None:
             self._read_timer = self.loop.call_at(deadline, self._read_timeout)
@@ -365,8 +276,26 @@ class FastHttpProtocol(HttpToolsProtocol):
         self._headers_done = False
         self._message_started_at = self.loop.time()
 
+    def on_url(self, url: bytes) -> None:
+        if self._refused:
+            return
+        self.url += url
+        if len(self.url) > self._max_url:  # before it is buffered any further
+            self._refused = True
+            reply = error_reply(uri_too_long(self._max_url))
+            head = b"".join(b"%s: %s\r\n" % h for h in reply.headers)
+            self.transport.write(STATUS_LINE[reply.status] + head + _CLOSE + b"\r\n" + reply.body)
+            self.transport.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._headers_done = True
+        self._body_deadline = self.loop.time() + self._body_timeout
         cycle = self._fast_cycle()
         if cycle is None:
             # uvicorn's own on_message_begin builds the scope; keep what the parser gave so far.
@@ -397,22 +326,17 @@ class FastHttpProtocol(HttpToolsProtocol):
         if b"%" in path:  # Starlette routes on the decoded path: let it decode this one
             return None
         method = self.parser.get_method()
-        m = _API.fullmatch(path)
-        if m is not None:
-            if method not in _api.api_methods or m.group(1) == b"deploy":
-                return None
-        else:
-            m = _SUPA.fullmatch(path)
-            if m is None or method not in _api.supa_methods:
-                return None
-        if self.parser.should_upgrade():
+        name = invoke_target(method, path)
+        if name is None or self.parser.should_upgrade():
             return None
         http_version = self.parser.get_http_version()
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
-        return FastCycle(self, app, hive, method, path, query, self.headers, m.group(1).decode("ascii"),
-                         keep_alive, self.expect_100_continue, http_version)
+        return FastCycle(self, app, hive.invoker, method, path, query, self.headers, name, keep_alive,
+                         self.expect_100_continue, http_version)
 
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
         cycle = self.cycle
         if type(cycle) is FastCycle:
             cycle.body(body)
@@ -420,6 +344,8 @@ class FastHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._in_message = False
         self._cancel_read_timer()
         cycle = self.cycle

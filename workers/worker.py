@@ -19,7 +19,7 @@ from uvicorn_worker import UvicornWorker
 
 from hive.marks import MarkFiles, start_ticks
 from hive.settings import load_settings
-from workers.fastpath import FastHttpProtocol, bind_app_api
+from workers.fastpath import FastHttpProtocol
 from workers.watchdog import Watchdog
 
 
@@ -91,7 +91,6 @@ class DrainingServer(Server):
             await lifespan_startup()
             hive = getattr(self.config.app.state, "hive", None)  # type: ignore[union-attr]
             if hive is not None:
-                bind_app_api()
                 for name in hive.runtime.functions:
                     hive.telemetry.series(name, 200)
             # Everything loaded so far (modules, the app, every warm function) lives as long as the

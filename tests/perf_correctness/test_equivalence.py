@@ -15,12 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from hive import abi, app, invoke, telemetry
-from hive.errors import AbiViolation, Timeout
+from hive import abi, httprules, invoke, telemetry
+from hive.errors import AbiViolation
 from hive.logs import now_iso
 from hive.metrics import BUCKETS
 from hive.ratelimit import RateLimiter
 from hive.registry import Registry
+from hive.render import Reply
 from hive.runtime import Runtime
 from hive.sandbox import Sandbox
 from hive.settings import Settings
@@ -119,10 +120,10 @@ def test_series_updates_the_metrics_like_the_public_api() -> None:
 
 
 def test_request_ids_are_unique_hex_and_a_plain_given_id_is_kept() -> None:
-    ids = [app.request_id_of(None) for _ in range(3000)]
+    ids = [httprules.request_id_of(None) for _ in range(3000)]
     assert len(set(ids)) == 3000 and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
-    assert app.request_id_of("abc-123") == "abc-123"
-    assert re.fullmatch(r"[0-9a-f]{16}", app.request_id_of("has space"))
+    assert httprules.request_id_of("abc-123") == "abc-123"
+    assert re.fullmatch(r"[0-9a-f]{16}", httprules.request_id_of("has space"))
 
 
 # --- the Invoker's thread policy ---
@@ -150,12 +151,11 @@ def deploy(inv: invoke.Invoker, name: str, wasm: bytes, timeout_ms: int | None =
 
 
 def call(inv: invoke.Invoker, name: str) -> object:
+    """Through the invocation core, as both transports do: the body, or the error code."""
     async def go() -> object:
-        loaded = inv.admit(name, {})
-        try:
-            return (await inv.acall(loaded, b"POST", b"/x", b"", [], b"")).body
-        except Timeout as e:
-            return e.code
+        r = inv.begin(name, b"POST", b"/x", b"", [(b"host", b"test")]).finish()
+        reply = r if isinstance(r, Reply) else await r
+        return reply.body if reply.status == 200 else json.loads(reply.body)["error"]
     return asyncio.run(go())
 
 

@@ -1,0 +1,143 @@
+"""The composition root and the lifecycle of a worker's Edge Hive: open (after fork), deploy, roll
+back, delete, keep up with the registry, close. Knows no HTTP framework: the admin routes
+(hive.admin) and the CLI-facing API call these."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+import psutil
+
+from hive.auth import ensure_admin_token, held_token
+from hive.errors import GuestError, InvalidModule
+from hive.httprules import request_id_of
+from hive.invoke import Invoker
+from hive.logs import FunctionLog
+from hive.manifest import Manifest
+from hive.peers import SyncMarks
+from hive.ratelimit import RateLimiter
+from hive.registry import Registry, VersionRecord, sha256_hex
+from hive.runtime import Runtime, env_for, limits_for
+from hive.sandbox import GuestContext, GuestInstance, Sandbox, warm_up
+from hive.settings import Settings
+from hive.telemetry import Telemetry
+
+log = logging.getLogger("hive.app")
+
+
+@dataclass
+class Hive:
+    settings: Settings
+    registry: Registry
+    sandbox: Sandbox
+    runtime: Runtime
+    admin_token: str
+    telemetry: Telemetry
+    function_log: FunctionLog
+    limiter: RateLimiter
+    invoker: Invoker
+    marks: SyncMarks
+
+    def close(self) -> None:
+        self.marks.remove()
+        self.invoker.close()
+        self.sandbox.close()
+        self.registry.close()
+        self.function_log.close()
+        self.limiter.close()
+
+
+def open_hive(settings: Settings) -> Hive:
+    """Everything process-bound, created in the worker after fork; every function warm when it returns."""
+    data = settings.data_path
+    token, token_file = ensure_admin_token(data, settings.admin_token or held_token())
+    if token_file is not None:
+        log.debug("admin token: %s", token_file)
+    registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
+                        keep_versions=settings.keep_versions)
+    sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms)
+    function_log = FunctionLog(data / "logs" / "functions.jsonl")
+    telemetry = Telemetry(function_log if settings.function_log else None)
+    runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
+    marks = SyncMarks(data)
+    marks.publish(-1)  # a change made while this worker warms waits for it
+    runtime.on_sync = marks.publish
+    runtime.sync(force=True)  # every function warm before this worker takes a connection
+    limiter = RateLimiter(data / "ratelimit.lmdb")
+    invoker = Invoker(runtime, limiter, telemetry, admin_token=token)
+    # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
+    try:
+        warm_up(sandbox)
+        telemetry.warm_up()
+        request_id_of(None)
+    except Exception:
+        log.exception("the call-path warm-up failed; serving anyway")
+    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker, marks)
+
+
+async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, int]]:
+    """Compile, trial-start and record a new version; the previous one serves until this succeeds."""
+    sha = sha256_hex(wasm)
+    # Compiling is slow and runs no guest code: a thread keeps the loop serving.
+    compiled = await asyncio.to_thread(hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports(),
+                                       manifest.limits.fuel is not None)
+    # Guest code runs only on the loop thread (wasmtime-py passes host-function exceptions through a
+    # global). The trial runs the start function and _initialize under the time limit, so it is bounded.
+    try:
+        GuestInstance(hive.sandbox, compiled, limits_for(manifest, hive.settings),
+                      GuestContext(name, 0, env_for(manifest)))
+    except GuestError as e:
+        if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
+            hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
+        raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
+    rec = hive.registry.deploy(name, wasm, manifest, sha)
+    live = await live_everywhere(hive)
+    hive.telemetry.m.deploys.labels(name, "deploy").inc()
+    log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
+    return rec, live
+
+
+async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionRecord, dict[str, int]]:
+    rec = hive.registry.set_current(name, version)
+    live = await live_everywhere(hive)
+    hive.telemetry.m.deploys.labels(name, "rollback").inc()
+    log.info("rolled %s back to v%d", name, rec.version)
+    return rec, live
+
+
+async def delete(hive: Hive, name: str) -> dict[str, int]:
+    hive.registry.delete(name)
+    return await live_everywhere(hive)
+
+
+async def live_everywhere(hive: Hive) -> dict[str, int]:
+    """After a change to the registry: load it here, then wait (bounded by sync_wait_ms) until every
+    other live worker has loaded it too, so the next request is served warm wherever it lands."""
+    hive.runtime.sync()
+    behind = await hive.marks.wait(hive.runtime.generation, hive.settings.sync_wait_ms / 1000)
+    if behind:
+        log.warning("workers %s had not loaded generation %d after %d ms", behind, hive.runtime.generation,
+                    hive.settings.sync_wait_ms)
+    return {"generation": hive.runtime.generation, "workers_behind": len(behind)}
+
+
+async def watch(hive: Hive) -> None:
+    """In the background: keep up with the registry, and refresh the warm-instance and RSS gauges."""
+    interval = hive.settings.sync_interval_ms / 1000
+    m = hive.telemetry.m
+    proc = psutil.Process()
+    rss = m.rss.labels(str(os.getpid()))
+    ticks = 0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            hive.runtime.sync()
+            m.warm.set(hive.runtime.warm_count())
+            if ticks % max(1, int(1 / interval)) == 0:  # about once a second
+                rss.set(proc.memory_info().rss)
+            ticks += 1
+        except Exception:
+            log.exception("registry sync failed")
