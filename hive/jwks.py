@@ -90,16 +90,16 @@ def parse_jwk(jwk: Any) -> VerifyKey:
     elif kty == "EC":
         crv = jwk.get("crv")
         if crv not in _EC_CURVES:
-            raise ValueError(f"has curve {str(crv)[:20]!r}; supported EC curves: P-256 (ES256), P-384 (ES384)")
+            raise ValueError(f"has curve {repr(crv)[:20]}; supported EC curves: P-256 (ES256), P-384 (ES384)")
         expected, loader, kind = _EC_CURVES[crv], ECAlgorithm.from_jwk, EllipticCurvePublicKey
     elif kty == "OKP":
         if jwk.get("crv") != "Ed25519":
-            raise ValueError(f"has curve {str(jwk.get('crv'))[:20]!r}; the supported OKP curve is Ed25519 (EdDSA)")
+            raise ValueError(f"has curve {repr(jwk.get('crv'))[:20]}; the supported OKP curve is Ed25519 (EdDSA)")
         expected, loader, kind = "EdDSA", OKPAlgorithm.from_jwk, Ed25519PublicKey
     else:
-        raise ValueError(f"has key type {str(kty)[:20]!r}; supported: RSA, EC, OKP ({', '.join(SUPPORTED_ALGS)})")
+        raise ValueError(f"has key type {repr(kty)[:20]}; supported key types: RSA, EC, OKP")
     if alg is not None and alg != expected:
-        raise ValueError(f"says alg {str(alg)[:20]!r}, but a {kty} key here verifies {expected} only")
+        raise ValueError(f"says alg {repr(alg)[:20]}, but a {kty} key here verifies {expected} only")
     try:
         key = loader(jwk)
     except (PyJWTError, ValueError, TypeError, KeyError) as e:
