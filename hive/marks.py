@@ -1,8 +1,9 @@
 """Per-worker mark files in `<data dir>/run`: one small file per worker and kind of mark.
 
 A mark is `<prefix><pid><suffix>` holding "<value> <start ticks>": the start ticks (when the process
-started, in clock ticks since boot) tell a live worker from a dead one whose pid was reused. A mark
-is written to a temporary file and renamed over the old one, so a reader never sees half of it.
+started, in clock ticks since boot, from psutil) tell a live worker from a dead one whose pid was
+reused. A mark is written to a temporary file and renamed over the old one, so a reader never sees
+half of it.
 Readers remove the marks of workers that are gone (kill -9 leaves them behind).
 
 The uses are thin layers on `MarkFiles`: hive.peers.SyncMarks (the registry generation a worker
@@ -15,14 +16,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
 
 def start_ticks(pid: int) -> int | None:
-    """When the process started (clock ticks since boot), or None when it is gone."""
+    """When the process started (clock ticks since boot), or None when it is gone.
+
+    psutil's create_time() is the kernel's start time plus the boot time as the wall clock sees it
+    now, and that moves with clock steps and NTP corrections: minus boot_time(), read the same way,
+    it is the start again, the same for the life of the process. Only a clock step between the two
+    reads could tell otherwise, so they are taken again when boot_time() changed meanwhile."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        for _ in range(3):
+            boot = psutil.boot_time()
+            created = psutil.Process(pid).create_time()
+            if psutil.boot_time() == boot:
+                return round((created - boot) * _CLK_TCK)
+    except psutil.Error:  # gone (or not ours to look at)
         return None
+    return None  # the clock kept stepping: unknown, as if gone
 
 
 class MarkFiles:

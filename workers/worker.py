@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import socket
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
@@ -38,14 +40,13 @@ def notify_systemd(state: str) -> None:
         logging.getLogger("hive.worker").warning("could not notify systemd at %s", addr, exc_info=True)
 
 
-def _siblings(pid: int) -> list[int]:
-    """The other children of our parent (gunicorn's workers)."""
-    ppid = os.getppid()
+def _siblings(pid: int) -> dict[int, int]:
+    """The other children of our parent (gunicorn's workers): pid -> start ticks."""
     try:
-        kids = Path(f"/proc/{ppid}/task/{ppid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(k) for k in kids if int(k) != pid]
+        kids = psutil.Process(os.getppid()).children()
+    except psutil.Error:
+        return {}
+    return {k.pid: t for k in kids if k.pid != pid and (t := start_ticks(k.pid)) is not None}
 
 
 class ReadyMarks(MarkFiles):
@@ -54,8 +55,14 @@ class ReadyMarks(MarkFiles):
     SIGHUP before it stops the old ones) is still warming keeps accepting until that sibling is
     ready, so a reload has no moment without a warm worker accepting."""
 
+    # psutil finds a process's children by reading the stat of every process on the machine (0.7 ms
+    # with 84 processes here): during a hand-over the siblings are listed at most this often.
+    list_every_s = 0.5
+
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir, "worker-", ".ready")
+        self._younger: dict[int, int] = {}
+        self._listed_at = -math.inf
 
     def mark(self) -> None:
         if not self.write("accepting"):
@@ -67,11 +74,14 @@ class ReadyMarks(MarkFiles):
 
     def successors_warming(self) -> bool:
         """Whether a younger sibling is alive and not yet accepting."""
-        mine = start_ticks(self.pid)
-        if mine is None:
-            return False
-        younger = [p for p in _siblings(self.pid) if (start_ticks(p) or -1) >= mine]
-        return bool(younger) and not any(self.read(p) is not None for p in younger)
+        now = time.monotonic()
+        if now - self._listed_at >= self.list_every_s:
+            self._listed_at = now
+            mine = start_ticks(self.pid)
+            self._younger = {} if mine is None else {p: t for p, t in _siblings(self.pid).items() if t >= mine}
+        else:  # without the ones that died since
+            self._younger = {p: t for p, t in self._younger.items() if start_ticks(p) == t}
+        return bool(self._younger) and not any(self.read(p) is not None for p in self._younger)
 
 
 class DrainingServer(Server):
