@@ -21,6 +21,8 @@
  *     hive_request_header(req, "Content-Type")                      first value, case-insensitive;
  *                                                                   .ptr == NULL when absent
  *     hive_request_header_next(req, "accept", &it, &value)          every value of a repeated header
+ *     hive_auth_claims(req)                                         the verified JWT claims as JSON
+ *                                                                   text; .ptr == NULL without them
  * Response:
  *     hive_response_new(status), hive_response_add_header(res, name, value) (or _add_header_n with
  *     lengths), hive_response_set_body(res, data, len), hive_response_append(res, data, len),
@@ -259,6 +261,14 @@ HIVE_FN hive_str hive_request_header(const hive_request *req, const char *name) 
     size_t it = 0;
     hive_request_header_next(req, name, &it, &v);
     return v;
+}
+
+/* The claims of the caller's JWT as compact JSON (read them with hive_json_get_string/_number), set by
+ * the server after it verified the token (auth.mode "jwt"); the server drops any copy a client sent.
+ * .ptr == NULL when the function has no verified token (public or API-key functions). */
+#define HIVE_AUTH_CLAIMS_HEADER "x-hive-auth-claims"
+HIVE_FN hive_str hive_auth_claims(const hive_request *req) {
+    return hive_request_header(req, HIVE_AUTH_CLAIMS_HEADER);
 }
 
 typedef struct hive__rd { const uint8_t *p; size_t len, pos; } hive__rd;

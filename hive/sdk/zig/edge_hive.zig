@@ -46,6 +46,8 @@ pub const abi_version = 1;
 pub const max_headers = 256;
 pub const max_header_name = 256;
 pub const max_header_value = 16 * 1024;
+/// The request header carrying the verified JWT claims; see `Request.authClaims`.
+pub const auth_claims_header = "x-hive-auth-claims";
 
 // ---- logging --------------------------------------------------------------------------------------
 
@@ -140,6 +142,13 @@ pub const Request = struct {
     pub fn header(self: *const Request, name: []const u8) ?[]const u8 {
         var it = self.headerValues(name);
         return it.next();
+    }
+
+    /// The claims of the caller's JWT as compact JSON (parse it with std.json), set by the server after it
+    /// verified the token (auth.mode "jwt"); the server drops any copy a client sent. Null when the
+    /// function has no verified token (public or API-key functions).
+    pub fn authClaims(self: *const Request) ?[]const u8 {
+        return self.header(auth_claims_header);
     }
 
     /// Every value of header `name` (any case), in order: `while (it.next()) |v| ...`.

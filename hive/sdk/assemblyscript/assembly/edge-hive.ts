@@ -27,6 +27,8 @@ export const ABI_VERSION: i32 = 1;
 export const MAX_HEADERS: i32 = 256;
 export const MAX_HEADER_NAME: i32 = 256;
 export const MAX_HEADER_VALUE: i32 = 16384;
+/** The request header carrying the verified JWT claims; see Request.authClaims(). */
+export const AUTH_CLAIMS_HEADER = "x-hive-auth-claims";
 
 // ---- logging -----------------------------------------------------------------------------------------
 
@@ -294,6 +296,13 @@ export class Request {
   headers: Headers = new Headers();
   /** Binary-safe. */
   body: Uint8Array = new Uint8Array(0);
+
+  /** The claims of the caller's JWT as compact JSON (parse it with json-as), set by the server after it
+   * verified the token (auth.mode "jwt"); the server drops any copy a client sent. Null when the
+   * function has no verified token (public or API-key functions). */
+  authClaims(): string | null {
+    return this.headers.get(AUTH_CLAIMS_HEADER);
+  }
 
   /** The body decoded as UTF-8 (ill-formed sequences become U+FFFD). */
   text(): string {

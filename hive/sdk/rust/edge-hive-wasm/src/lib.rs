@@ -28,6 +28,9 @@ const MAX_HEADERS: usize = 256;
 const MAX_HEADER_NAME: usize = 256;
 const MAX_HEADER_VALUE: usize = 16 * 1024;
 
+/// The request header carrying the verified JWT claims; see [`Request::auth_claims`].
+pub const AUTH_CLAIMS_HEADER: &str = "x-hive-auth-claims";
+
 /// The incoming HTTP request. Text fields hold the bytes as received; the rare invalid UTF-8 in them
 /// is replaced with U+FFFD. The body is raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,13 @@ impl Request {
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The claims of the caller's JWT as compact JSON (parse it with serde_json), set by the server
+    /// after it verified the token (`auth.mode = "jwt"`); the server drops any copy a client sent.
+    /// `None` when the function has no verified token (public or API-key functions).
+    pub fn auth_claims(&self) -> Option<&str> {
+        self.header(AUTH_CLAIMS_HEADER)
     }
 
     /// All headers in arrival order, repeats included; names are lowercase.
