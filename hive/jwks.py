@@ -51,7 +51,7 @@ class KeysNeeded(JwksUnavailable):
     A 503 jwks_unavailable if it ever escapes (a caller that never fetches fails closed)."""
 
     def __init__(self, url: str, generation: int) -> None:
-        super().__init__("this function's signing keys are being fetched; try again")
+        super().__init__("this function's signing keys are being fetched; try again", headers={"retry-after": "1"})
         self.url = url
         self.generation = generation
 

@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 
 from hive.errors import HiveError
-from hive.jwks import JwksCache, JwksUnavailable, KeysNeeded, VerifyKey, parse_jwks
+from hive.jwks import SUPPORTED_ALGS, JwksCache, JwksUnavailable, KeysNeeded, VerifyKey, parse_jwks
 from hive.manifest import Auth
 
 __all__ = ["CLAIMS_HEADER", "MAX_CLAIMS_BYTES", "InvokeAuth", "InvokeUnauthorized", "JwksCache",
@@ -79,7 +79,7 @@ def _stored_jwks(doc: Any) -> list[VerifyKey]:
         return []
 
 
-_ASYMMETRIC = frozenset({"RS256", "ES256", "ES384", "EdDSA"})  # the algorithms a JWKS URL can supply
+_ASYMMETRIC = frozenset(SUPPORTED_ALGS)  # the algorithms a JWKS URL can supply (HS256 never comes from one)
 
 
 class InvokeAuth:
@@ -101,6 +101,9 @@ class InvokeAuth:
     JwksUnavailable (503 jwks_unavailable, retry-after set). `await prefetch()` when a version loads
     fetches what the first request would need, so it rarely waits. A token's own key hints (jku, x5u,
     jwk headers) are never followed.
+
+    The claims check() returns reach the guest as claims_header(claims) in the CLAIMS_HEADER request
+    header; the core removes any CLAIMS_HEADER a client sent, whatever the function's auth mode.
     """
 
     def __init__(self, auth: Auth, jwks: JwksCache | None = None) -> None:
