@@ -13,11 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hive.errors import BuildError, InvalidManifest, InvalidName
+from hive.errors import BuildError, HiveError, InvalidManifest, InvalidName
 from hive.manifest import validate_name
 
 MANIFEST = "hive.toml"
 C_SDK_DIR = Path(__file__).resolve().parent / "sdk" / "c"
+C_IMPORTS_HINT = ("use the SDK's hive_log and hive_config (hive/sdk/c/edge_hive.h) instead of libc functions "
+                  "that need files, sockets or processes")
 WASM_CFLAGS = ("--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-s")
 # The first compile builds wasi-libc into zig's cache, which takes about 20 s.
 COMPILE_TIMEOUT_S = 600
@@ -53,7 +55,8 @@ def load_function_manifest(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-# Other languages live in hive/toolchains/<module>.py as `build(folder, fn, echo) -> Path`.
+# Other languages live in hive/toolchains/<module>.py as `build(folder, fn, echo) -> Path`, with
+# optional IMPORTS_HINT and INTERFACE_HINT strings that a refused module's build error ends with.
 TOOLCHAINS = {
     "zig": "hive.toolchains.zig",
     "rust": "hive.toolchains.rust",
@@ -70,11 +73,16 @@ def build_function(path: str | Path, *, echo: Echo | None = None) -> Path:
     folder = file.parent.resolve()
     language = fn["language"]
     if language == "c":
-        return build_c(folder, fn, echo)
+        out = build_c(folder, fn, echo)
+        check_built_module(out, C_IMPORTS_HINT)
+        return out
     module = TOOLCHAINS.get(language)
     if module is None:
         raise BuildError(f"unknown language {language!r}: use one of c, {', '.join(TOOLCHAINS)}")
-    return importlib.import_module(module).build(folder, fn, echo)
+    toolchain = importlib.import_module(module)
+    out = toolchain.build(folder, fn, echo)
+    check_built_module(out, getattr(toolchain, "IMPORTS_HINT", ""), getattr(toolchain, "INTERFACE_HINT", ""))
+    return out
 
 
 def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[str, str] | None = None) -> None:
@@ -106,18 +114,26 @@ def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[
         raise BuildError(f"{what} failed:\n{''.join(output[-200:]).strip()}")
 
 
-def inspect_module(path: Path) -> tuple[list[str], set[str]]:
-    """A built module's imports that no Edge Hive host provides, and its export names, so a build
-    (not the later deploy) fails on them."""
-    import wasmtime
+def check_built_module(path: Path, imports_hint: str = "", interface_hint: str = "") -> None:
+    """Fail the build (not the deploy) when the server would refuse the module: the module check of
+    deploy (hive.sandbox.inspect) with every WASI capability granted, since granting is the deploy's.
+    A refused module is removed: it is no build result."""
+    from hive.sandbox import inspect  # wasmtime, only once a compiler has produced a module
 
-    from hive.sandbox.host import HOST_FUNCTIONS
-
-    config = wasmtime.Config()
-    config.parallel_compilation = False  # no compiler threads in a process that may fork later
-    module = wasmtime.Module(wasmtime.Engine(config), path.read_bytes())
-    bad = sorted(f"{i.module}.{i.name}" for i in module.imports if (i.module, i.name) not in HOST_FUNCTIONS)
-    return bad, {e.name for e in module.exports}
+    try:
+        module = inspect.compile_module(inspect.build_engine(), path.read_bytes())
+        bad = inspect.unknown_imports(module)
+        if bad:
+            raise BuildError(f"{path.name} imports {listed(bad)}, which Edge Hive does not provide"
+                             + (f": {imports_hint}" if imports_hint else ""))
+        inspect.check_interface(module, inspect.ALL_WASI)
+    except BuildError:
+        path.unlink(missing_ok=True)
+        raise
+    except HiveError as e:
+        path.unlink(missing_ok=True)
+        hint = f" ({interface_hint})" if interface_hint else ""
+        raise BuildError(f"{path.name}: {e.message}{hint}", cause=e.code) from None
 
 
 def listed(names: list[str]) -> str:

@@ -17,16 +17,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasmtime import Config, Engine, FuncType, InstancePre, Linker, MemoryType, Module, WasmtimeError
+from wasmtime import Config, Engine, InstancePre, Linker, Module, WasmtimeError
 
-from hive import abi
-from hive.errors import ForbiddenImport, InvalidModule
+from hive.errors import InvalidModule
 from hive.sandbox import host
+from hive.sandbox.inspect import check_interface, check_wasm_header, compile_module, first_line
+
+__all__ = ["CompiledModule", "EpochTicker", "Sandbox", "check_interface", "check_wasm_header"]
 
 log = logging.getLogger("hive.sandbox")
-
-WASM_MAGIC = b"\0asm"
-CORE_VERSION = b"\x01\x00\x00\x00"
 
 
 class EpochTicker(threading.Thread):
@@ -73,57 +72,6 @@ class _Flavor:
     fingerprint: str
 
 
-_EXPECTED_EXPORTS = {
-    abi.ALLOC_EXPORT: (["i32"], ["i32"]),
-    abi.HANDLE_EXPORT: (["i32", "i32"], ["i64"]),
-    abi.MARKER_EXPORT: ([], []),
-}
-_OPTIONAL_EXPORTS = {abi.FREE_EXPORT: (["i32", "i32"], []), "_initialize": ([], [])}
-
-
-def _sig(ty: FuncType) -> tuple[list[str], list[str]]:
-    return [str(p) for p in ty.params], [str(r) for r in ty.results]
-
-
-def check_interface(module: Module, allowed_wasi: frozenset[str]) -> tuple[bool, bool]:
-    """Refuse imports outside the granted set and check the ABI v1 exports. Returns (has_free, has_initialize)."""
-    for imp in module.imports:
-        qualified = f"{imp.module}.{imp.name}"
-        ok = (
-            isinstance(imp.type, FuncType)
-            and (imp.module, imp.name) in host.HOST_FUNCTIONS
-            and (imp.module == host.HIVE or imp.name in allowed_wasi)
-        )
-        if not ok:
-            raise ForbiddenImport(f"the module imports {qualified}, which this function is not allowed", import_name=qualified)
-        want = host.signature_names(host.HOST_FUNCTIONS[(imp.module, imp.name)][0])
-        if _sig(imp.type) != want:
-            raise InvalidModule(f"import {qualified} has the wrong type {_sig(imp.type)}, expected {want}")
-    exports = {e.name: e.type for e in module.exports}
-    if not isinstance(exports.get(abi.MEMORY_EXPORT), MemoryType):
-        raise InvalidModule("the module does not export its memory as 'memory'")
-    for name, want in _EXPECTED_EXPORTS.items():
-        ty = exports.get(name)
-        if ty is None:
-            raise InvalidModule(f"the module does not export {name!r}: it is not an Edge Hive ABI v1 module (see docs/abi.md)")
-        if not isinstance(ty, FuncType) or _sig(ty) != want:
-            raise InvalidModule(f"export {name!r} must be a function {want[0]} -> {want[1]}")
-    optional = {}
-    for name, want in _OPTIONAL_EXPORTS.items():
-        ty = exports.get(name)
-        if ty is not None and (not isinstance(ty, FuncType) or _sig(ty) != want):
-            raise InvalidModule(f"export {name!r} must be a function {want[0]} -> {want[1]}")
-        optional[name] = ty is not None
-    return optional[abi.FREE_EXPORT], optional["_initialize"]
-
-
-def check_wasm_header(wasm: bytes) -> None:
-    if len(wasm) < 8 or wasm[:4] != WASM_MAGIC:
-        raise InvalidModule("the upload is not a WebAssembly module (no \\0asm header)")
-    if wasm[4:8] != CORE_VERSION:
-        raise InvalidModule("only core WebAssembly modules are supported (this looks like a component)")
-
-
 class Sandbox:
     def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0) -> None:
         self.tick_ms = epoch_tick_ms
@@ -159,11 +107,7 @@ class Sandbox:
 
     def compile(self, wasm: bytes, sha256: str, allowed_wasi: frozenset[str], fuel: bool = False) -> CompiledModule:
         """Validate and compile, check the interface, and write the artifact. Slow: call off the event loop."""
-        check_wasm_header(wasm)
-        try:
-            module = Module(self.flavors[fuel].engine, wasm)
-        except WasmtimeError as e:
-            raise InvalidModule(f"the module does not validate: {_first_line(e)}") from None
+        module = compile_module(self.flavors[fuel].engine, wasm)
         compiled = self._prepare(sha256, module, allowed_wasi, fuel)
         self._write_artifact(sha256, module, fuel)
         return compiled
@@ -175,7 +119,7 @@ class Sandbox:
             try:
                 module = Module.deserialize_file(self.flavors[fuel].engine, str(path))
             except WasmtimeError as e:
-                log.warning("artifact %s unusable (%s); recompiling", path.name, _first_line(e))
+                log.warning("artifact %s unusable (%s); recompiling", path.name, first_line(e))
                 path.unlink(missing_ok=True)  # else _write_artifact keeps the bad file forever
             else:
                 return self._prepare(sha256, module, allowed_wasi, fuel)
@@ -184,13 +128,13 @@ class Sandbox:
         return self.compile(wasm, sha256, allowed_wasi, fuel)
 
     def _prepare(self, sha256: str, module: Module, allowed_wasi: frozenset[str], fuel: bool) -> CompiledModule:
-        has_free, has_init = check_interface(module, allowed_wasi)
+        iface = check_interface(module, allowed_wasi)
         flavor = self.flavors[fuel]
         try:
             pre = flavor.linker.instantiate_pre(module)
         except WasmtimeError as e:
-            raise InvalidModule(f"the module cannot be linked: {_first_line(e)}") from None
-        return CompiledModule(sha256, flavor.engine, module, pre, has_free, has_init, fuel)
+            raise InvalidModule(f"the module cannot be linked: {first_line(e)}") from None
+        return CompiledModule(sha256, flavor.engine, module, pre, iface.has_free, iface.has_initialize, fuel)
 
     def _write_artifact(self, sha256: str, module: Module, fuel: bool) -> None:
         path = self.artifact_path(sha256, fuel)
@@ -204,7 +148,3 @@ class Sandbox:
         except BaseException:
             os.unlink(tmp)
             raise
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -19,8 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hive.build import Echo, inspect_module, listed, run_tool
+from hive.build import Echo, run_tool
 from hive.errors import BuildError
+from hive.sandbox.inspect import SDK_EXPORTS
 
 SDK_DIR = Path(__file__).resolve().parent.parent / "sdk" / "assemblyscript"
 SDK_FILES = ("package.json", "index.ts", "asconfig.json", "assembly")
@@ -31,7 +32,10 @@ INSTALL_HINT = "install Node.js 20+ and npm (Debian: `apt-get install nodejs npm
 # json-as's SWAR string serializer splits surrogate pairs that straddle an 8-byte block (1.6.0);
 # the naive backend is correct and smaller.
 ASC_ENV = {"JSON_MODE": "naive"}
-EXPORTS = ("hive_abi_v1", "hive_alloc", "hive_free", "hive_handle")
+EXPORTS = SDK_EXPORTS
+IMPORTS_HINT = ("declare host functions only with @external(\"hive\", ...) or through the WASI shim, and keep "
+                "the SDK's asconfig.json (or extend it) so abort, trace and seed stay off `env`")
+INTERFACE_HINT = "keep the SDK's asconfig.json and entry"
 
 
 def sdk_versions() -> dict[str, str]:
@@ -146,22 +150,4 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     run_tool(cmd, folder, f"compiling {fn['name']}", echo, env={**os.environ, **ASC_ENV})
     if not out.is_file():
         raise BuildError(f"compiling {fn['name']}: asc wrote no {out.name}")
-    check_module(out)
-    return out
-
-
-def check_module(path: Path) -> None:
-    """Fail the build (not the deploy) when the module can't be an Edge Hive guest."""
-    bad, exports = inspect_module(path)
-    missing = sorted(set(EXPORTS) - exports)
-    if bad or missing:
-        path.unlink()  # a module that can't deploy is no build result
-    if bad:
-        raise BuildError(
-            f"{path.name} imports {listed(bad)}, which Edge Hive does not "
-            "provide: declare host functions only with @external(\"hive\", ...) or through the WASI shim, and "
-            "keep the SDK's asconfig.json (or extend it) so abort, trace and seed stay off `env`"
-        )
-    if missing:
-        raise BuildError(f"{path.name} does not export {', '.join(missing)}: keep the SDK's asconfig.json and entry")
-
+    return out  # hive.build checks it the way deploy will

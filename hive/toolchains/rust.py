@@ -29,6 +29,9 @@ REGISTRY = Path("/usr/share/cargo/registry")
 TARGET = "wasm32-wasi"
 PACKAGES = "rustc cargo libstd-rust-dev-wasm32 lld-14 librust-serde-json-dev librust-chrono-dev"
 INSTALL_COMMAND = f"apt-get install {PACKAGES}"
+IMPORTS_HINT = ("std::fs, std::net, std::process and std::thread need host functions Edge Hive does not offer: "
+                "use the SDK's log macros and std::env::var for config instead (docs/sdk-rust.md)")
+INTERFACE_HINT = "define the handler with #[edge_function] from edge-hive-wasm"
 
 
 def missing_toolchain_message(missing: Path) -> str:

@@ -12,13 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hive.build import Echo, inspect_module, listed, run_tool
+from hive.build import Echo, run_tool
 from hive.errors import BuildError
+from hive.sandbox.inspect import SDK_EXPORTS
 
 ZIG_VERSION = "0.17.1"  # keep in step with the ziglang pin in pyproject.toml
 SDK = Path(__file__).resolve().parent.parent / "sdk" / "zig" / "edge_hive.zig"
 SDK_MODULE = "edge_hive"
-EXPORTS = ("hive_abi_v1", "hive_alloc", "hive_free", "hive_handle")
+EXPORTS = SDK_EXPORTS
+IMPORTS_HINT = ("Zig's std.debug.print, std.fs, std.Io and std.log without "
+                "`pub const std_options: std.Options = .{ .logFn = edge_hive.logFn };` need them: "
+                "use edge_hive.log, edge_hive.env and edge_hive.now instead (docs/sdk-zig.md)")
 ROOT_CANDIDATES = ("main.zig", "src/main.zig")
 INSTALL = f"pip install ziglang=={ZIG_VERSION}"
 # Zig's default stack is 16 MiB of linear memory per instance; 1 MiB is plenty for a handler.
@@ -69,18 +73,4 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     ]
     out.unlink(missing_ok=True)  # never mistake an old module for this build's
     run_tool(cmd, folder, f"compiling {fn['name']}", echo)
-    check_imports(out)
-    return out
-
-
-def check_imports(path: Path) -> None:
-    """Fail the build (not the deploy) when the module imports something no Edge Hive host provides."""
-    bad, _ = inspect_module(path)
-    if bad:
-        path.unlink()  # a module that can't deploy is no build result
-        raise BuildError(
-            f"{path.name} imports {listed(bad)}, which Edge Hive does not "
-            "provide. Zig's std.debug.print, std.fs, std.Io and std.log without "
-            "`pub const std_options: std.Options = .{ .logFn = edge_hive.logFn };` need them: "
-            "use edge_hive.log, edge_hive.env and edge_hive.now instead (docs/sdk-zig.md)"
-        )
+    return out  # hive.build checks it the way deploy will
