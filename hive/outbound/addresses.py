@@ -54,9 +54,11 @@ def is_public(ip: IPAddress) -> bool:
     if ip.scope_id:
         return False
     inner = _embedded_ipv4(ip)
+    if ip in NAT64:  # carved out of the reserved ::/8: it is exactly as public as the IPv4 it carries
+        return inner is not None and is_public(inner)
     if inner is not None and not is_public(inner):
         return False
-    return not any(ip in net for net in NON_PUBLIC_V6) and (ip.is_global or inner is not None)
+    return not any(ip in net for net in NON_PUBLIC_V6) and ip.is_global
 
 
 class AddressPolicy:

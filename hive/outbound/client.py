@@ -92,6 +92,7 @@ class _Pool:
     pool: httpcore.AsyncConnectionPool
     users: int = 0
     retired: bool = False
+    last_used: float = 0.0
 
 
 class _Trace:
@@ -174,7 +175,9 @@ def _refusal(e: httpcore.TimeoutException | httpcore.NetworkError | httpcore.Pro
     if isinstance(e, httpcore.TimeoutException):
         return FetchRefused("timeout", f"{where} did not answer within {limits.timeout_ms} ms (timeout_ms)")
     if _is_tls(e):
-        return FetchRefused("tls_error", f"TLS with {where} failed: {e.__cause__ or e}")
+        return FetchRefused("tls_error", (
+            f"TLS with {where} failed: {e.__cause__ or e}; certificates are always verified "
+            "(an upstream with a private CA needs that CA in the server's outbound_ca_file)"))
     if isinstance(e, httpcore.ConnectError | OSError):
         return FetchRefused("connect_failed", f"could not connect to {where}: {e}")
     return FetchRefused("protocol_error", f"{where} broke the HTTP exchange: {e or type(e).__name__}")
@@ -196,11 +199,12 @@ class Outbound:
         assert self.ssl_context.verify_mode == ssl.CERT_REQUIRED and self.ssl_context.check_hostname
         self.resolver: Resolver = resolver or system_resolver
         self.on_complete = on_complete
-        self._pool_options = {"max_connections": max_connections_per_function,
-                              "max_keepalive_connections": keepalive_connections,
-                              "keepalive_expiry": keepalive_expiry_s}
+        self._max_connections = max_connections_per_function
+        self._keepalive_connections = keepalive_connections
+        self._keepalive_expiry_s = keepalive_expiry_s
         self._pools: dict[tuple[str, tuple[HostRule, ...]], _Pool] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._last_sweep = time.monotonic()
 
     # --- pools ---
 
@@ -209,8 +213,10 @@ class Outbound:
         entry = self._pools.get(key)
         if entry is None:
             backend = GuardedBackend(AddressPolicy(rules), self.resolver)
-            entry = _Pool(httpcore.AsyncConnectionPool(ssl_context=self.ssl_context, network_backend=backend,
-                                                       retries=0, **self._pool_options))
+            entry = _Pool(httpcore.AsyncConnectionPool(
+                ssl_context=self.ssl_context, network_backend=backend, retries=0,
+                max_connections=self._max_connections, max_keepalive_connections=self._keepalive_connections,
+                keepalive_expiry=self._keepalive_expiry_s))
             for other_key, other in list(self._pools.items()):
                 if other_key[0] == function:  # the function's pools under older rules
                     del self._pools[other_key]
@@ -218,11 +224,27 @@ class Outbound:
                     self._close_if_idle(other)
             self._pools[key] = entry
         entry.users += 1
+        entry.last_used = time.monotonic()
+        self._sweep(entry.last_used)
         return entry
 
     def _release(self, entry: _Pool) -> None:
         entry.users -= 1
+        entry.last_used = time.monotonic()
         self._close_if_idle(entry)
+
+    def _sweep(self, now: float) -> None:
+        """Close pools unused for longer than the keep-alive expiry (httpcore expires connections only
+        when their pool is used again, so a function that stops fetching would keep its sockets)."""
+        expiry = self._keepalive_expiry_s
+        if now - self._last_sweep < expiry:
+            return
+        self._last_sweep = now
+        for key, entry in list(self._pools.items()):
+            if entry.users == 0 and now - entry.last_used > expiry:
+                del self._pools[key]
+                entry.retired = True
+                self._close_if_idle(entry)
 
     def _close_if_idle(self, entry: _Pool) -> None:
         if entry.retired and entry.users == 0:
@@ -301,7 +323,9 @@ class Outbound:
                 await response.aclose()  # a redirect's body is not read: its connection is dropped
             trace.end(response.status, None, len(body), 0, address)
             if hop == MAX_REDIRECTS:
-                break
+                raise FetchRefused("too_many_redirects", (
+                    f"{url} redirected once more (to {_decode(location)[:200]!r}) after {MAX_REDIRECTS} redirects; "
+                    f"at most {MAX_REDIRECTS} are followed, fetch the final URL directly"))
             next_url = resolve_location(url, _decode(location))
             if (response.status == 303 and method not in ("GET", "HEAD")) or (
                     response.status in (301, 302) and method == "POST"):
@@ -310,7 +334,7 @@ class Outbound:
             if next_url.origin != url.origin:
                 headers = [(n, v) for n, v in headers if n not in CREDENTIAL_HEADERS]
             url = next_url
-        raise FetchRefused("too_many_redirects", f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+        raise AssertionError("unreachable: the last hop returns or raises")
 
     async def _send(self, pool: httpcore.AsyncConnectionPool, url: Url, method: str,
                     headers: list[tuple[str, str]], body: bytes, limits: FetchLimits) -> httpcore.Response:
