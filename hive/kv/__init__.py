@@ -20,6 +20,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -120,7 +121,7 @@ class KvBackend(Protocol):
     def incr(self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *,
              now: float | None = None) -> int: ...
 
-    def stores(self) -> list[StoreUsage]:
+    def stores(self) -> builtins.list[StoreUsage]:  # `list` is a method here
         """Every store that holds at least one key, by name."""
         ...
 

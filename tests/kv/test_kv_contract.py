@@ -491,3 +491,26 @@ def test_a_set_is_visible_to_the_next_get(kv: KvBackend) -> None:
         kv.set("default", b"k", b"%d" % i)
         assert kv.get("default", b"k") == b"%d" % i
         assert kv.incr("default", b"n") == i + 1
+
+
+def test_threads_share_one_handle(kv: KvBackend) -> None:
+    """A worker's guest threads share its backend handle: counters stay exact."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(300):
+                kv.incr("default", b"n")
+                assert kv.get("default", b"n") is not None
+        except BaseException as e:  # reported below: a thread's exception would otherwise vanish
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert kv.get("default", b"n") == b"1800"
