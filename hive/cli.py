@@ -8,14 +8,17 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from hive.auth import hand_over
 from hive.errors import HiveError
-from hive.settings import SETTINGS, load_settings
+from hive.settings import DEFAULT_URL, SETTINGS, Setting, load_settings, reachable_host, setting, url_of
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str) -> None:
@@ -36,21 +39,37 @@ def main() -> None:
     """Edge Hive: self-hosted WebAssembly edge functions."""
 
 
+_CLICK_TYPES: dict[Any, Any] = {int: click.INT, float: click.FLOAT}
+
+
+def setting_flag(s: Setting, help: str | None = None) -> Callable[[F], F]:
+    """The CLI flag of one setting, from the settings table. Unset means "not given" (None), so the
+    TOML file and the HIVE_* variables still apply beneath it."""
+    assert s.cli, f"setting {s.name} has no CLI flag"
+    return click.option(s.cli, s.name, type=_CLICK_TYPES.get(s.kind), default=None,
+                        help=f"{help or s.help} (default {s.default})")
+
+
+def server_flags(f: F) -> F:
+    """A flag for every setting the table marks for the CLI (`cli=`), in the table's order."""
+    for s in reversed(SETTINGS):
+        if s.cli:
+            f = setting_flag(s)(f)
+    return f
+
+
 @main.command()
-@click.option("--bind", help="HOST:PORT to listen on (default 127.0.0.1:8443)")
-@click.option("--workers", type=int, help="worker processes")
-@click.option("--data-dir", help="registry and cache folder (default ./.hive)")
+@server_flags
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="hive.toml")
-def serve(bind: str | None, workers: int | None, data_dir: str | None, config_file: str | None) -> None:
+def serve(config_file: str | None, **flags: Any) -> None:
     """Run the server in the foreground (gunicorn master + workers)."""
     env = dict(os.environ)
     if config_file:
         env["HIVE_CONFIG"] = str(Path(config_file).resolve())
-    flags = {"bind": bind, "workers": workers, "data_dir": data_dir}
     settings = load_settings(env, flags)  # fails early on a bad setting
     # Pass on only what the flags set (and the resolved data dir). Exporting every setting as HIVE_*
     # would pin the TOML values, and a SIGHUP would not pick up an edited hive.toml.
-    env.update({f"HIVE_{name.upper()}": str(value) for name, value in flags.items() if value is not None})
+    env.update({setting(name).env: str(value) for name, value in flags.items() if value is not None})
     env["HIVE_DATA_DIR"] = str(settings.data_path)
     hand_over(env)  # the token travels in a pipe, not in the server's environment (hive.auth)
     # A file path (not python:module) makes gunicorn re-read the settings on SIGHUP.
@@ -72,7 +91,7 @@ def _master_pid(data_dir: str | None) -> int:
 
 
 @main.command()
-@click.option("--data-dir", help="the server's data dir (default ./.hive)")
+@setting_flag(setting("data_dir"), help="the server's data dir")
 def reload(data_dir: str | None) -> None:
     """Reload gracefully: re-read settings and replace every worker (SIGHUP to the master)."""
     pid = _master_pid(data_dir)
@@ -91,13 +110,13 @@ def _listening(master: Any) -> str | None:
         return None
     for c in conns:
         if c.status == psutil.CONN_LISTEN:
-            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(c.laddr.ip, c.laddr.ip)
+            host = reachable_host(c.laddr.ip)
             return f"[{host}]:{c.laddr.port}" if ":" in host else f"{host}:{c.laddr.port}"
     return None
 
 
 @main.command()
-@click.option("--data-dir", help="the server's data dir (default ./.hive)")
+@setting_flag(setting("data_dir"), help="the server's data dir")
 @click.option("--json", "as_json", is_flag=True)
 def status(data_dir: str | None, as_json: bool) -> None:
     """Show the master, its workers (RSS, uptime) and the function count."""
@@ -117,7 +136,7 @@ def status(data_dir: str | None, as_json: bool) -> None:
     bind = _listening(master) or load_settings(overrides={"data_dir": data_dir}).bind
     functions = None
     try:
-        functions = httpx.get(f"http://{bind}/readyz", timeout=5).json().get("warm")
+        functions = httpx.get(url_of(bind) + "/readyz", timeout=5).json().get("warm")
     except (httpx.HTTPError, ValueError):
         pass
     info = {"master": {"pid": pid, "uptime_s": round(now - master.create_time(), 1)}, "bind": bind,
@@ -133,21 +152,22 @@ def status(data_dir: str | None, as_json: bool) -> None:
 
 @main.command("settings")
 def show_settings() -> None:
-    """List every server setting, its environment variable and its value."""
+    """List every server setting, its environment variable and its value (and its `serve` flag)."""
     current = load_settings()
     for s in SETTINGS:
         value = getattr(current, s.name)
         if s.name == "admin_token" and value:
             value = "(set)"
-        click.echo(f"{s.name:<22} {s.env:<28} {value!s:<24} {s.help}")
+        flag = f" [{s.cli}]" if s.cli else ""
+        click.echo(f"{s.name:<22} {s.env:<28} {value!s:<24} {s.help}{flag}")
 
 
 # --- function ---
 
 
 @main.group()
-@click.option("--url", envvar="HIVE_URL", default="http://127.0.0.1:8443", show_default=True, help="server URL")
-@click.option("--token", envvar="HIVE_ADMIN_TOKEN", help="admin token (default: the local data dir's)")
+@click.option("--url", envvar="HIVE_URL", default=DEFAULT_URL, show_default=True, help="server URL")
+@click.option("--token", envvar=setting("admin_token").env, help="admin token (default: the local data dir's)")
 @click.pass_context
 def function(ctx: click.Context, url: str, token: str | None) -> None:
     """Build, deploy, invoke, list and delete functions."""

@@ -11,8 +11,7 @@ import httpx
 
 from hive.auth import token_path
 from hive.errors import HiveError
-
-DEFAULT_URL = "http://127.0.0.1:8443"
+from hive.settings import setting
 
 
 class ClientError(HiveError):
@@ -22,9 +21,10 @@ class ClientError(HiveError):
 def resolve_token(explicit: str | None, data_dir: str | None = None) -> str | None:
     if explicit:
         return explicit
-    if os.environ.get("HIVE_ADMIN_TOKEN"):
-        return os.environ["HIVE_ADMIN_TOKEN"]
-    path = token_path(data_dir or os.environ.get("HIVE_DATA_DIR") or "./.hive")
+    token_env, data_setting = setting("admin_token").env, setting("data_dir")
+    if os.environ.get(token_env):
+        return os.environ[token_env]
+    path = token_path(data_dir or os.environ.get(data_setting.env) or data_setting.default)
     return path.read_text().strip() if path.is_file() else None
 
 

@@ -22,6 +22,7 @@ class Setting:
     kind: Callable[[Any], Any]
     default: Any
     help: str
+    cli: str | None = None  # the `edge-hive serve` flag, generated from this entry (as gunicorn does)
 
     @property
     def env(self) -> str:
@@ -39,9 +40,10 @@ def _optional_str(v: Any) -> str | None:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", str, "./.hive", "registry, compiled artifacts and the admin token live here"),
-    Setting("bind", str, "127.0.0.1:8443", "HOST:PORT the server listens on"),
-    Setting("workers", int, 2, "number of worker processes"),
+    Setting("data_dir", str, "./.hive", "registry, compiled artifacts and the admin token live here",
+            cli="--data-dir"),
+    Setting("bind", str, "127.0.0.1:8443", "HOST:PORT the server listens on", cli="--bind"),
+    Setting("workers", int, 2, "number of worker processes", cli="--workers"),
     Setting("admin_token", _optional_str, None, "bearer token for admin routes; generated into the data dir when unset"),
     Setting("max_upload_bytes", int, 50 * MiB, "largest module upload"),
     Setting("max_request_bytes", int, 6 * MiB, "default largest request body"),
@@ -69,6 +71,25 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]
+
+
+def reachable_host(host: str) -> str:
+    """The address a client on this machine uses for a server listening on `host`."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1", "[::]": "[::1]"}.get(host, host)
+
+
+def url_of(bind: str) -> str:
+    """The URL of a server bound to HOST:PORT, as a client on this machine reaches it."""
+    host, _, port = bind.rpartition(":")
+    return f"http://{reachable_host(host)}:{port}"
+
+
+# The CLI's and the client's default server URL: the bind setting's default, as a URL.
+DEFAULT_URL = url_of(_BY_NAME["bind"].default)
 
 
 @dataclass(frozen=True)
