@@ -1,8 +1,8 @@
 """What the SDK tests share: the ABI vectors, envelope builders, the C driver build, guests run through the
 real host sandbox, interface and allowed-import checks, the shared vector checks and the hello/template
-helpers.
+helpers. Fixtures are in tests/sdk/conftest.py; the languages side by side in tests/sdk/langs.py.
 
-The Zig and AssemblyScript echo guests speak the same protocol, picked by the request method:
+The Zig and AssemblyScript echo guests (tests/sdk/guests/) speak the same protocol, picked by the request method:
   any ordinary method  the request, re-encoded from the decoded fields, as the body
   REBUILD              the body is a (trusted) response envelope: rebuilt with the builder API
   LOOKUP               the query names a header: first value as the body, every value as x-value
@@ -18,7 +18,7 @@ import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -104,29 +104,21 @@ def check_response_vectors(rebuild: Run) -> None:
         assert out == env, v["name"]
 
 
-def check_header_lookups(run: Run, method: bytes | None = None) -> None:
+def check_header_lookups(lookup: Run) -> None:
     """Each request vector, its query naming one of its headers (or one it lacks), as written and upper-cased:
-    the first value is the body, every value an x-value header. `method` replaces the vector's own."""
+    the first value is the body, every value an x-value header."""
     cases, expected = [], []
     for v in VECTORS["requests"]:
         decoded = abi.decode_request(bytes.fromhex(v["envelope_hex"]))
         names = {n for n, _ in v["headers"]} | {"absent"}
         for name in sorted(names) + [n.upper() for n in sorted(names)]:
-            cases.append(req(method or decoded.method, decoded.path, name.encode(), decoded.headers, decoded.body))
+            cases.append(req(decoded.method, decoded.path, name.encode(), decoded.headers, decoded.body))
             expected.append([val.encode() for n, val in v["headers"] if n.lower() == name.lower()])
-    for out, values in zip(run(cases), expected, strict=True):
+    for out, values in zip(lookup(cases), expected, strict=True):
         resp = decode(out)
         assert resp.status == (200 if values else 404)
         assert resp.body == (values[0] if values else b"")
         assert [val for _, val in resp.headers] == values
-
-
-def check_invalid_requests(run: Run) -> None:
-    vectors = VECTORS["invalid_requests"]
-    for v, out in zip(vectors, run([bytes.fromhex(v["envelope_hex"]) for v in vectors]), strict=True):
-        resp = decode(out)
-        assert resp.status == 400, v["name"]
-        assert json.loads(resp.body)["error"] == "bad_request"
 
 
 def check_echoed_or_rejected(env: bytes, resp: abi.Response) -> None:
@@ -160,13 +152,6 @@ def build_c_driver(folder: Path, source: str, *wasm_flags: str) -> dict[str, tup
 
 
 # ---- guests in the real host sandbox -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    s = Sandbox(tmp_path_factory.mktemp("cache"))
-    yield s
-    s.close()
 
 
 def instance(sandbox: Sandbox, wasm: bytes, env: list[bytes] | None = None, limits: GuestLimits | None = None,
@@ -283,20 +268,6 @@ def check_hello_edge_hive(resp: abi.Response) -> None:
 Hello = Callable[[GuestInstance, bytes], abi.Response]  # POSTs a JSON body to a hello example
 
 
-def check_hello_greetings(inst: GuestInstance, hello: Hello, cases: list[tuple[bytes, str]]) -> None:
-    """Each (body, name) case greets the name; then a big body, a malformed envelope and one more request."""
-    for body, name in cases:
-        resp = hello(inst, body)
-        assert resp.status == 200, body
-        assert json.loads(resp.body)["message"] == f"Hello, {name}!", body
-        assert list(json.loads(resp.body)) == ["message", "timestamp"]
-    big = b'{"name":"' + b"x" * 100_000 + b'"}'  # a bigger request buffer replaces the first
-    assert json.loads(hello(inst, big).body)["message"] == "Hello, " + "x" * 100_000 + "!"
-    bad = inst.call(b"\x01\x00")
-    assert bad.status == 400 and json.loads(bad.body) == {"error": "bad_request", "message": "malformed request envelope"}
-    assert json.loads(hello(inst, b'{"name":"again"}').body)["message"] == "Hello, again!"
-
-
 def hello_memory_sizes(inst: GuestInstance, hello: Hello) -> dict[int, int]:
     """The instance's memory size after 100 and after 2000 requests of assorted sizes."""
     bodies = [b'{"name":"' + b"x" * n + b'"}' for n in (0, 10, 100, 1000, 5000, 20000)]
@@ -317,17 +288,3 @@ def copy_template(language: str, folder: Path) -> Path:
         if f.is_file():
             f.write_text(f.read_text(encoding="utf-8").replace("{{name}}", folder.name), encoding="utf-8")
     return folder
-
-
-def check_template_greets(sandbox: Sandbox, folder: Path, who: str,
-                          abi_exports: dict[str, tuple[list[str], list[str]]] = ABI_EXPORTS) -> None:
-    """The substituted template builds to <name>.wasm with the ABI interface and greets `who`."""
-    path = build_function(folder)
-    assert path == folder / f"{folder.name}.wasm"
-    check_interface(path, abi_exports)
-    inst = instance(sandbox, path.read_bytes())
-    url = f"/api/v1/edge/{folder.name}".encode()
-    body = b'{"name":"%s"}' % who.encode()
-    resp = inst.call(req(b"POST", url, b"", [(b"content-type", b"application/json")], body))
-    assert resp.status == 200 and json.loads(resp.body)["message"] == f"Hello, {who}!"
-    assert inst.call(req(b"GET", url)).status == 200
