@@ -1,0 +1,2 @@
+// The factory's result: what glue.c calls.
+return api;
