@@ -6,21 +6,18 @@ compiled with parallel compilation can hang).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import logging
 import os
-import platform
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasmtime import Config, Engine, InstancePre, Linker, Module, WasmtimeError
+from wasmtime import Engine, InstancePre, Linker, Module, WasmtimeError
 
 from hive.errors import InvalidModule
-from hive.sandbox import host
+from hive.sandbox import features, host
 from hive.sandbox.inspect import check_interface, check_wasm_header, compile_module, first_line
 
 __all__ = ["CompiledModule", "EpochTicker", "Sandbox", "check_interface", "check_wasm_header"]
@@ -84,16 +81,10 @@ class Sandbox:
 
     @staticmethod
     def _flavor(fuel: bool) -> _Flavor:
-        cfg = Config()
-        cfg.epoch_interruption = True
-        cfg.parallel_compilation = False
-        cfg.cranelift_opt_level = "speed"
-        cfg.consume_fuel = fuel
-        engine = Engine(cfg)
+        engine = Engine(features.engine_config(fuel))
         linker = Linker(engine)
         host.define_all(linker)
-        knobs = f"{importlib.metadata.version('wasmtime')}|{platform.machine()}|epoch|speed|serial|fuel={fuel}"
-        return _Flavor(engine, linker, hashlib.sha256(knobs.encode()).hexdigest()[:16])
+        return _Flavor(engine, linker, features.fingerprint(fuel))
 
     def close(self) -> None:
         self.ticker.stop()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wasmtime import Config, Engine, FuncType, MemoryType, Module, WasmtimeError
+from wasmtime import Engine, FuncType, MemoryType, Module, WasmtimeError
 
 from hive import abi
 from hive.errors import ForbiddenImport, InvalidModule
-from hive.sandbox import host
+from hive.sandbox import features, host
 
 WASM_MAGIC = b"\0asm"
 CORE_VERSION = b"\x01\x00\x00\x00"
@@ -44,9 +44,7 @@ def _sig(ty: FuncType) -> tuple[list[str], list[str]]:
 def build_engine() -> Engine:
     """An engine for checking a module outside the server (a build): configured as the server's, so
     that what it refuses to validate the server refuses too."""
-    config = Config()
-    config.parallel_compilation = False  # no compiler threads in a process that may fork later
-    return Engine(config)
+    return Engine(features.engine_config(fuel=False))
 
 
 def check_wasm_header(wasm: bytes) -> None:
@@ -62,7 +60,7 @@ def compile_module(engine: Engine, wasm: bytes) -> Module:
     try:
         return Module(engine, wasm)
     except WasmtimeError as e:
-        raise InvalidModule(f"the module does not validate: {first_line(e)}") from None
+        raise InvalidModule(f"the module does not validate: {reason(e)}") from None
 
 
 def unknown_imports(module: Module) -> list[str]:
@@ -102,6 +100,16 @@ def check_interface(module: Module, allowed_wasi: frozenset[str]) -> Interface:
             raise InvalidModule(f"export {name!r} must be a function {want[0]} -> {want[1]}")
         present[name] = ty is not None
     return Interface(has_free=present[abi.FREE_EXPORT], has_initialize=present["_initialize"])
+
+
+def reason(e: Exception) -> str:
+    """wasmtime's first line and, when it has a cause chain, the root cause: "failed to parse
+    WebAssembly module" alone does not say that a disabled proposal is the problem."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if len(lines) < 2 or lines[-1] == "Caused by:":
+        return first_line(e)
+    root = lines[-1].split(": ", 1)[1] if lines[-1][:1].isdigit() and ": " in lines[-1] else lines[-1]
+    return f"{lines[0]}: {root}"
 
 
 def first_line(e: Exception) -> str:
