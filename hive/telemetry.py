@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import importlib.metadata
 import logging
 import os
 import threading
@@ -19,8 +20,12 @@ log = logging.getLogger("hive.invocations")
 # In multiprocess mode (under gunicorn) every metric update asks os.getpid() whether the process
 # forked since the last one: a syscall, three per invocation. The documented process_identifier of
 # prometheus_client's MultiProcessValue can be any function that gives distinct values in processes
-# that run at the same time; this one is the pid, refreshed after each fork. Installed only before
-# the first metric exists (two value classes must never share one process's mmap files).
+# that run at the same time; this one is the pid, refreshed after each fork. Replacing the module's
+# ValueClass is the private part: install() does it only on the prometheus-client versions tested.
+# The minor releases pyproject.toml allows (prometheus-client>=0.20,<0.27); 0.26.0 is the one the
+# test suite runs here.
+PROMETHEUS_TESTED = ((0, 20), (0, 26))
+_patch_log = logging.getLogger("hive.telemetry")
 _pid = os.getpid()
 
 
@@ -33,11 +38,41 @@ def _process_identifier() -> int:
     return _pid
 
 
-os.register_at_fork(after_in_child=_after_fork)
-if (_prometheus_values.ValueClass is not _prometheus_values.MutexValue and metrics.cache_info().currsize == 0
-        and not getattr(_prometheus_values.ValueClass, "_hive_cached_pid", False)):
+def _version(text: str) -> tuple[int, int] | None:
+    try:
+        major, minor = text.split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def install() -> bool:
+    """Metric values that read a cached pid instead of calling os.getpid() on every update. Call it in
+    a worker after fork, before the first metric exists: two value classes must never share one
+    process's mmap files. Only in multiprocess mode and on a tested prometheus-client; otherwise the
+    library's own value class stays (with a warning when it could have been replaced). Whether installed."""
+    global _pid
+    value_class = _prometheus_values.ValueClass
+    if getattr(value_class, "_hive_cached_pid", False):
+        return True
+    if value_class is _prometheus_values.MutexValue:  # one process, no mmap files: nothing to save
+        return False
+    version = importlib.metadata.version("prometheus-client")
+    low, high = PROMETHEUS_TESTED
+    tested = low <= (_version(version) or (-1, -1)) <= high
+    if not tested or not callable(getattr(_prometheus_values, "MultiProcessValue", None)):
+        _patch_log.warning("metrics keep prometheus-client's own value class: %s is not in the tested range "
+                           "%d.%d-%d.%d", version, *low, *high)
+        return False
+    if metrics.cache_info().currsize:
+        _patch_log.warning("metrics keep prometheus-client's own value class: metrics already exist")
+        return False
+    _pid = os.getpid()
+    os.register_at_fork(after_in_child=_after_fork)
     _prometheus_values.ValueClass = _prometheus_values.MultiProcessValue(_process_identifier)
     _prometheus_values.ValueClass._hive_cached_pid = True
+    return True
+
 
 _second = -1
 _second_text = ""

@@ -13,6 +13,17 @@ from hive.settings import Settings, load_settings
 from tests import support
 
 
+@pytest.fixture(scope="session", autouse=True)
+def library_patches() -> None:
+    """What a worker installs at startup (workers.worker.install_library_patches), for the tests that
+    run the sandbox and telemetry in this process."""
+    from hive import telemetry
+    from hive.sandbox import fastcall
+
+    telemetry.install()
+    fastcall.install()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(env={}, overrides={"data_dir": str(tmp_path / "data"), "admin_token": support.ADMIN_TOKEN})

@@ -40,6 +40,18 @@ def notify_systemd(state: str) -> None:
         logging.getLogger("hive.worker").warning("could not notify systemd at %s", addr, exc_info=True)
 
 
+def install_library_patches() -> None:
+    """The private-library patches (hive.telemetry.install, hive.sandbox.fastcall.install), each behind
+    its version check: in the worker, after fork, before the app's lifespan makes the first metric or
+    Linker. Imported here, not at the top: gunicorn's master imports this module and stays free of
+    wasmtime."""
+    from hive import telemetry
+    from hive.sandbox import fastcall
+
+    telemetry.install()
+    fastcall.install()
+
+
 def _siblings(pid: int) -> dict[int, int]:
     """The other children of our parent (gunicorn's workers): pid -> start ticks."""
     try:
@@ -158,6 +170,7 @@ class HiveWorker(UvicornWorker):
         self.settings = load_settings()
 
     async def _serve(self) -> None:
+        install_library_patches()
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
         server.drain_s = self.settings.drain_ms / 1000

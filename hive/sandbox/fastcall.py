@@ -15,22 +15,26 @@ Host-function exceptions and threads. wasmtime-py passes an exception raised ins
 to the caller of the guest through one module global, `wasmtime._func.LAST_EXCEPTION`: the
 trampoline stores it, and `enter_wasm` re-raises it when the call comes back with a trap. With guest
 calls on more than one thread (hive.invoke runs long-running functions in a thread), a trap on one
-thread could consume the exception raised on another. This module therefore replaces the trampoline
-(in `wasmtime._func` and `wasmtime._linker`, for every host function defined after this module is
-imported: hive.sandbox imports it before any Linker exists) with a copy that keeps the exception in a
-thread-local slot, and `maybe_raise_last_exn` with one that reads that slot first (and the global
+thread could consume the exception raised on another. `install()` therefore replaces the trampoline
+(in `wasmtime._func` and `wasmtime._linker`, for every host function defined after it: the worker
+calls it at startup, after fork and before any Linker exists) with a copy that keeps the exception in
+a thread-local slot, and `maybe_raise_last_exn` with one that reads that slot first (and the global
 after it, for host functions defined through the original trampoline). A host function runs on the
 thread that called into the guest, so each thread gets back exactly its own exception. Single-threaded
 behaviour is unchanged; tests/perf_correctness/test_fastcall.py checks both.
 
-Pinned to wasmtime-py 50 (pyproject: wasmtime>=50,<51): the private names used here are checked at
-import, and a mismatch fails loudly rather than calling into the wrong ABI.
+Pinned to wasmtime-py 50 (pyproject: wasmtime>=50,<51): the C functions and private names used by
+the call path are checked at import, and a mismatch fails loudly rather than calling into the wrong
+ABI. `install()` checks the version and the names it replaces again, and on anything else leaves
+wasmtime-py's own trampoline in place with a warning (host-function exceptions then take the public
+path: one process-wide slot, correct while guests run on one thread).
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import logging
 import threading
 from ctypes import POINTER, byref, c_int32, c_int64, c_size_t, c_uint64, c_void_p, cast
 from typing import Any
@@ -43,8 +47,10 @@ from wasmtime import _func as _wfunc
 from wasmtime import _linker as _wlinker
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
-if WASMTIME_VERSION.split(".")[0] != "50":  # pragma: no cover - guarded by the pin in pyproject.toml
+TESTED_MAJOR = "50"  # the trampoline copy below is of wasmtime-py 50.0.1's
+if WASMTIME_VERSION.split(".")[0] != TESTED_MAJOR:  # pragma: no cover - guarded by the pin in pyproject.toml
     raise ImportError(f"hive.sandbox.fastcall is written against wasmtime-py 50.x, not {WASMTIME_VERSION}")
+log = logging.getLogger("hive.sandbox")
 
 
 def _proto(name: str, restype: Any, argtypes: list[Any]) -> Any:
@@ -176,21 +182,33 @@ def maybe_raise_last_exn() -> None:
     _original_maybe_raise_last_exn()
 
 
-def _install() -> None:
-    if getattr(_wfunc, "_hive_thread_local_exceptions", False):
-        return
+def installed() -> bool:
+    return getattr(_wfunc, "_hive_thread_local_exceptions", False) is True
+
+
+def install() -> bool:
+    """Replace wasmtime-py's host-function trampoline and maybe_raise_last_exn with the copies above,
+    for the host functions defined from now on (call it before any Linker exists). Only on the
+    wasmtime-py tested here; otherwise wasmtime-py's own stay, with a warning. Whether installed."""
+    if installed():
+        return True
+    problem = None
+    if WASMTIME_VERSION.split(".")[0] != TESTED_MAJOR:  # pragma: no cover - refused at import today
+        problem = f"wasmtime-py {WASMTIME_VERSION} is not the tested {TESTED_MAJOR}.x"
     for name in ("trampoline", "maybe_raise_last_exn", "FUNCTIONS", "Caller", "enter_wasm"):
-        if not hasattr(_wfunc, name):  # pragma: no cover - guarded by the pin
-            raise ImportError(f"wasmtime._func.{name} is missing: fastcall needs wasmtime-py 50")
-    if getattr(_wlinker, "trampoline", None) is not _wfunc.trampoline:  # pragma: no cover
-        raise ImportError("wasmtime._linker.trampoline is not wasmtime._func.trampoline: unexpected wasmtime-py")
+        if problem is None and not hasattr(_wfunc, name):  # pragma: no cover - guarded by the pin
+            problem = f"wasmtime._func.{name} is missing"
+    if problem is None and getattr(_wlinker, "trampoline", None) is not _wfunc.trampoline:  # pragma: no cover
+        problem = "wasmtime._linker.trampoline is not wasmtime._func.trampoline"
+    if problem is not None:  # pragma: no cover
+        log.warning("host-function exceptions stay on wasmtime-py's process-wide path (%s): guest calls on "
+                    "several threads could see each other's exceptions", problem)
+        return False
     _wfunc.trampoline = _trampoline
     _wlinker.trampoline = _trampoline
     _wfunc.maybe_raise_last_exn = maybe_raise_last_exn
     _wfunc._hive_thread_local_exceptions = True
-
-
-_install()
+    return True
 
 
 # --- the call path ---
