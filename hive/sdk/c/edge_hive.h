@@ -34,6 +34,17 @@
  *     hive_json_escape(s), hive_tmp_alloc(n), hive_config(key).
  * Configuration: hive_config("KEY") is the value the deploy manifest's "config" gave KEY (it reaches the
  *     guest as its WASI environment, so getenv works too), or "" when unset. Never log secrets.
+ * Outbound HTTP (the manifest's "allowed_hosts" grants hosts; default deny):
+ *     hive_fetch(&(hive_fetch_request){ HIVE_STR("POST"), url, headers, n, body }) -> hive_fetch_response
+ *     (.status, .headers, .header_count, .body, or .error); hive_fetch_get(url); hive_fetch_header(&res,
+ *     name); hive_fetch_send(&freq, &err) -> handle and hive_fetch_wait(handle) (0: whichever finishes
+ *     first) to run several at once.
+ * Key-value stores (the manifest's "kv" grants stores by name): hive_kv_get(store, key) -> .found,
+ *     .value; hive_kv_set(store, key, value, ttl_ms); hive_kv_delete(store, key) -> .deleted;
+ *     hive_kv_list(store, prefix, cursor, limit) -> .keys, .count, .cursor (empty on the last page);
+ *     hive_kv_incr(store, key, delta, ttl_ms) -> .value. Keys and values are hive_str, binary-safe.
+ *     Every fetch and KV call returns its error as a value (.error, a hive_error: code and message;
+ *     HIVE_OK(err)), never aborts; a module that calls none of them imports none of the host calls.
  *
  * Memory: whatever the SDK hands out (responses, hive_fmt, hive_cstr, JSON results, hive_tmp_alloc) is
  * freed by the SDK when the request ends; never free it and never keep it across requests. If memory
@@ -780,6 +791,422 @@ HIVE_FN const char *hive_json_escape(hive_str s) {
         }
     }
     out[n] = 0;
+    return out;
+}
+
+/* ---- outbound HTTP (fetch) and key-value stores (ABI v1 revision 2; docs/abi.md) ------------------ */
+
+/* An error as a value: code.len == 0 means none. Host codes are stable snake_case (host_not_allowed,
+ * timeout, quota_exceeded, ...; docs/abi.md); the SDK adds its own: too_many_pending (64 results not
+ * yet read), unknown_handle, invalid_argument (more than 256 headers), out_of_memory, invalid_result (a
+ * malformed result record) and no_io (natively, where there is no host). */
+typedef struct hive_error { hive_str code, message; } hive_error;
+#define HIVE_OK(err) ((err).code.len == 0)
+
+typedef struct hive_fetch_request {
+    hive_str method;            /* "GET" when empty */
+    hive_str url;               /* absolute http:// or https:// URL, on a host in allowed_hosts */
+    const hive_header *headers;
+    size_t header_count;        /* at most 256 */
+    hive_str body;
+} hive_fetch_request;
+
+typedef struct hive_fetch_response {
+    int32_t handle;             /* which request this answers (see hive_fetch_wait(0)) */
+    uint32_t status;            /* the upstream's status; 0 with an error */
+    const hive_header *headers; /* as the upstream sent them, in order */
+    size_t header_count;
+    hive_str body;
+    hive_error error;           /* set when there is no upstream response */
+} hive_fetch_response;
+
+typedef struct hive_kv_value { int found; hive_str value; hive_error error; } hive_kv_value;
+typedef struct hive_kv_deleted { int deleted; hive_error error; } hive_kv_deleted;
+typedef struct hive_kv_number { int64_t value; hive_error error; } hive_kv_number;
+/* One page of keys; cursor.len == 0 on the last page, else pass it to the next hive_kv_list. */
+typedef struct hive_kv_page { const hive_str *keys; size_t count; hive_str cursor; hive_error error; } hive_kv_page;
+
+#define HIVE_MAX_FETCH_HEADERS 256
+enum { HIVE__KV_GET = 1, HIVE__KV_SET = 2, HIVE__KV_DELETE = 3, HIVE__KV_LIST = 4, HIVE__KV_INCR = 5 };
+
+#ifdef __wasm__
+__attribute__((import_module("hive"), import_name("fetch_send")))
+int32_t hive__host_fetch_send(const uint8_t *ptr, size_t len);
+__attribute__((import_module("hive"), import_name("fetch_wait")))
+int64_t hive__host_fetch_wait(int32_t handle);
+__attribute__((import_module("hive"), import_name("kv")))
+int64_t hive__host_kv(const uint8_t *ptr, size_t len);
+__attribute__((import_module("hive"), import_name("result_read")))
+int32_t hive__host_result_read(int32_t handle, uint8_t *ptr, size_t len);
+#endif
+
+HIVE_FN hive_error hive__err(const char *code, const char *message) {
+    hive_error e = { hive_str_of(code), hive_str_of(message) };
+    return e;
+}
+
+HIVE_FN hive_error hive__no_error(void) {
+    hive_error e = { { "", 0 }, { "", 0 } };
+    return e;
+}
+
+#define HIVE__BAD_RESULT hive__err("invalid_result", "the host sent a malformed result record")
+#define HIVE__NO_MEMORY hive__err("out_of_memory", "no memory for the host's result")
+#define HIVE__PENDING hive__err("too_many_pending", "64 results are not read yet: wait for some first")
+#define HIVE__NO_IO hive__err("no_io", "fetch and KV need the Edge Hive host (a wasm32 build)")
+
+/* Request-lifetime memory that, unlike hive_tmp_alloc, leaves the response alone when it fails: a
+ * result too big for memory is an error value for the handler. */
+HIVE_FN void *hive__tmp_try(size_t n) {
+    hive__blk *b = n <= SIZE_MAX - sizeof *b ? malloc(sizeof *b + n) : NULL;
+    if (!b) return NULL;
+    b->next = hive__blocks;
+    hive__blocks = b;
+    return b + 1;
+}
+
+/* Whether `count` items of `size` bytes overflow a size_t (wasm32: a lying count could). */
+HIVE_FN int hive__too_many(size_t count, size_t size) {
+    return count > SIZE_MAX / size;
+}
+
+typedef struct hive__wr { uint8_t *p; size_t pos; } hive__wr;
+
+HIVE_FN void hive__w32(hive__wr *w, uint32_t v) {
+    hive__put_u32(w->p + w->pos, v);
+    w->pos += 4;
+}
+
+HIVE_FN void hive__w64(hive__wr *w, uint64_t v) {
+    hive__w32(w, (uint32_t)v);
+    hive__w32(w, (uint32_t)(v >> 32));
+}
+
+HIVE_FN void hive__wfield(hive__wr *w, hive_str s) {
+    hive__w32(w, (uint32_t)s.len);
+    if (s.len) memcpy(w->p + w->pos, s.ptr, s.len);
+    w->pos += s.len;
+}
+
+/* *total += 4 + s.len, or -1 when a field does not fit a u32 or the total a size_t. */
+HIVE_FN int hive__grow(size_t *total, size_t n) {
+    if (n > UINT32_MAX || n > SIZE_MAX - 8 - *total) return -1;
+    *total += 4 + n;
+    return 0;
+}
+
+/* The fetch request record in malloc'd memory (the caller frees it). */
+HIVE_FN uint8_t *hive__fetch_record(const hive_fetch_request *req, size_t *len, hive_error *err) {
+    hive_str method = req->method.len ? req->method : HIVE_STR("GET");
+    size_t total = 4;
+    if (req->header_count > HIVE_MAX_FETCH_HEADERS) {
+        *err = hive__err("invalid_argument", "a fetch has at most 256 headers");
+        return NULL;
+    }
+    int bad = hive__grow(&total, method.len) || hive__grow(&total, req->url.len) || hive__grow(&total, req->body.len);
+    for (size_t i = 0; i < req->header_count && !bad; i++)
+        bad = hive__grow(&total, req->headers[i].name.len) || hive__grow(&total, req->headers[i].value.len);
+    if (bad || total > UINT32_MAX) {
+        *err = hive__err("request_too_large", "the fetch request is larger than 4 GiB");
+        return NULL;
+    }
+    hive__wr w = { malloc(total), 0 };
+    if (!w.p) {
+        *err = hive__err("out_of_memory", "no memory for the fetch request");
+        return NULL;
+    }
+    hive__wfield(&w, method);
+    hive__wfield(&w, req->url);
+    hive__w32(&w, (uint32_t)req->header_count);
+    for (size_t i = 0; i < req->header_count; i++) {
+        hive__wfield(&w, req->headers[i].name);
+        hive__wfield(&w, req->headers[i].value);
+    }
+    hive__wfield(&w, req->body);
+    *len = w.pos;
+    return w.p;
+}
+
+/* Copies result `handle` (`len` bytes, as the host announced) into request-lifetime memory and reads
+ * its kind: 0 with *r positioned after it for an ok result, -1 with *err set otherwise. */
+HIVE_FN int hive__take_result(int32_t handle, uint32_t len, hive__rd *r, hive_error *err) {
+#ifdef __wasm__
+    uint8_t *buf = hive__tmp_try(len ? len : 1);
+    if (!buf) {
+        hive__host_result_read(handle, NULL, 0); /* frees the host's slot */
+        *err = HIVE__NO_MEMORY;
+        return -1;
+    }
+    int32_t n = hive__host_result_read(handle, buf, len);
+    if (n < 0) {
+        *err = hive__err("unknown_handle", "the host has no result for this handle");
+        return -1;
+    }
+    if ((uint32_t)n != len) { /* never read past what both sides agree on */
+        *err = HIVE__BAD_RESULT;
+        return -1;
+    }
+    r->p = buf;
+    r->len = len;
+    r->pos = 0;
+    uint32_t kind;
+    if (hive__u32(r, &kind)) {
+        *err = HIVE__BAD_RESULT;
+        return -1;
+    }
+    if (kind == 0) return 0;
+    hive_error e;
+    if (kind != 1 || hive__field(r, &e.code) || hive__field(r, &e.message) || r->pos != r->len || !e.code.len) {
+        *err = HIVE__BAD_RESULT;
+        return -1;
+    }
+    *err = e;
+    return -1;
+#else
+    (void)handle, (void)len, (void)r;
+    *err = HIVE__NO_IO;
+    return -1;
+#endif
+}
+
+/* Starts an outbound request and returns its handle (>= 1) at once; 0 with *err set (err may be NULL)
+ * when it cannot start. Wait for it with hive_fetch_wait; several run concurrently. */
+HIVE_FN int32_t hive_fetch_send(const hive_fetch_request *req, hive_error *err) {
+    hive_error local;
+    if (!err) err = &local;
+    *err = hive__no_error();
+#ifdef __wasm__
+    size_t len;
+    uint8_t *rec = hive__fetch_record(req, &len, err);
+    if (!rec) return 0;
+    int32_t h = hive__host_fetch_send(rec, len);
+    free(rec);
+    if (h < 1) {
+        *err = HIVE__PENDING;
+        return 0;
+    }
+    return h;
+#else
+    (void)req;
+    *err = HIVE__NO_IO;
+    return 0;
+#endif
+}
+
+HIVE_FN hive_fetch_response hive__fetch_failed(int32_t handle, hive_error err) {
+    hive_fetch_response res = { handle, 0, NULL, 0, { "", 0 }, err };
+    return res;
+}
+
+/* Blocks until request `handle` is done (0: the first pending one; res.handle tells which) and returns
+ * the upstream's response, or res.error. Everything in it lives until the request ends. */
+HIVE_FN hive_fetch_response hive_fetch_wait(int32_t handle) {
+#ifdef __wasm__
+    int64_t packed = hive__host_fetch_wait(handle);
+    if (packed < 0) return hive__fetch_failed(handle, hive__err("unknown_handle", "no such pending fetch"));
+    int32_t got = (int32_t)(uint32_t)((uint64_t)packed >> 32);
+    if (got < 1 || (handle && got != handle)) return hive__fetch_failed(handle, HIVE__BAD_RESULT);
+    hive_fetch_response res = hive__fetch_failed(got, hive__no_error());
+    hive__rd r;
+    uint32_t status, count;
+    if (hive__take_result(got, (uint32_t)packed, &r, &res.error)) return res;
+    /* Each header takes at least 8 bytes, so a lying count can't ask for a huge array. */
+    if (hive__u32(&r, &status) || hive__u32(&r, &count) || count > (r.len - r.pos) / 8 ||
+        hive__too_many(count, sizeof(hive_header)))
+        return hive__fetch_failed(got, HIVE__BAD_RESULT);
+    hive_header *h = count ? hive__tmp_try(count * sizeof *h) : NULL;
+    if (count && !h) return hive__fetch_failed(got, HIVE__NO_MEMORY);
+    for (uint32_t i = 0; i < count; i++)
+        if (hive__field(&r, &h[i].name) || hive__field(&r, &h[i].value)) return hive__fetch_failed(got, HIVE__BAD_RESULT);
+    if (hive__field(&r, &res.body) || r.pos != r.len) return hive__fetch_failed(got, HIVE__BAD_RESULT);
+    res.status = status;
+    res.headers = h;
+    res.header_count = count;
+    return res;
+#else
+    return hive__fetch_failed(handle, HIVE__NO_IO);
+#endif
+}
+
+/* One outbound request, start to finish: hive_fetch_send, then hive_fetch_wait. */
+HIVE_FN hive_fetch_response hive_fetch(const hive_fetch_request *req) {
+    hive_error err;
+    int32_t h = hive_fetch_send(req, &err);
+    return h ? hive_fetch_wait(h) : hive__fetch_failed(0, err);
+}
+
+/* GET `url` with no headers. */
+HIVE_FN hive_fetch_response hive_fetch_get(const char *url) {
+    hive_fetch_request req = { HIVE_STR("GET"), hive_str_of(url), NULL, 0, { "", 0 } };
+    return hive_fetch(&req);
+}
+
+/* The first value of the response's header `name` (any case); .ptr == NULL when absent. */
+HIVE_FN hive_str hive_fetch_header(const hive_fetch_response *res, const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < res->header_count; i++)
+        if (hive__ieq(res->headers[i].name, name, n)) return res->headers[i].value;
+    hive_str none = { NULL, 0 };
+    return none;
+}
+
+/* Runs one KV operation: `extra` (already encoded) follows op, store and key. 0 with *r after the
+ * result's kind, or -1 with *err set. */
+HIVE_FN int hive__kv_call(uint32_t op, const char *store, hive_str key, const uint8_t *extra, size_t extra_len,
+                         hive_str value, hive__rd *r, hive_error *err) {
+    *err = hive__no_error();
+#ifdef __wasm__
+    hive_str s = hive_str_of(store);
+    size_t total = 4;
+    if (hive__grow(&total, s.len) || hive__grow(&total, key.len) ||
+        (op == HIVE__KV_SET && hive__grow(&total, value.len)) || extra_len > SIZE_MAX - total ||
+        total + extra_len > UINT32_MAX) {
+        *err = hive__err("value_too_large", "the KV operation is larger than 4 GiB");
+        return -1;
+    }
+    hive__wr w = { malloc(total + extra_len), 0 };
+    if (!w.p) {
+        *err = hive__err("out_of_memory", "no memory for the KV operation");
+        return -1;
+    }
+    hive__w32(&w, op);
+    hive__wfield(&w, s);
+    hive__wfield(&w, key);
+    if (op == HIVE__KV_SET) hive__wfield(&w, value);
+    if (extra_len) memcpy(w.p + w.pos, extra, extra_len);
+    int64_t packed = hive__host_kv(w.p, w.pos + extra_len);
+    free(w.p);
+    if (packed < 0) {
+        *err = HIVE__PENDING;
+        return -1;
+    }
+    int32_t h = (int32_t)(uint32_t)((uint64_t)packed >> 32);
+    if (h < 1) {
+        *err = HIVE__BAD_RESULT;
+        return -1;
+    }
+    return hive__take_result(h, (uint32_t)packed, r, err);
+#else
+    (void)op, (void)store, (void)key, (void)extra, (void)extra_len, (void)value, (void)r;
+    *err = HIVE__NO_IO;
+    return -1;
+#endif
+}
+
+HIVE_FN int hive__end(hive__rd *r, hive_error *err) {
+    if (r->pos == r->len) return 0;
+    *err = HIVE__BAD_RESULT;
+    return -1;
+}
+
+/* The value of `key` in `store` (a store granted in the manifest's "kv"): found = 0 when there is
+ * none. The value lives until the request ends. */
+HIVE_FN hive_kv_value hive_kv_get(const char *store, hive_str key) {
+    hive_kv_value out = { 0, { "", 0 }, { { "", 0 }, { "", 0 } } };
+    hive__rd r;
+    uint32_t found;
+    if (hive__kv_call(HIVE__KV_GET, store, key, NULL, 0, out.value, &r, &out.error)) return out;
+    if (hive__u32(&r, &found) || found > 1 || hive__field(&r, &out.value) || hive__end(&r, &out.error)) {
+        out.error = HIVE__BAD_RESULT;
+        out.value = HIVE_STR("");
+        return out;
+    }
+    out.found = (int)found;
+    return out;
+}
+
+/* Sets `key` to `value`; ttl_ms > 0 makes it expire after that many milliseconds. */
+HIVE_FN hive_error hive_kv_set(const char *store, hive_str key, hive_str value, uint64_t ttl_ms) {
+    uint8_t extra[8];
+    hive__wr w = { extra, 0 };
+    hive__rd r;
+    hive_error err;
+    hive__w64(&w, ttl_ms);
+    if (hive__kv_call(HIVE__KV_SET, store, key, extra, sizeof extra, value, &r, &err)) return err;
+    hive__end(&r, &err);
+    return err;
+}
+
+/* Deletes `key`; deleted = 1 when it existed. */
+HIVE_FN hive_kv_deleted hive_kv_delete(const char *store, hive_str key) {
+    hive_kv_deleted out = { 0, { { "", 0 }, { "", 0 } } };
+    hive__rd r;
+    uint32_t deleted;
+    hive_str none = { "", 0 };
+    if (hive__kv_call(HIVE__KV_DELETE, store, key, NULL, 0, none, &r, &out.error)) return out;
+    if (hive__u32(&r, &deleted) || deleted > 1 || hive__end(&r, &out.error)) {
+        out.error = HIVE__BAD_RESULT;
+        return out;
+    }
+    out.deleted = (int)deleted;
+    return out;
+}
+
+/* Keys starting with `prefix` (may be empty), in order, at most `limit` (1..1000) of them, from
+ * `cursor` (empty: the start). The keys live until the request ends. */
+HIVE_FN hive_kv_page hive_kv_list(const char *store, hive_str prefix, hive_str cursor, uint32_t limit) {
+    hive_kv_page out = { NULL, 0, { "", 0 }, { { "", 0 }, { "", 0 } } };
+    hive_str none = { "", 0 };
+    hive__rd r;
+    uint32_t count;
+    if (cursor.len > UINT32_MAX - 8 || cursor.len > SIZE_MAX - 8) {
+        out.error = hive__err("invalid_argument", "the cursor is too long");
+        return out;
+    }
+    uint8_t stack[64], *extra = cursor.len + 8 <= sizeof stack ? stack : malloc(cursor.len + 8);
+    if (!extra) {
+        out.error = hive__err("out_of_memory", "no memory for the KV operation");
+        return out;
+    }
+    hive__wr w = { extra, 0 };
+    hive__wfield(&w, cursor);
+    hive__w32(&w, limit);
+    int rc = hive__kv_call(HIVE__KV_LIST, store, prefix, extra, w.pos, none, &r, &out.error);
+    if (extra != stack) free(extra);
+    if (rc) return out;
+    /* Each key takes at least 4 bytes, so a lying count can't ask for a huge array. */
+    if (hive__u32(&r, &count) || count > (r.len - r.pos) / 4 || hive__too_many(count, sizeof(hive_str))) {
+        out.error = HIVE__BAD_RESULT;
+        return out;
+    }
+    hive_str *keys = count ? hive__tmp_try(count * sizeof *keys) : NULL;
+    if (count && !keys) {
+        out.error = HIVE__NO_MEMORY;
+        return out;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        if (hive__field(&r, &keys[i])) {
+            out.error = HIVE__BAD_RESULT;
+            return out;
+        }
+    }
+    if (hive__field(&r, &out.cursor) || hive__end(&r, &out.error)) {
+        out.error = HIVE__BAD_RESULT;
+        out.cursor = none;
+        return out;
+    }
+    out.keys = keys;
+    out.count = count;
+    return out;
+}
+
+/* Adds `delta` to the number stored at `key` (a missing key counts as 0) atomically and returns the new
+ * value; ttl_ms > 0 sets an expiry when the key is created. */
+HIVE_FN hive_kv_number hive_kv_incr(const char *store, hive_str key, int64_t delta, uint64_t ttl_ms) {
+    hive_kv_number out = { 0, { { "", 0 }, { "", 0 } } };
+    uint8_t extra[16];
+    hive__wr w = { extra, 0 };
+    hive__rd r;
+    uint32_t lo, hi;
+    hive_str none = { "", 0 };
+    hive__w64(&w, (uint64_t)delta);
+    hive__w64(&w, ttl_ms);
+    if (hive__kv_call(HIVE__KV_INCR, store, key, extra, sizeof extra, none, &r, &out.error)) return out;
+    if (hive__u32(&r, &lo) || hive__u32(&r, &hi) || hive__end(&r, &out.error)) {
+        out.error = HIVE__BAD_RESULT;
+        return out;
+    }
+    out.value = (int64_t)((uint64_t)hi << 32 | lo);
     return out;
 }
 
