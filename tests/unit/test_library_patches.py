@@ -8,7 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,3 +82,33 @@ print(telemetry.install())
 def test_telemetry_install_is_not_needed_in_one_process() -> None:
     r = run("from hive import telemetry; print(telemetry.install())")
     assert r.stdout.strip() == "False" and r.stderr == ""
+
+
+PRIVATELY_USED = {"wasmtime", "uvicorn", "uvicorn-worker", "gunicorn", "httptools", "prometheus-client"}
+
+
+def requirements() -> dict[str, Requirement]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {canonicalize_name(r.name): r for r in map(Requirement, deps)}
+
+
+def upper_bound(name: str) -> str:
+    (bound,) = [spec.version for spec in requirements()[name].specifier if spec.operator == "<"]
+    return bound
+
+
+def test_every_library_used_privately_is_pinned_and_the_installed_one_fits() -> None:
+    reqs = requirements()
+    for name in PRIVATELY_USED:
+        assert upper_bound(name), name
+        assert reqs[name].specifier.contains(version(name)), (name, version(name), str(reqs[name].specifier))
+
+
+def test_the_pins_match_the_versions_the_patches_check() -> None:
+    from hive import telemetry
+    from hive.sandbox import fastcall
+
+    low, high = telemetry.PROMETHEUS_TESTED
+    assert upper_bound("prometheus-client") == f"{high[0]}.{high[1] + 1}"
+    assert f">={low[0]}.{low[1]}" in str(requirements()["prometheus-client"].specifier)
+    assert upper_bound("wasmtime") == str(int(fastcall.TESTED_MAJOR) + 1)
