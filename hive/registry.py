@@ -13,8 +13,10 @@ Open one Registry per process, after fork.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -60,7 +62,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 class Registry:
-    def __init__(self, path: str | Path, *, map_size_mb: int = 8192, keep_versions: int = 10) -> None:
+    def __init__(self, path: str | Path, *, map_size_mb: int = 8192, keep_versions: int = 10,
+                 on_drop: Callable[[list[str]], None] | None = None) -> None:
+        # Told, after the commit, the sha256 of every blob a change removed (its last version was
+        # pruned or deleted), so that their compiled artifacts can go too (Sandbox.forget).
+        self.on_drop = on_drop
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -133,11 +139,19 @@ class Registry:
 
     # Writes: each is one transaction.
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[tuple[lmdb.Transaction, list[str]]]:
+        dropped: list[str] = []
+        with self.env.begin(write=True) as txn:
+            yield txn, dropped
+        if dropped and self.on_drop is not None:
+            self.on_drop(dropped)
+
     def deploy(self, name: str, wasm: bytes, manifest: Manifest, sha256: str | None = None) -> VersionRecord:
         if not isinstance(wasm, bytes):  # with a given sha256 nothing else would catch it
             raise TypeError(f"wasm must be bytes, not {type(wasm).__name__}")
         sha = sha256 or sha256_hex(wasm)
-        with self.env.begin(write=True) as txn:
+        with self._write() as (txn, dropped):
             raw = txn.get(name.encode(), db=self._functions)
             now = time.time()
             fn = _dec_fn.decode(raw) if raw else FunctionRecord(name, 0, 0, now)
@@ -147,10 +161,10 @@ class Registry:
             key = sha.encode()
             if txn.get(key, db=self._blobs) is None:
                 txn.put(key, wasm, db=self._blobs)
-            self._incref(txn, key, +1)
+            self._incref(txn, key, +1, dropped)
             txn.put(_vkey(name, rec.version), _enc.encode(rec), db=self._versions)
             txn.put(name.encode(), _enc.encode(fn), db=self._functions)
-            self._prune(txn, name, keep_from=fn.latest - self.keep_versions + 1)
+            self._prune(txn, name, fn.latest - self.keep_versions + 1, dropped)
             self._bump(txn)
         return rec
 
@@ -188,13 +202,13 @@ class Registry:
         return out
 
     def delete(self, name: str) -> None:
-        with self.env.begin(write=True) as txn:
+        with self._write() as (txn, dropped):
             if not txn.delete(name.encode(), db=self._functions):
                 raise FunctionNotFound(f"function {name!r} is not deployed")
-            self._prune(txn, name, keep_from=1 << 32)
+            self._prune(txn, name, 1 << 32, dropped)
             self._bump(txn)
 
-    def _prune(self, txn: lmdb.Transaction, name: str, keep_from: int) -> None:
+    def _prune(self, txn: lmdb.Transaction, name: str, keep_from: int, dropped: list[str]) -> None:
         prefix = name.encode() + b"\x00"
         cur = txn.cursor(db=self._versions)
         doomed = []
@@ -205,15 +219,16 @@ class Registry:
                 doomed.append((key, _dec_ver.decode(raw).sha256))
         for key, sha in doomed:
             txn.delete(key, db=self._versions)
-            self._incref(txn, sha.encode(), -1)
+            self._incref(txn, sha.encode(), -1, dropped)
 
-    def _incref(self, txn: lmdb.Transaction, key: bytes, delta: int) -> None:
+    def _incref(self, txn: lmdb.Transaction, key: bytes, delta: int, dropped: list[str]) -> None:
         n = _u(txn.get(key, db=self._refs)) + delta
         if n > 0:
             txn.put(key, n.to_bytes(4, "big"), db=self._refs)
         else:
             txn.delete(key, db=self._refs)
             txn.delete(key, db=self._blobs)
+            dropped.append(key.decode())
 
     def _bump(self, txn: lmdb.Transaction) -> None:
         gen = _u(txn.get(_GEN, db=self._meta)) + 1

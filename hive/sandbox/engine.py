@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from wasmtime import Engine, InstancePre, Linker, Module, WasmtimeError
 
 from hive.errors import InvalidModule
-from hive.sandbox import features, host
+from hive.sandbox import artifacts, features, host
 from hive.sandbox.inspect import check_interface, check_wasm_header, compile_module, first_line
 
 __all__ = ["CompiledModule", "EpochTicker", "Sandbox", "check_interface", "check_wasm_header"]
@@ -73,7 +73,9 @@ class Sandbox:
     def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0) -> None:
         self.tick_ms = epoch_tick_ms
         self.cache_dir = Path(cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        artifacts.sweep_tmp(self.cache_dir)  # of writers that died mid-write
+        self._verified: dict[Path, tuple[int, ...]] = {}
         self.flavors = {fuel: self._flavor(fuel) for fuel in (False, True)}
         self.engine = self.flavors[False].engine
         self.ticker = EpochTicker([f.engine for f in self.flavors.values()], epoch_tick_ms / 1000)
@@ -104,19 +106,51 @@ class Sandbox:
         return compiled
 
     def load(self, sha256: str, wasm: bytes | None, allowed_wasi: frozenset[str], fuel: bool = False) -> CompiledModule:
-        """Load the cached artifact (mmap), compiling from `wasm` only when the cache lacks it."""
-        path = self.artifact_path(sha256, fuel)
-        if path.exists():
+        """Load the cached artifact (mmap) once its digest checks out, compiling from `wasm` only when
+        the cache lacks a trustworthy one."""
+        module = self._deserialize(self.artifact_path(sha256, fuel), fuel)
+        if module is not None:
+            return self._prepare(sha256, module, allowed_wasi, fuel)
+        if wasm is None:
+            raise FileNotFoundError(self.artifact_path(sha256, fuel))
+        return self.compile(wasm, sha256, allowed_wasi, fuel)
+
+    def _deserialize(self, path: Path, fuel: bool) -> Module | None:
+        """The artifact at `path`, or None when there is none or it is not to be trusted (then it is
+        deleted, so that the next compile writes a good one)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            # Unchanged since this process checked it: same inode, size, mtime and ctime (which no
+            # write can leave as it was).
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._verified.get(path) != identity:
+                problem = artifacts.problem(fd, path)
+                if problem is not None:
+                    log.warning("artifact %s is unusable: it %s; deleting it and recompiling", path.name, problem)
+                    artifacts.discard(path)
+                    return None
+                self._verified[path] = identity
             try:
-                module = Module.deserialize_file(self.flavors[fuel].engine, str(path))
+                # The descriptor, not the path: wasmtime maps the very file whose digest was checked.
+                return Module.deserialize_file(self.flavors[fuel].engine, f"/proc/self/fd/{fd}")
             except WasmtimeError as e:
                 log.warning("artifact %s unusable (%s); recompiling", path.name, first_line(e))
-                path.unlink(missing_ok=True)  # else _write_artifact keeps the bad file forever
-            else:
-                return self._prepare(sha256, module, allowed_wasi, fuel)
-        if wasm is None:
-            raise FileNotFoundError(path)
-        return self.compile(wasm, sha256, allowed_wasi, fuel)
+                artifacts.discard(path)  # else the next compile would keep the bad file forever
+                return None
+        finally:
+            os.close(fd)
+
+    def forget(self, sha256s: Iterable[str]) -> None:
+        """Remove the artifacts of modules no version uses any more (Registry.on_drop)."""
+        for sha in sha256s:
+            for fuel in self.flavors:
+                path = self.artifact_path(sha, fuel)
+                self._verified.pop(path, None)
+                artifacts.discard(path)
 
     def _prepare(self, sha256: str, module: Module, allowed_wasi: frozenset[str], fuel: bool) -> CompiledModule:
         iface = check_interface(module, allowed_wasi)
@@ -129,13 +163,6 @@ class Sandbox:
 
     def _write_artifact(self, sha256: str, module: Module, fuel: bool) -> None:
         path = self.artifact_path(sha256, fuel)
-        if path.exists():
-            return
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".cwasm")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(module.serialize())
-            os.replace(tmp, path)  # atomic: readers mmap whole files only
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        if self._deserialize(path, fuel) is not None:
+            return  # a good one is there already
+        artifacts.write(self.cache_dir, path, module.serialize())
