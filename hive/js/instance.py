@@ -157,7 +157,7 @@ def compile_bundle(sandbox: Sandbox, engine: CompiledModule, source: bytes, *,
             if engine.has_initialize:
                 _export(exports, "_initialize")(store)
             ptr = _write(store, exports, source)
-            packed = _export(exports, "hive_js_compile")(store, ptr, len(source))
+            packed = _export(exports, "hive_js_compile")(store, ptr, len(source), 0)
             memory = exports["memory"]
             assert isinstance(memory, Memory)
             if not packed:

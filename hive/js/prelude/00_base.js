@@ -177,6 +177,9 @@ function formatError(e, depth = 0) {
   try {
     stack = typeof e.stack === "string" ? e.stack.replace(/\s+$/, "") : "";
   } catch {}
+  // The prelude's own frames say nothing about the function (unless there are no others).
+  const own = stack.split("\n").filter((line) => !line.includes("(hive:prelude:"));
+  if (own.some((line) => line.trim().startsWith("at "))) stack = own.join("\n");
   // QuickJS's stack lists the frames only; other engines' start with the "Name: message" line.
   let out = stack && !stack.startsWith(head) ? `${head}\n${stack}` : stack || head;
   if (depth < 3 && e.cause !== undefined) out += `\nCaused by: ${formatError(e.cause, depth + 1)}`;
