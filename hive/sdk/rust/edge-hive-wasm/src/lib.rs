@@ -514,6 +514,619 @@ macro_rules! __hive_log_error {
     ($($arg:tt)+) => { $crate::hive_log($crate::Level::Error, &::std::format!($($arg)+)) };
 }
 
+// ---- outbound HTTP and key-value stores (ABI v1 revision 2: docs/abi.md) ------------------------------
+
+/// The host's I/O calls and what fetch and KV share: records out, result records back, every length in
+/// them checked (a host that lies gets an `invalid_result` error, never a read out of bounds).
+mod hostio {
+    #![allow(dead_code)] // some of it is for wasm32 only
+
+    use super::{put_field, Reader};
+    use std::borrow::Cow;
+
+    #[cfg(target_arch = "wasm32")]
+    #[link(wasm_import_module = "hive")]
+    extern "C" {
+        #[link_name = "fetch_send"]
+        pub fn fetch_send(ptr: *const u8, len: usize) -> i32;
+        #[link_name = "fetch_wait"]
+        pub fn fetch_wait(handle: i32) -> i64;
+        #[link_name = "kv"]
+        pub fn kv(ptr: *const u8, len: usize) -> i64;
+        #[link_name = "result_read"]
+        pub fn result_read(handle: i32, ptr: *mut u8, len: usize) -> i32;
+    }
+
+    /// A failed call: the host's code and message, or one of the SDK's own.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Failure {
+        pub code: Cow<'static, str>,
+        pub message: String,
+    }
+
+    pub fn failure(code: &'static str, message: &str) -> Failure {
+        Failure {
+            code: Cow::Borrowed(code),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn invalid() -> Failure {
+        failure("invalid_result", "the host sent a malformed result record")
+    }
+
+    pub fn pending() -> Failure {
+        failure(
+            "too_many_pending",
+            "64 results are not read yet: wait for some first",
+        )
+    }
+
+    pub fn no_io() -> Failure {
+        failure(
+            "no_io",
+            "fetch and KV need the Edge Hive host (a wasm32 build)",
+        )
+    }
+
+    /// Appends a length-prefixed field; `None` when it does not fit a u32.
+    pub fn field(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+        u32::try_from(bytes.len()).ok()?;
+        put_field(out, bytes);
+        Some(())
+    }
+
+    /// (handle, result length) from a packed i64; `None` for -1 (or any negative value).
+    pub fn split(packed: i64) -> Option<(i32, u32)> {
+        if packed < 0 {
+            return None;
+        }
+        Some(((packed as u64 >> 32) as i32, packed as u32))
+    }
+
+    /// The result record of `handle`, `len` bytes as announced, copied out of the host.
+    #[cfg(target_arch = "wasm32")]
+    pub fn take(handle: i32, len: u32) -> Result<Vec<u8>, Failure> {
+        if handle < 1 {
+            return Err(invalid());
+        }
+        let mut buf = Vec::new();
+        if buf.try_reserve_exact(len as usize).is_err() {
+            // SAFETY: a zero-length read writes nothing; it frees the host's slot.
+            unsafe { result_read(handle, std::ptr::null_mut(), 0) };
+            return Err(failure("out_of_memory", "no memory for the host's result"));
+        }
+        buf.resize(len as usize, 0);
+        // SAFETY: the host writes at most `len` bytes into `buf`, which owns that many.
+        let n = unsafe { result_read(handle, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(failure(
+                "unknown_handle",
+                "the host has no result for this handle",
+            ));
+        }
+        if n as u32 != len {
+            return Err(invalid()); // never trust more (or less) than both sides agree on
+        }
+        Ok(buf)
+    }
+
+    /// Checks the record's kind: a reader after it for an ok result, the host's error otherwise.
+    pub(crate) fn ok(record: &[u8]) -> Result<Reader<'_>, Failure> {
+        let mut r = Reader {
+            buf: record,
+            pos: 0,
+        };
+        match r.u32().ok_or_else(invalid)? {
+            0 => Ok(r),
+            1 => {
+                let code = r.field().ok_or_else(invalid)?;
+                let message = r.field().ok_or_else(invalid)?;
+                if code.is_empty() || r.pos != record.len() {
+                    return Err(invalid());
+                }
+                Err(Failure {
+                    code: Cow::Owned(String::from_utf8_lossy(code).into_owned()),
+                    message: String::from_utf8_lossy(message).into_owned(),
+                })
+            }
+            _ => Err(invalid()),
+        }
+    }
+
+    pub(crate) fn end(r: &Reader<'_>) -> Result<(), Failure> {
+        if r.pos == r.buf.len() {
+            Ok(())
+        } else {
+            Err(invalid())
+        }
+    }
+
+    pub(crate) fn u64(r: &mut Reader<'_>) -> Option<u64> {
+        let lo = r.u32()? as u64;
+        let hi = r.u32()? as u64;
+        Some(hi << 32 | lo)
+    }
+}
+
+macro_rules! io_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            code: Cow<'static, str>,
+            message: String,
+        }
+
+        impl $name {
+            /// A stable snake_case code: the host's (docs/abi.md) or the SDK's own (`too_many_pending`,
+            /// `unknown_handle`, `invalid_argument`, `out_of_memory`, `invalid_result`, `no_io`).
+            pub fn code(&self) -> &str {
+                &self.code
+            }
+
+            pub fn message(&self) -> &str {
+                &self.message
+            }
+        }
+
+        impl From<crate::hostio::Failure> for $name {
+            fn from(f: crate::hostio::Failure) -> Self {
+                $name { code: f.code, message: f.message }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}: {}", self.code, self.message)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+/// Outbound HTTP to the hosts the manifest grants (`"allowed_hosts"`; default deny).
+///
+/// ```ignore
+/// use edge_hive_wasm::fetch::{self, Request};
+///
+/// let res = edge_hive_wasm::fetch(Request::post("https://api.example.com/v1/send")
+///     .header("content-type", "application/json")
+///     .body(r#"{"to":"a@example.com"}"#))?;
+/// if res.status() != 200 { /* ... */ }
+/// ```
+///
+/// A call blocks the guest until the upstream answers; the worker keeps serving meanwhile. To run
+/// several at once, [`Request::send`] each and [`Pending::wait`] for them.
+pub mod fetch {
+    use super::hostio;
+    use std::borrow::Cow;
+    use std::fmt;
+
+    /// At most this many headers in one request.
+    pub const MAX_HEADERS: usize = 256;
+
+    io_error!(
+        /// Why a fetch has no response: a refused host, a limit, a timeout, ... (`code()`).
+        FetchError
+    );
+
+    /// An outbound request. Builders take and return `self`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Request {
+        method: String,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Request {
+        pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+            Request {
+                method: method.into(),
+                url: url.into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
+        }
+
+        pub fn get(url: impl Into<String>) -> Self {
+            Request::new("GET", url)
+        }
+
+        pub fn post(url: impl Into<String>) -> Self {
+            Request::new("POST", url)
+        }
+
+        /// Appends a header; a repeated name sends the header twice.
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.headers.push((name.into(), value.into()));
+            self
+        }
+
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+            self.body = body.into();
+            self
+        }
+
+        /// `content-type: application/json` and `value` serialized as the body.
+        #[cfg(feature = "json")]
+        pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<Self, serde_json::Error> {
+            let body = serde_json::to_vec(value)?;
+            Ok(self.header("content-type", "application/json").body(body))
+        }
+
+        pub fn method(&self) -> &str {
+            &self.method
+        }
+
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+
+        pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        }
+
+        pub fn body_bytes(&self) -> &[u8] {
+            &self.body
+        }
+
+        /// The request record (docs/abi.md).
+        fn encode(&self) -> Result<Vec<u8>, FetchError> {
+            if self.headers.len() > MAX_HEADERS {
+                return Err(hostio::failure("invalid_argument", "a fetch has at most 256 headers").into());
+            }
+            let too_large = || FetchError::from(hostio::failure("request_too_large", "the fetch request is larger than 4 GiB"));
+            let size = self
+                .headers
+                .iter()
+                .fold(16 + self.method.len() + self.url.len(), |n, (k, v)| {
+                    n.saturating_add(8 + k.len()).saturating_add(v.len())
+                })
+                .saturating_add(self.body.len());
+            let mut out = Vec::new();
+            out.try_reserve_exact(size)
+                .map_err(|_| FetchError::from(hostio::failure("out_of_memory", "no memory for the fetch request")))?;
+            let method: &str = if self.method.is_empty() { "GET" } else { &self.method };
+            hostio::field(&mut out, method.as_bytes()).ok_or_else(too_large)?;
+            hostio::field(&mut out, self.url.as_bytes()).ok_or_else(too_large)?;
+            out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+            for (name, value) in &self.headers {
+                hostio::field(&mut out, name.as_bytes()).ok_or_else(too_large)?;
+                hostio::field(&mut out, value.as_bytes()).ok_or_else(too_large)?;
+            }
+            hostio::field(&mut out, &self.body).ok_or_else(too_large)?;
+            if u32::try_from(out.len()).is_err() {
+                return Err(too_large());
+            }
+            Ok(out)
+        }
+
+        /// Starts the request and returns at once; [`Pending::wait`] for the response.
+        pub fn send(&self) -> Result<Pending, FetchError> {
+            let record = self.encode()?;
+            #[cfg(target_arch = "wasm32")]
+            {
+                // SAFETY: the host only reads the record's bytes during the call.
+                let handle = unsafe { hostio::fetch_send(record.as_ptr(), record.len()) };
+                if handle < 1 {
+                    return Err(hostio::pending().into());
+                }
+                Ok(Pending { handle })
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                drop(record);
+                Err(hostio::no_io().into())
+            }
+        }
+    }
+
+    /// A request that was started: wait for it (before the handler returns; an unread result is
+    /// dropped then, and it counts against the 64 a guest may hold).
+    #[derive(Debug, PartialEq, Eq)]
+    #[must_use = "a started request's response is read with wait()"]
+    pub struct Pending {
+        handle: i32,
+    }
+
+    impl Pending {
+        /// The host's handle for this request (what [`wait_any`] reports).
+        pub fn id(&self) -> i32 {
+            self.handle
+        }
+
+        /// Blocks until the response is in.
+        pub fn wait(self) -> Result<Response, FetchError> {
+            wait_handle(self.handle).1
+        }
+    }
+
+    /// Blocks until the first of the pending requests (all started, not yet waited for) is done: its
+    /// [`Pending::id`] and its result; `None` when nothing is pending. Drop that request's `Pending`.
+    pub fn wait_any() -> Option<(i32, Result<Response, FetchError>)> {
+        match wait_handle(0) {
+            (0, Err(e)) if e.code() == "unknown_handle" => None,
+            (id, result) => Some((id, result)),
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn wait_handle(handle: i32) -> (i32, Result<Response, FetchError>) {
+        // SAFETY: a plain call; the host validates the handle.
+        let packed = unsafe { hostio::fetch_wait(handle) };
+        let (got, len) = match hostio::split(packed) {
+            None => return (handle, Err(hostio::failure("unknown_handle", "no such pending fetch").into())),
+            Some(split) => split,
+        };
+        if got < 1 || (handle != 0 && got != handle) {
+            return (handle, Err(hostio::invalid().into()));
+        }
+        (got, hostio::take(got, len).and_then(|record| Response::decode(&record)).map_err(FetchError::from))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait_handle(handle: i32) -> (i32, Result<Response, FetchError>) {
+        let _ = handle;
+        (0, Err(hostio::no_io().into()))
+    }
+
+    /// An upstream's response.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Response {
+        pub fn status(&self) -> u16 {
+            self.status
+        }
+
+        /// The first value of header `name` (any case).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// Every value of header `name` (any case), in order.
+        pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+            self.headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// Every header as the upstream sent it, in order.
+        pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        }
+
+        pub fn body(&self) -> &[u8] {
+            &self.body
+        }
+
+        pub fn into_body(self) -> Vec<u8> {
+            self.body
+        }
+
+        /// The body as text; invalid UTF-8 becomes U+FFFD.
+        pub fn text(&self) -> Cow<'_, str> {
+            String::from_utf8_lossy(&self.body)
+        }
+
+        /// The body parsed as JSON into `T`.
+        #[cfg(feature = "json")]
+        pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+            serde_json::from_slice(&self.body)
+        }
+
+        /// A fetch result record (docs/abi.md): the response, or the error it carries.
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        fn decode(record: &[u8]) -> Result<Response, hostio::Failure> {
+            let mut r = hostio::ok(record)?;
+            let status = r.u32().ok_or_else(hostio::invalid)?;
+            let status = u16::try_from(status).map_err(|_| hostio::invalid())?;
+            let count = r.u32().ok_or_else(hostio::invalid)? as usize;
+            // Each header takes at least 8 bytes, so a lying count can't reserve a huge Vec.
+            if count > (record.len() - r.pos) / 8 {
+                return Err(hostio::invalid());
+            }
+            let mut headers = Vec::with_capacity(count);
+            for _ in 0..count {
+                let name = r.field().ok_or_else(hostio::invalid)?;
+                let value = r.field().ok_or_else(hostio::invalid)?;
+                headers.push((super::lossy(name), super::lossy(value)));
+            }
+            let body = r.field().ok_or_else(hostio::invalid)?.to_vec();
+            hostio::end(&r)?;
+            Ok(Response { status, headers, body })
+        }
+    }
+
+    /// One request, start to finish: `req.send()?.wait()`.
+    pub fn fetch(req: Request) -> Result<Response, FetchError> {
+        req.send()?.wait()
+    }
+
+    /// GET `url` with no headers.
+    pub fn get(url: impl Into<String>) -> Result<Response, FetchError> {
+        fetch(Request::get(url))
+    }
+}
+
+pub use fetch::{fetch, FetchError};
+
+/// Key-value stores the manifest grants by name (`"kv": ["default"]`). Keys (1 to 512 bytes) and
+/// values (up to 1 MiB) are bytes: `&str`, `String`, `&[u8]` and `Vec<u8>` all work.
+///
+/// ```ignore
+/// use edge_hive_wasm::kv;
+///
+/// let visits = kv::incr("default", "visits", 1)?;
+/// kv::set_with_ttl("default", "last", "now", std::time::Duration::from_secs(60))?;
+/// ```
+pub mod kv {
+    use super::hostio;
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::time::Duration;
+
+    io_error!(
+        /// Why a KV operation failed: `store_not_granted`, `quota_exceeded`, `not_a_number`, ...
+        KvError
+    );
+
+    const GET: u32 = 1;
+    const SET: u32 = 2;
+    const DELETE: u32 = 3;
+    const LIST: u32 = 4;
+    const INCR: u32 = 5;
+
+    /// One page of [`list`]: the keys in order, and the cursor for the next page (`None`: the last).
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    pub struct Page {
+        pub keys: Vec<Vec<u8>>,
+        pub cursor: Option<Vec<u8>>,
+    }
+
+    fn millis(ttl: Duration) -> u64 {
+        match ttl.as_millis() {
+            0 if !ttl.is_zero() => 1, // under a millisecond still expires
+            ms => u64::try_from(ms).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Runs one operation: `value` (set only) and `extra` follow op, store and key.
+    fn call(op: u32, store: &str, key: &[u8], value: Option<&[u8]>, extra: &[u8]) -> Result<Vec<u8>, KvError> {
+        let too_large = || KvError::from(hostio::failure("value_too_large", "the KV operation is larger than 4 GiB"));
+        let mut record = Vec::new();
+        let size = (16 + store.len() + extra.len())
+            .saturating_add(key.len())
+            .saturating_add(value.map_or(0, <[u8]>::len));
+        record
+            .try_reserve_exact(size)
+            .map_err(|_| KvError::from(hostio::failure("out_of_memory", "no memory for the KV operation")))?;
+        record.extend_from_slice(&op.to_le_bytes());
+        hostio::field(&mut record, store.as_bytes()).ok_or_else(too_large)?;
+        hostio::field(&mut record, key).ok_or_else(too_large)?;
+        if let Some(value) = value {
+            hostio::field(&mut record, value).ok_or_else(too_large)?;
+        }
+        record.extend_from_slice(extra);
+        if u32::try_from(record.len()).is_err() {
+            return Err(too_large());
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            // SAFETY: the host only reads the record's bytes during the call.
+            let packed = unsafe { hostio::kv(record.as_ptr(), record.len()) };
+            let (handle, len) = hostio::split(packed).ok_or_else(hostio::pending)?;
+            Ok(hostio::take(handle, len)?)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Err(hostio::no_io().into())
+        }
+    }
+
+    fn flag(r: &mut super::Reader<'_>) -> Result<bool, KvError> {
+        match r.u32() {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            _ => Err(hostio::invalid().into()),
+        }
+    }
+
+    /// The value of `key` in `store`, or `None`.
+    pub fn get(store: &str, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
+        let record = call(GET, store, key.as_ref(), None, &[])?;
+        let mut r = hostio::ok(&record)?;
+        let found = flag(&mut r)?;
+        let value = r.field().ok_or_else(hostio::invalid)?.to_vec();
+        hostio::end(&r)?;
+        Ok(found.then(|| value))
+    }
+
+    /// Sets `key` to `value`, with no expiry.
+    pub fn set(store: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), KvError> {
+        set_with_ttl(store, key, value, Duration::ZERO)
+    }
+
+    /// Sets `key` to `value`; it expires after `ttl` (`Duration::ZERO`: never).
+    pub fn set_with_ttl(
+        store: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
+        let record = call(SET, store, key.as_ref(), Some(value.as_ref()), &millis(ttl).to_le_bytes())?;
+        let r = hostio::ok(&record)?;
+        Ok(hostio::end(&r)?)
+    }
+
+    /// Deletes `key`; `true` when it existed.
+    pub fn delete(store: &str, key: impl AsRef<[u8]>) -> Result<bool, KvError> {
+        let record = call(DELETE, store, key.as_ref(), None, &[])?;
+        let mut r = hostio::ok(&record)?;
+        let deleted = flag(&mut r)?;
+        hostio::end(&r)?;
+        Ok(deleted)
+    }
+
+    /// Up to `limit` (1 to 1000) keys that start with `prefix` (may be empty), in order, from `cursor`
+    /// (`None`: the start; else the previous page's cursor).
+    pub fn list(store: &str, prefix: impl AsRef<[u8]>, cursor: Option<&[u8]>, limit: u32) -> Result<Page, KvError> {
+        let cursor = cursor.unwrap_or(&[]);
+        let mut extra = Vec::new();
+        hostio::field(&mut extra, cursor)
+            .ok_or_else(|| KvError::from(hostio::failure("invalid_argument", "the cursor is too long")))?;
+        extra.extend_from_slice(&limit.to_le_bytes());
+        let record = call(LIST, store, prefix.as_ref(), None, &extra)?;
+        let mut r = hostio::ok(&record)?;
+        let count = r.u32().ok_or_else(hostio::invalid)? as usize;
+        // Each key takes at least 4 bytes, so a lying count can't reserve a huge Vec.
+        if count > (record.len() - r.pos) / 4 {
+            return Err(hostio::invalid().into());
+        }
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            keys.push(r.field().ok_or_else(hostio::invalid)?.to_vec());
+        }
+        let cursor = r.field().ok_or_else(hostio::invalid)?;
+        hostio::end(&r)?;
+        Ok(Page {
+            keys,
+            cursor: (!cursor.is_empty()).then(|| cursor.to_vec()),
+        })
+    }
+
+    /// Adds `delta` to the number at `key` (a missing key counts as 0), atomically: the new value.
+    pub fn incr(store: &str, key: impl AsRef<[u8]>, delta: i64) -> Result<i64, KvError> {
+        incr_with_ttl(store, key, delta, Duration::ZERO)
+    }
+
+    /// [`incr`]; a key it creates expires after `ttl` (`Duration::ZERO`: never; an existing key keeps
+    /// its expiry).
+    pub fn incr_with_ttl(store: &str, key: impl AsRef<[u8]>, delta: i64, ttl: Duration) -> Result<i64, KvError> {
+        let mut extra = [0u8; 16];
+        extra[..8].copy_from_slice(&delta.to_le_bytes());
+        extra[8..].copy_from_slice(&millis(ttl).to_le_bytes());
+        let record = call(INCR, store, key.as_ref(), None, &extra)?;
+        let mut r = hostio::ok(&record)?;
+        let value = hostio::u64(&mut r).ok_or_else(hostio::invalid)? as i64;
+        hostio::end(&r)?;
+        Ok(value)
+    }
+}
+
+pub use kv::KvError;
+
 /// Exports `handler` as the function's request handler; what `#[edge_function]` expands to. Use it
 /// directly when the handler is defined elsewhere: `edge_hive_wasm::export_handler!(routes::handle);`.
 /// One per crate: the export names are fixed. Off wasm it expands to nothing.
