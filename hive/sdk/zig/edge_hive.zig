@@ -22,8 +22,13 @@
 //! `edge-hive function build <folder>` compiles it with the pinned Zig (pip `ziglang`) for wasm32-wasi,
 //! ReleaseSmall, with this file as the `edge_hive` module. No libc, no entry point.
 //!
+//! Outbound HTTP and key-value stores (docs/sdk-zig.md, "Fetch and KV"): `fetch(alloc, .{ .url = ... })`,
+//! `fetchSend` / `Pending.wait` / `fetchWaitAny`, `kv.get`, `kv.set`, `kv.delete`, `kv.list`, `kv.incr`;
+//! each returns a `Result(T)` union (`.ok` or `.err`, an `IoError` with code and message).
+//!
 //! Natively (`zig test`), `dispatch(handler, envelope)` runs a handler on an envelope without the
-//! exports; log lines go to stderr, `now()` is 0 and `env()` is null there.
+//! exports; log lines go to stderr, `now()` is 0, `env()` is null and fetch and KV
+//! answer `no_io` there.
 //!
 //! Memory: `alloc` is an arena that lives for one request; everything allocated from it (the request's
 //! header list, parsed JSON, the response) is released when the next request starts, so a handler never
@@ -433,12 +438,418 @@ fn loadEnviron() []const []const u8 {
 /// null. Read once per instance and kept; the slice stays valid for the instance's lifetime.
 pub fn env(name: []const u8) ?[]const u8 {
     if (comptime !is_wasm) return null;
-    for (loadEnviron()) |kv| {
-        if (kv.len > name.len and kv[name.len] == '=' and std.mem.eql(u8, kv[0..name.len], name))
-            return kv[name.len + 1 ..];
+    for (loadEnviron()) |pair| {
+        if (pair.len > name.len and pair[name.len] == '=' and std.mem.eql(u8, pair[0..name.len], name))
+            return pair[name.len + 1 ..];
     }
     return null;
 }
+
+// ---- outbound HTTP (fetch) and key-value stores (ABI v1 revision 2: docs/abi.md) ----------------------
+
+/// An error as a value: a stable snake_case code, the host's (`host_not_allowed`, `timeout`,
+/// `quota_exceeded`, ...; docs/abi.md) or the SDK's own (`too_many_pending`, `unknown_handle`,
+/// `invalid_argument`, `out_of_memory`, `invalid_result`, `no_io`), and a message.
+pub const IoError = struct {
+    code: []const u8,
+    message: []const u8,
+};
+
+/// What a fetch or KV call returns: `.ok` with the value, or `.err` with an `IoError`. Never an abort.
+pub fn Result(comptime T: type) type {
+    return union(enum) {
+        ok: T,
+        err: IoError,
+
+        /// The value, or `error.IoFailed` (the `IoError` is lost: switch on the union to keep it).
+        pub fn unwrap(self: @This()) error{IoFailed}!T {
+            return switch (self) {
+                .ok => |v| v,
+                .err => error.IoFailed,
+            };
+        }
+    };
+}
+
+pub const max_fetch_headers = 256;
+
+pub const FetchRequest = struct {
+    method: []const u8 = "GET",
+    /// An absolute http:// or https:// URL on a host the manifest's "allowed_hosts" grants.
+    url: []const u8,
+    /// At most 256.
+    headers: []const Header = &.{},
+    body: []const u8 = "",
+};
+
+/// An upstream's response, valid until the handler returns: the body and the header names and values
+/// point into the result the SDK copied out of the host; the header array comes from `alloc`.
+pub const FetchResponse = struct {
+    status: u32,
+    /// As the upstream sent them, in order.
+    headers: []const Header,
+    body: []const u8,
+
+    /// The first value of header `name` (any case), or null.
+    pub fn header(self: *const FetchResponse, name: []const u8) ?[]const u8 {
+        var it: HeaderIterator = .{ .headers = self.headers, .name = name };
+        return it.next();
+    }
+};
+
+/// A started fetch: `wait` for it before the handler returns (an unread result is dropped then, and
+/// counts against the 64 a guest may hold).
+pub const Pending = struct {
+    handle: i32,
+
+    /// Blocks until the response is in (its header array is allocated from `alloc`).
+    pub fn wait(self: Pending, alloc: Allocator) Result(FetchResponse) {
+        return waitHandle(alloc, self.handle).result;
+    }
+};
+
+const io_host = if (is_wasm) struct {
+    extern "hive" fn fetch_send(ptr: [*]const u8, len: usize) i32;
+    extern "hive" fn fetch_wait(handle: i32) i64;
+    extern "hive" fn kv(ptr: [*]const u8, len: usize) i64;
+    extern "hive" fn result_read(handle: i32, ptr: ?[*]u8, len: usize) i32;
+} else struct {
+    // Natively there is no host: every call answers `no_io` before it gets here.
+    fn fetch_send(_: [*]const u8, _: usize) i32 {
+        unreachable;
+    }
+    fn fetch_wait(_: i32) i64 {
+        unreachable;
+    }
+    fn kv(_: [*]const u8, _: usize) i64 {
+        unreachable;
+    }
+    fn result_read(_: i32, _: ?[*]u8, _: usize) i32 {
+        unreachable;
+    }
+};
+
+const invalid_result: IoError = .{ .code = "invalid_result", .message = "the host sent a malformed result record" };
+const too_many_pending: IoError = .{ .code = "too_many_pending", .message = "64 results are not read yet: wait for some first" };
+const no_io: IoError = .{ .code = "no_io", .message = "fetch and KV need the Edge Hive host (a wasm32 build)" };
+const no_memory: IoError = .{ .code = "out_of_memory", .message = "no memory for the host call" };
+
+fn fail(comptime T: type, e: IoError) Result(T) {
+    return .{ .err = e };
+}
+
+/// Builds a record of `size` bytes (checked to fit a u32) from `alloc`.
+const RecordWriter = struct {
+    buf: []u8,
+    pos: usize = 0,
+
+    fn int(w: *RecordWriter, v: u32) void {
+        std.mem.writeInt(u32, w.buf[w.pos..][0..4], v, .little);
+        w.pos += 4;
+    }
+
+    fn int64(w: *RecordWriter, v: u64) void {
+        std.mem.writeInt(u64, w.buf[w.pos..][0..8], v, .little);
+        w.pos += 8;
+    }
+
+    fn field(w: *RecordWriter, s: []const u8) void {
+        w.int(@intCast(s.len));
+        @memcpy(w.buf[w.pos .. w.pos + s.len], s);
+        w.pos += s.len;
+    }
+};
+
+/// 4 + len, or null when a field does not fit a u32.
+fn fieldSize(len: usize) ?u64 {
+    if (len > std.math.maxInt(u32)) return null;
+    return 4 + @as(u64, len);
+}
+
+fn packedSplit(packed_value: i64) ?struct { handle: i32, len: u32 } {
+    if (packed_value < 0) return null;
+    const v: u64 = @bitCast(packed_value);
+    return .{ .handle = @bitCast(@as(u32, @truncate(v >> 32))), .len = @truncate(v) };
+}
+
+/// Result records copied out of the host, freed when the next request starts (what fetch and KV return
+/// points into them). They come from `gpa`, not the arena: a lying host may announce any length, and
+/// the arena's bookkeeping overflows on a wasm32 allocation near 4 GiB.
+var result_bufs: std.ArrayList([]u8) = .empty;
+
+fn releaseResults() void {
+    for (result_bufs.items) |b| gpa.free(b);
+    result_bufs.clearRetainingCapacity();
+}
+
+/// The result record of `handle` (`len` bytes, as announced), copied out of the host; then its kind:
+/// a reader after it for an ok result, the host's error otherwise.
+fn takeResult(handle: i32, len: u32) union(enum) { ok: Reader, err: IoError } {
+    if (handle < 1) return .{ .err = invalid_result };
+    if (len < 4) { // not even a kind
+        _ = io_host.result_read(handle, null, 0); // frees the host's slot
+        return .{ .err = invalid_result };
+    }
+    result_bufs.ensureUnusedCapacity(gpa, 1) catch {
+        _ = io_host.result_read(handle, null, 0);
+        return .{ .err = no_memory };
+    };
+    const buf = gpa.alloc(u8, len) catch {
+        _ = io_host.result_read(handle, null, 0);
+        return .{ .err = no_memory };
+    };
+    result_bufs.appendAssumeCapacity(buf);
+    const n = io_host.result_read(handle, buf.ptr, buf.len);
+    if (n < 0) return .{ .err = .{ .code = "unknown_handle", .message = "the host has no result for this handle" } };
+    if (@as(u32, @bitCast(n)) != len) return .{ .err = invalid_result }; // never trust more than both agree on
+    var r: Reader = .{ .buf = buf };
+    const kind = r.int() catch return .{ .err = invalid_result };
+    switch (kind) {
+        0 => return .{ .ok = r },
+        1 => {
+            const code = r.field() catch return .{ .err = invalid_result };
+            const message = r.field() catch return .{ .err = invalid_result };
+            if (code.len == 0 or r.pos != r.buf.len) return .{ .err = invalid_result };
+            return .{ .err = .{ .code = code, .message = message } };
+        },
+        else => return .{ .err = invalid_result },
+    }
+}
+
+/// The request record, from `gpa` (freed by the caller).
+fn fetchRecord(req: FetchRequest) Result([]u8) {
+    if (req.headers.len > max_fetch_headers)
+        return fail([]u8, .{ .code = "invalid_argument", .message = "a fetch has at most 256 headers" });
+    const too_large: IoError = .{ .code = "request_too_large", .message = "the fetch request is larger than 4 GiB" };
+    const method = if (req.method.len == 0) "GET" else req.method;
+    var size: u64 = 4;
+    size += fieldSize(method.len) orelse return fail([]u8, too_large);
+    size += fieldSize(req.url.len) orelse return fail([]u8, too_large);
+    size += fieldSize(req.body.len) orelse return fail([]u8, too_large);
+    for (req.headers) |h| {
+        size += fieldSize(h.name.len) orelse return fail([]u8, too_large);
+        size += fieldSize(h.value.len) orelse return fail([]u8, too_large);
+    }
+    if (size > std.math.maxInt(u32)) return fail([]u8, too_large);
+    var w: RecordWriter = .{ .buf = gpa.alloc(u8, @intCast(size)) catch return fail([]u8, no_memory) };
+    w.field(method);
+    w.field(req.url);
+    w.int(@intCast(req.headers.len));
+    for (req.headers) |h| {
+        w.field(h.name);
+        w.field(h.value);
+    }
+    w.field(req.body);
+    return .{ .ok = w.buf };
+}
+
+/// Starts an outbound request and returns at once; `wait` on the `Pending` for its response.
+/// Several started requests run concurrently.
+pub fn fetchSend(req: FetchRequest) Result(Pending) {
+    if (comptime !is_wasm) return fail(Pending, no_io);
+    const record = switch (fetchRecord(req)) {
+        .ok => |r| r,
+        .err => |e| return fail(Pending, e),
+    };
+    defer gpa.free(record);
+    const handle = io_host.fetch_send(record.ptr, record.len);
+    if (handle < 1) return fail(Pending, too_many_pending);
+    return .{ .ok = .{ .handle = handle } };
+}
+
+pub const Finished = struct {
+    /// The `Pending.handle` of the request that finished.
+    handle: i32,
+    result: Result(FetchResponse),
+};
+
+/// Blocks until the first of the started, not yet waited-for requests is done (its `handle` says
+/// which; drop that `Pending`), or null when none is pending.
+pub fn fetchWaitAny(alloc: Allocator) ?Finished {
+    if (comptime !is_wasm) return null;
+    const done = waitHandle(alloc, 0);
+    if (done.handle == 0) return null;
+    return done;
+}
+
+fn waitHandle(alloc: Allocator, handle: i32) Finished {
+    if (comptime !is_wasm) return .{ .handle = handle, .result = fail(FetchResponse, no_io) };
+    const split = packedSplit(io_host.fetch_wait(handle)) orelse return .{
+        .handle = handle,
+        .result = fail(FetchResponse, .{ .code = "unknown_handle", .message = "no such pending fetch" }),
+    };
+    if (split.handle < 1 or (handle != 0 and split.handle != handle))
+        return .{ .handle = handle, .result = fail(FetchResponse, invalid_result) };
+    return .{ .handle = split.handle, .result = decodeFetch(alloc, split.handle, split.len) };
+}
+
+fn decodeFetch(alloc: Allocator, handle: i32, len: u32) Result(FetchResponse) {
+    var r = switch (takeResult(handle, len)) {
+        .ok => |r| r,
+        .err => |e| return fail(FetchResponse, e),
+    };
+    const status = r.int() catch return fail(FetchResponse, invalid_result);
+    const count = r.int() catch return fail(FetchResponse, invalid_result);
+    // Each header takes at least 8 bytes, so a lying count can't ask for a huge array.
+    if (count > (r.buf.len - r.pos) / 8) return fail(FetchResponse, invalid_result);
+    const headers = alloc.alloc(Header, count) catch return fail(FetchResponse, no_memory);
+    for (headers) |*h| {
+        h.name = r.field() catch return fail(FetchResponse, invalid_result);
+        h.value = r.field() catch return fail(FetchResponse, invalid_result);
+    }
+    const body = r.field() catch return fail(FetchResponse, invalid_result);
+    if (r.pos != r.buf.len) return fail(FetchResponse, invalid_result);
+    return .{ .ok = .{ .status = status, .headers = headers, .body = body } };
+}
+
+/// One outbound request, start to finish (`fetchSend`, then `wait`); pass the handler's arena:
+///
+///     switch (hive.fetch(alloc, .{ .url = "https://api.example.com/v1/rates" })) {
+///         .ok => |res| ...res.status, res.body...,
+///         .err => |e| ...e.code, e.message...,
+///     }
+pub fn fetch(alloc: Allocator, req: FetchRequest) Result(FetchResponse) {
+    return switch (fetchSend(req)) {
+        .ok => |p| p.wait(alloc),
+        .err => |e| fail(FetchResponse, e),
+    };
+}
+
+/// Key-value stores the manifest grants by name ("kv": ["default"]). Keys (1 to 512 bytes) and values
+/// (up to 1 MiB) are bytes. What a call returns is valid until the handler returns (values and keys
+/// point into the result the SDK copied out of the host; `list` allocates its key array from `alloc`).
+pub const kv = struct {
+    pub const SetOptions = struct {
+        /// Expire after this many milliseconds; 0: never.
+        ttl_ms: u64 = 0,
+    };
+
+    pub const IncrOptions = struct {
+        /// A key this creates expires after this many milliseconds (0: never); an existing key keeps
+        /// its expiry.
+        ttl_ms: u64 = 0,
+    };
+
+    pub const ListOptions = struct {
+        /// Where to go on: the previous page's `cursor`; empty: from the start.
+        cursor: []const u8 = "",
+        /// 1 to 1000.
+        limit: u32 = 100,
+    };
+
+    /// One page of keys, in order; `cursor` is null on the last page.
+    pub const Page = struct {
+        keys: []const []const u8,
+        cursor: ?[]const u8,
+    };
+
+    const Op = enum(u32) { get = 1, set = 2, delete = 3, list = 4, incr = 5 };
+
+    /// Runs one operation: `value` (set only) and `extra` follow op, store and key.
+    fn call(op: Op, store: []const u8, key: []const u8, value: ?[]const u8, extra: []const u8) union(enum) { ok: Reader, err: IoError } {
+        if (comptime !is_wasm) return .{ .err = no_io };
+        const too_large: IoError = .{ .code = "value_too_large", .message = "the KV operation is larger than 4 GiB" };
+        var size: u64 = 4 + @as(u64, extra.len);
+        size += fieldSize(store.len) orelse return .{ .err = too_large };
+        size += fieldSize(key.len) orelse return .{ .err = too_large };
+        if (value) |v| size += fieldSize(v.len) orelse return .{ .err = too_large };
+        if (size > std.math.maxInt(u32)) return .{ .err = too_large };
+        var w: RecordWriter = .{ .buf = gpa.alloc(u8, @intCast(size)) catch return .{ .err = no_memory } };
+        defer gpa.free(w.buf);
+        w.int(@intFromEnum(op));
+        w.field(store);
+        w.field(key);
+        if (value) |v| w.field(v);
+        @memcpy(w.buf[w.pos..], extra);
+        const split = packedSplit(io_host.kv(w.buf.ptr, w.buf.len)) orelse return .{ .err = too_many_pending };
+        return switch (takeResult(split.handle, split.len)) {
+            .ok => |r| .{ .ok = r },
+            .err => |e| .{ .err = e },
+        };
+    }
+
+    fn flag(r: *Reader) ?bool {
+        return switch (r.int() catch return null) {
+            0 => false,
+            1 => true,
+            else => null,
+        };
+    }
+
+    /// The value of `key` in `store`, or null.
+    pub fn get(store: []const u8, key: []const u8) Result(?[]const u8) {
+        const T = ?[]const u8;
+        var r = switch (call(.get, store, key, null, "")) {
+            .ok => |r| r,
+            .err => |e| return fail(T, e),
+        };
+        const found = flag(&r) orelse return fail(T, invalid_result);
+        const value = r.field() catch return fail(T, invalid_result);
+        if (r.pos != r.buf.len) return fail(T, invalid_result);
+        return .{ .ok = if (found) value else null };
+    }
+
+    /// Sets `key` to `value`.
+    pub fn set(store: []const u8, key: []const u8, value: []const u8, options: SetOptions) Result(void) {
+        var extra: [8]u8 = undefined;
+        std.mem.writeInt(u64, &extra, options.ttl_ms, .little);
+        const r = switch (call(.set, store, key, value, &extra)) {
+            .ok => |r| r,
+            .err => |e| return fail(void, e),
+        };
+        if (r.pos != r.buf.len) return fail(void, invalid_result);
+        return .{ .ok = {} };
+    }
+
+    /// Deletes `key`: whether it existed.
+    pub fn delete(store: []const u8, key: []const u8) Result(bool) {
+        var r = switch (call(.delete, store, key, null, "")) {
+            .ok => |r| r,
+            .err => |e| return fail(bool, e),
+        };
+        const deleted = flag(&r) orelse return fail(bool, invalid_result);
+        if (r.pos != r.buf.len) return fail(bool, invalid_result);
+        return .{ .ok = deleted };
+    }
+
+    /// Keys that start with `prefix` (may be empty), in order, one page at a time.
+    pub fn list(alloc: Allocator, store: []const u8, prefix: []const u8, options: ListOptions) Result(Page) {
+        if (options.cursor.len > std.math.maxInt(u32) - 8)
+            return fail(Page, .{ .code = "invalid_argument", .message = "the cursor is too long" });
+        const extra = gpa.alloc(u8, options.cursor.len + 8) catch return fail(Page, no_memory);
+        defer gpa.free(extra);
+        var w: RecordWriter = .{ .buf = extra };
+        w.field(options.cursor);
+        w.int(options.limit);
+        var r = switch (call(.list, store, prefix, null, extra)) {
+            .ok => |r| r,
+            .err => |e| return fail(Page, e),
+        };
+        const count = r.int() catch return fail(Page, invalid_result);
+        // Each key takes at least 4 bytes, so a lying count can't ask for a huge array.
+        if (count > (r.buf.len - r.pos) / 4) return fail(Page, invalid_result);
+        const keys = alloc.alloc([]const u8, count) catch return fail(Page, no_memory);
+        for (keys) |*k| k.* = r.field() catch return fail(Page, invalid_result);
+        const cursor = r.field() catch return fail(Page, invalid_result);
+        if (r.pos != r.buf.len) return fail(Page, invalid_result);
+        return .{ .ok = .{ .keys = keys, .cursor = if (cursor.len == 0) null else cursor } };
+    }
+
+    /// Adds `delta` to the number at `key` (a missing key counts as 0), atomically: the new value.
+    pub fn incr(store: []const u8, key: []const u8, delta: i64, options: IncrOptions) Result(i64) {
+        var extra: [16]u8 = undefined;
+        std.mem.writeInt(i64, extra[0..8], delta, .little);
+        std.mem.writeInt(u64, extra[8..16], options.ttl_ms, .little);
+        var r = switch (call(.incr, store, key, null, &extra)) {
+            .ok => |r| r,
+            .err => |e| return fail(i64, e),
+        };
+        if (r.buf.len - r.pos != 8) return fail(i64, invalid_result);
+        const value = std.mem.readInt(i64, r.buf[r.pos..][0..8], .little);
+        r.pos += 8;
+        return .{ .ok = value };
+    }
+};
 
 // ---- dispatch and the ABI exports --------------------------------------------------------------------
 
@@ -467,6 +878,7 @@ fn fixedResponse(status: u32, code: []const u8, message: []const u8) []const u8 
 pub fn dispatch(comptime handler: anytype, envelope: []const u8) []const u8 {
     // The previous response lived in the arena; the host has copied it by now.
     _ = arena_state.reset(.{ .retain_with_limit = 256 * 1024 });
+    releaseResults();
     const alloc = arena_state.allocator();
     const req = decodeRequest(alloc, envelope) catch |e| return switch (e) {
         error.Malformed => fixedResponse(400, "bad_request", "malformed request envelope"),
