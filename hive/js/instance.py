@@ -21,7 +21,7 @@ from hive.manifest import WASI_GROUPS
 from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox, host
 from hive.sandbox.guest import _guest_errors
 
-from .engine import ENGINE_WASI_GROUPS
+from .engine import COMPILE_STRIP, ENGINE_WASI_GROUPS
 
 # Loading a big bundle (parse + top-level code) may take longer than one request may.
 DEFAULT_LOAD_TIMEOUT_MS = 5_000
@@ -139,10 +139,13 @@ def new_instance(sandbox: Sandbox, engine: CompiledModule, bundle: bytes, limits
     return JsFunction(engine, bundle, load_timeout_ms).instance(sandbox, limits, ctx)
 
 
-def compile_bundle(sandbox: Sandbox, engine: CompiledModule, source: bytes, *,
+def compile_bundle(sandbox: Sandbox, engine: CompiledModule, source: bytes, *, strip_source: bool = True,
                    timeout_ms: int = DEFAULT_LOAD_TIMEOUT_MS) -> bytes:
-    """The bundle as QuickJS bytecode for this engine (loads without parsing). A syntax error is a
-    JsLoadError. The bytecode is only valid for the engine that made it: key it by the engine's sha256."""
+    """The bundle as QuickJS bytecode for this engine: it loads without parsing (a 900 KB bundle in
+    15 ms instead of 60) and, with `strip_source`, without the copy of its source text QuickJS keeps
+    for every function (Function.prototype.toString then shows `[native code]`; stack traces keep
+    their line numbers), which is most of a big bundle's memory. A syntax error is a JsLoadError.
+    The bytecode is only valid for the engine that made it: key it by the engine's sha256."""
     store = Store(engine.engine)
     store.set_limits(memory_size=256 << 20)
     store.set_epoch_deadline(sandbox.deadline_ticks(timeout_ms))
@@ -157,7 +160,7 @@ def compile_bundle(sandbox: Sandbox, engine: CompiledModule, source: bytes, *,
             if engine.has_initialize:
                 _export(exports, "_initialize")(store)
             ptr = _write(store, exports, source)
-            packed = _export(exports, "hive_js_compile")(store, ptr, len(source), 0)
+            packed = _export(exports, "hive_js_compile")(store, ptr, len(source), COMPILE_STRIP if strip_source else 0)
             memory = exports["memory"]
             assert isinstance(memory, Memory)
             if not packed:

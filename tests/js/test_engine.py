@@ -381,9 +381,16 @@ def test_bytecode_bundle_loads_like_source(js: Js, sandbox: Sandbox) -> None:
     source = b'import { strict } from "data:nothing"; Deno.serve(() => new Response("x"));'
     with pytest.raises(JsLoadError, match="is not available"):
         compile_bundle(sandbox, js.engine, source)
-    code = compile_bundle(sandbox, js.engine, b"const n = 40 + 2; Deno.serve((req) => Response.json({ n, m: req.method }));")
-    assert code.startswith(b"\0hive-qjs-bc\1")
-    assert as_json(call(js.instance(code), "PATCH")) == {"n": 42, "m": "PATCH"}
+    source = b"""const n = 40 + 2;
+      function where() { return new Error("here").stack; }
+      Deno.serve((req) => Response.json({ n, m: req.method, src: String(where).includes("new Error"), stack: where() }));"""
+    stripped = compile_bundle(sandbox, js.engine, source)
+    kept = compile_bundle(sandbox, js.engine, source, strip_source=False)
+    assert stripped.startswith(b"\0hive-qjs-bc\1") and len(stripped) < len(kept)
+    out = as_json(call(js.instance(stripped), "PATCH"))
+    assert (out["n"], out["m"], out["src"]) == (42, "PATCH", False)
+    assert "function.js:2:" in out["stack"]  # line numbers survive the stripping
+    assert as_json(call(js.instance(kept)))["src"] is True
 
 
 def test_engine_imports_only_granted_host_functions(js: Js) -> None:

@@ -397,6 +397,11 @@ def test_globals_that_exist(ev: GuestInstance) -> None:
     names = ["Deno", "EdgeRuntime", "Request", "Response", "Headers", "URL", "URLSearchParams", "FormData", "Blob", "File",
              "TextEncoder", "TextDecoder", "atob", "btoa", "structuredClone", "queueMicrotask", "setTimeout", "clearTimeout",
              "setInterval", "clearInterval", "AbortController", "AbortSignal", "crypto", "console", "fetch", "performance",
-             "DOMException", "Event", "EventTarget", "ReadableStream", "navigator", "self"]
+             "DOMException", "Event", "EventTarget", "ReadableStream", "navigator", "self", "WebSocket"]
     got = run(ev, f"return {json.dumps(names)}.filter((n) => typeof globalThis[n] === 'undefined');")
     assert got == []
+
+
+def test_websocket_exists_but_cannot_connect(ev: GuestInstance) -> None:
+    assert run(ev, "return [typeof WebSocket, WebSocket.OPEN];") == ["function", 1]
+    assert "NotSupportedError: WebSocket connections are not available" in error_of(ev, 'new WebSocket("wss://x.test")')

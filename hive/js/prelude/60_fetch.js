@@ -20,4 +20,17 @@ api.setFetch = (fn) => {
   hostFetch = fn;
 };
 
-defineGlobals({ fetch });
+// WebSocket exists (supabase-js's realtime client looks for the constructor when a client is created)
+// but cannot connect: Edge Hive functions have no outbound sockets.
+class WebSocket extends EventTarget {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSING = 2;
+  static CLOSED = 3;
+  constructor(url) {
+    super();
+    throw new DOMException(`WebSocket connections are not available in Edge Hive (${String(url)})`, "NotSupportedError");
+  }
+}
+
+defineGlobals({ fetch, WebSocket });
