@@ -80,6 +80,18 @@ class InvalidModule(HiveError):
     code, status = "invalid_module", 422
 
 
+class ModuleTooComplex(InvalidModule):
+    """More functions or code than the settings allow, or a compile past its memory or time limit."""
+
+    code, status = "module_too_complex", 422
+
+
+class CompileFailed(HiveError):
+    """The compiler process failed for a reason no limit explains."""
+
+    code, status = "compile_failed", 500
+
+
 class ForbiddenImport(HiveError):
     code, status = "forbidden_import", 422
 

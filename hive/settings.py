@@ -59,6 +59,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync_wait_ms", int, 3000, "how long a deploy, rollback or delete waits for every worker to load it"),
     Setting("keep_versions", int, 10, "versions kept per function"),
     Setting("registry_map_size_mb", int, 8192, "LMDB map size (sparse)"),
+    Setting("compile_memory_mb", int, 1024, "address space a module's compile may use (a subprocess with RLIMIT_AS)"),
+    Setting("compile_timeout_s", float, 30.0, "CPU and wall time a module's compile may take"),
+    Setting("max_module_functions", int, 50_000, "most functions a deployed module may define"),
+    Setting("max_module_code_bytes", int, 16 * MiB, "largest code section a deployed module may have"),
     Setting("graceful_timeout", int, 30, "seconds a worker gets to finish in-flight requests"),
     Setting("drain_ms", int, 1000, "on reload or recycle, how long open connections may send one more request"),
     Setting("worker_max_rss_mb", int, 1024, "recycle a worker whose RSS exceeds this (0: off)"),
@@ -112,6 +116,10 @@ class Settings:
     sync_wait_ms: int
     keep_versions: int
     registry_map_size_mb: int
+    compile_memory_mb: int
+    compile_timeout_s: float
+    max_module_functions: int
+    max_module_code_bytes: int
     graceful_timeout: int
     drain_ms: int
     worker_max_rss_mb: int

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from wasmtime import Engine, InstancePre, Linker, Module, WasmtimeError
 
-from hive.errors import InvalidModule
-from hive.sandbox import artifacts, features, host
-from hive.sandbox.inspect import check_interface, check_wasm_header, compile_module, first_line
+from hive.errors import CompileFailed, InvalidModule
+from hive.sandbox import artifacts, compiler, features, host
+from hive.sandbox.inspect import check_interface, check_wasm_header, first_line
 
 __all__ = ["CompiledModule", "EpochTicker", "Sandbox", "check_interface", "check_wasm_header"]
 
@@ -70,8 +70,10 @@ class _Flavor:
 
 
 class Sandbox:
-    def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0) -> None:
+    def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0,
+                 compile_limits: compiler.CompileLimits | None = None) -> None:
         self.tick_ms = epoch_tick_ms
+        self.compile_limits = compile_limits or compiler.CompileLimits.defaults()
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         artifacts.sweep_tmp(self.cache_dir)  # of writers that died mid-write
@@ -99,10 +101,36 @@ class Sandbox:
         return self.cache_dir / f"{sha256}-{self.flavors[fuel].fingerprint}.cwasm"
 
     def compile(self, wasm: bytes, sha256: str, allowed_wasi: frozenset[str], fuel: bool = False) -> CompiledModule:
-        """Validate and compile, check the interface, and write the artifact. Slow: call off the event loop."""
-        module = compile_module(self.flavors[fuel].engine, wasm)
-        compiled = self._prepare(sha256, module, allowed_wasi, fuel)
-        self._write_artifact(sha256, module, fuel)
+        """Validate and compile (in a bounded subprocess, hive.sandbox.compiler), check the interface,
+        and write the artifact. Slow: call off the event loop."""
+        check_wasm_header(wasm)
+        compiler.check_shape(wasm, self.compile_limits)
+        path = self.artifact_path(sha256, fuel)
+        module = self._deserialize(path, fuel)  # another worker may have compiled it meanwhile
+        if module is not None:
+            return self._prepare(sha256, module, allowed_wasi, fuel)
+        tmp = artifacts.tmp_file(self.cache_dir)
+        try:
+            compiler.compile_to(tmp, wasm, fuel, self.compile_limits)
+            # Loaded from memory, not mapped: this process keeps its own copy, as when it compiled
+            # in-process, so nothing done to the file later can reach it.
+            data = tmp.read_bytes()
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                recorded = artifacts.recorded_digest(fd, tmp)
+            finally:
+                os.close(fd)
+            if recorded != artifacts.digest(data):
+                raise CompileFailed(f"the compiler's artifact for {sha256[:12]} does not match its digest")
+            try:
+                module = Module.deserialize(self.flavors[fuel].engine, data)
+            except WasmtimeError as e:
+                raise CompileFailed(f"the compiler's artifact for {sha256[:12]} does not load: {first_line(e)}") from None
+            compiled = self._prepare(sha256, module, allowed_wasi, fuel)  # a refused module leaves no artifact
+            artifacts.publish(tmp, path)
+        except BaseException:
+            artifacts.discard(tmp)
+            raise
         return compiled
 
     def load(self, sha256: str, wasm: bytes | None, allowed_wasi: frozenset[str], fuel: bool = False) -> CompiledModule:
@@ -160,9 +188,3 @@ class Sandbox:
         except WasmtimeError as e:
             raise InvalidModule(f"the module cannot be linked: {first_line(e)}") from None
         return CompiledModule(sha256, flavor.engine, module, pre, iface.has_free, iface.has_initialize, fuel)
-
-    def _write_artifact(self, sha256: str, module: Module, fuel: bool) -> None:
-        path = self.artifact_path(sha256, fuel)
-        if self._deserialize(path, fuel) is not None:
-            return  # a good one is there already
-        artifacts.write(self.cache_dir, path, module.serialize())

@@ -114,3 +114,44 @@ def reason(e: Exception) -> str:
 
 def first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a module asks of the compiler, read from its section headers without compiling it."""
+
+    functions: int  # defined in the module (imports excluded)
+    code_bytes: int  # size of the code section
+
+
+def _leb_u32(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    for _ in range(5):
+        if pos >= len(buf):
+            raise ValueError("truncated")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise ValueError("LEB128 too long")
+
+
+def shape(wasm: bytes) -> Shape:
+    """Function count and code size from the section headers. A malformed binary yields what could be
+    read: validation (the compile) refuses it with wasmtime's reason."""
+    functions = code = 0
+    pos = 8
+    try:
+        while pos < len(wasm):
+            section_id = wasm[pos]
+            size, body = _leb_u32(wasm, pos + 1)
+            if section_id == 3:  # function section: a vector of type indices, one per defined function
+                functions, _ = _leb_u32(wasm, body)
+            elif section_id == 10:
+                code = size
+            pos = body + size
+    except ValueError:
+        pass
+    return Shape(functions, code)
