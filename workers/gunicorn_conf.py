@@ -3,9 +3,12 @@ wasmtime and LMDB: it only prepares the data dir and the admin token."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
+import signal
+import sys
 
 from hive.auth import ensure_admin_token, take_from_environment
 from hive.settings import load_settings
@@ -48,6 +51,23 @@ def on_starting(server: object) -> None:
     else:
         log.info("admin token: from HIVE_ADMIN_TOKEN")
     log.info("data dir: %s", _data)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def post_fork(server: object, worker: object) -> None:
+    # A worker whose master died (SIGKILL, OOM killer) would keep serving with nobody to supervise,
+    # reload or replace it, and keep the port, so no new server could start: have the kernel send
+    # it SIGTERM (a graceful stop) when the master goes. The master is single-threaded, so "the
+    # thread that forked us" is the master itself.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logging.getLogger("gunicorn.error").warning(
+            "prctl(PR_SET_PDEATHSIG) failed (%s): this worker will outlive a killed master",
+            os.strerror(ctypes.get_errno()))
+    if os.getppid() != server.pid:  # type: ignore[attr-defined]
+        sys.exit(0)  # the master died before the line above: no signal will come
 
 
 def child_exit(server: object, worker: object) -> None:
