@@ -15,6 +15,11 @@
 // request buffer the host writes into comes from `heap.alloc` (never collected), and the response
 // envelope stays valid until the next call, as the ABI demands.
 //
+// Outbound HTTP and key-value stores (docs/sdk-assemblyscript.md, "Fetch and KV"): `fetch(url, init)`
+// returns a FetchResponse synchronously (it blocks the call; the host keeps the worker serving),
+// `fetchSend` / `PendingFetch.wait` / `fetchWaitAny` run several at once, and `kv.get`, `set`, `setBytes`,
+// `delete`, `list`, `incr` reach the stores the manifest grants. Each returns its error as a value.
+//
 // Failures: a malformed request envelope gets a 400 `bad_request`; no handler or a status outside
 // 100..599 a 500 `handler_failed`. AssemblyScript has no exceptions: `throw`, a failed assertion, an
 // out-of-bounds access or running out of memory aborts; the abort is logged with hive.log (level
@@ -663,6 +668,471 @@ export function envMap(): Map<string, string> {
 export function env(name: string): string | null {
   const map = envMap();
   return map.has(name) ? map.get(name) : null;
+}
+
+// ---- outbound HTTP (fetch) and key-value stores (ABI v1 revision 2: docs/abi.md) -----------------------
+
+// The host calls are imported only by a module that uses them.
+// @ts-ignore: decorator
+@external("hive", "fetch_send")
+declare function hostFetchSend(ptr: usize, len: usize): i32;
+
+// @ts-ignore: decorator
+@external("hive", "fetch_wait")
+declare function hostFetchWait(handle: i32): i64;
+
+// @ts-ignore: decorator
+@external("hive", "kv")
+declare function hostKv(ptr: usize, len: usize): i64;
+
+// @ts-ignore: decorator
+@external("hive", "result_read")
+declare function hostResultRead(handle: i32, ptr: usize, len: usize): i32;
+
+export const MAX_FETCH_HEADERS: i32 = 256;
+// AssemblyScript's allocator refuses blocks this large (and aborts on a failed one): a longer result is
+// out_of_memory before anything is allocated.
+const MAX_RESULT: u32 = (1 << 30) - 64;
+
+/** Why a fetch or KV call failed: a stable snake_case code, the host's (`host_not_allowed`, `timeout`,
+ * `quota_exceeded`, ...; docs/abi.md) or the SDK's own (`too_many_pending`, `unknown_handle`,
+ * `invalid_argument`, `out_of_memory`, `invalid_result`), and a message. */
+export class IoError {
+  constructor(
+    public code: string,
+    public message: string,
+  ) {}
+}
+
+function invalidResult(): IoError {
+  return new IoError("invalid_result", "the host sent a malformed result record");
+}
+
+function tooManyPending(): IoError {
+  return new IoError("too_many_pending", "64 results are not read yet: wait for some first");
+}
+
+/** A result record copied out of the host (unmanaged memory: free it with heap.free). */
+class RawResult {
+  ptr: usize = 0;
+  len: usize = 0;
+  error: IoError | null = null;
+}
+
+function takeResult(handle: i32, len: u32): RawResult {
+  const out = new RawResult();
+  if (handle < 1) {
+    out.error = invalidResult();
+    return out;
+  }
+  if (len < 4 || len > MAX_RESULT) {
+    hostResultRead(handle, 0, 0); // frees the host's slot
+    out.error = len < 4 ? invalidResult() : new IoError("out_of_memory", "no memory for the host's result");
+    return out;
+  }
+  const buf = heap.alloc(<usize>len);
+  const n = hostResultRead(handle, buf, <usize>len);
+  if (n < 0 || <u32>n != len) {
+    heap.free(buf);
+    out.error = n < 0 ? new IoError("unknown_handle", "the host has no result for this handle") : invalidResult();
+    return out;
+  }
+  out.ptr = buf;
+  out.len = <usize>len;
+  return out;
+}
+
+/** Reads the result's kind: a reader after it for an ok result; null with `raw.error` set otherwise. */
+function resultReader(raw: RawResult): EnvelopeReader | null {
+  if (raw.error !== null) return null;
+  const r = new EnvelopeReader(raw.ptr, raw.len);
+  const kind = r.u32();
+  if (r.ok && kind == 0) return r;
+  if (r.ok && kind == 1) {
+    const code = r.text();
+    const message = r.text();
+    if (r.ok && r.pos == r.len && code.length > 0) {
+      raw.error = new IoError(code, message);
+      return null;
+    }
+  }
+  raw.error = invalidResult();
+  return null;
+}
+
+function packedHandle(packed: i64): i32 {
+  return packed < 0 ? -1 : <i32>(<u64>packed >> 32);
+}
+
+/** Builds a host-call record in unmanaged memory. */
+class RecordWriter {
+  parts: ArrayBuffer[] = [];
+  size: usize = 0;
+
+  field(data: ArrayBuffer): void {
+    this.u32(<u32>data.byteLength);
+    this.parts.push(data);
+    this.size += <usize>data.byteLength;
+  }
+
+  fieldBytes(data: Uint8Array): void {
+    this.field(data.slice().buffer);
+  }
+
+  u32(v: u32): void {
+    const b = new ArrayBuffer(4);
+    store<u32>(changetype<usize>(b), v);
+    this.parts.push(b);
+    this.size += 4;
+  }
+
+  u64(v: u64): void {
+    const b = new ArrayBuffer(8);
+    store<u64>(changetype<usize>(b), v);
+    this.parts.push(b);
+    this.size += 8;
+  }
+
+  /** The record (heap.alloc'd; the caller frees it) and its length in `size`. */
+  build(): usize {
+    const out = heap.alloc(this.size > 0 ? this.size : 1);
+    let p = out;
+    for (let i = 0; i < this.parts.length; i++) {
+      const part = unchecked(this.parts[i]);
+      memory.copy(p, changetype<usize>(part), <usize>part.byteLength);
+      p += <usize>part.byteLength;
+    }
+    return out;
+  }
+}
+
+/** What `fetch` sends besides the URL; every field is optional in an object literal. */
+export class RequestInit {
+  method: string = "GET";
+  /** At most 256; sent as given, repeated names included. */
+  headers: Headers | null = null;
+  /** The body as text (UTF-8), or ... */
+  body: string | null = null;
+  /** ... as bytes (these win when both are set). */
+  bytes: Uint8Array | null = null;
+}
+
+/** An upstream's response, or the `error` that kept it from coming (then `status` is 0). */
+export class FetchResponse {
+  /** Which request this answers (see `fetchWaitAny`). */
+  handle: i32 = 0;
+  status: i32 = 0;
+  /** As the upstream sent them, in order. */
+  headers: Headers = new Headers();
+  error: IoError | null = null;
+  private data: Uint8Array = new Uint8Array(0);
+
+  /** True for a 2xx response. */
+  get ok(): bool {
+    return this.error === null && this.status >= 200 && this.status < 300;
+  }
+
+  /** The body bytes. */
+  bytes(): Uint8Array {
+    return this.data;
+  }
+
+  /** The body decoded as UTF-8 (ill-formed sequences become U+FFFD). */
+  text(): string {
+    return decodeUtf8(this.data.dataStart, <usize>this.data.length);
+  }
+
+  /** The body parsed into `T` by json-as, or null when it is not valid JSON (valid JSON of another
+   * shape than `T` aborts inside json-as, as `Request.json` does). */
+  json<T>(): T | null {
+    const text = this.text();
+    if (!validateJSON(text)) return null;
+    return JSON.parse<T>(text);
+  }
+
+  static failed(handle: i32, error: IoError): FetchResponse {
+    const res = new FetchResponse();
+    res.handle = handle;
+    res.error = error;
+    return res;
+  }
+
+  /** Decodes a fetch result record, every length checked; frees it. */
+  static decode(handle: i32, raw: RawResult): FetchResponse {
+    const r = resultReader(raw);
+    const res = FetchResponse.decodeFrom(handle, r, raw);
+    if (raw.ptr != 0) heap.free(raw.ptr);
+    return res;
+  }
+
+  private static decodeFrom(handle: i32, r: EnvelopeReader | null, raw: RawResult): FetchResponse {
+    if (r === null) return FetchResponse.failed(handle, raw.error!);
+    const res = new FetchResponse();
+    res.handle = handle;
+    const status = r.u32();
+    const count = <usize>r.u32();
+    // Each header takes at least 8 bytes, so a lying count can't ask for a huge array.
+    if (!r.ok || status > <u32>i32.MAX_VALUE || count > (r.len - r.pos) / 8) return FetchResponse.failed(handle, invalidResult());
+    for (let i: usize = 0; i < count; i++) {
+      const name = r.text();
+      const value = r.text();
+      if (!r.ok) return FetchResponse.failed(handle, invalidResult());
+      res.headers.entries.push(new Header(name, value));
+    }
+    const at = r.field();
+    if (!r.ok || r.pos != r.len) return FetchResponse.failed(handle, invalidResult());
+    const body = new Uint8Array(<i32>r.last);
+    memory.copy(body.dataStart, r.ptr + at, r.last);
+    res.status = <i32>status;
+    res.data = body;
+    return res;
+  }
+}
+
+/** A started fetch: `wait()` for its response (before the handler returns; an unread result is dropped
+ * then, and counts against the 64 a guest may hold). `error` is set when it could not start. */
+export class PendingFetch {
+  constructor(
+    public handle: i32,
+    public error: IoError | null,
+  ) {}
+
+  /** Blocks until the response is in. */
+  wait(): FetchResponse {
+    const e = this.error;
+    if (e !== null) return FetchResponse.failed(0, e);
+    return waitHandle(this.handle);
+  }
+}
+
+function waitHandle(handle: i32): FetchResponse {
+  const packed = hostFetchWait(handle);
+  const got = packedHandle(packed);
+  if (got < 0) return FetchResponse.failed(handle, new IoError("unknown_handle", "no such pending fetch"));
+  if (got < 1 || (handle != 0 && got != handle)) return FetchResponse.failed(handle, invalidResult());
+  return FetchResponse.decode(got, takeResult(got, <u32>packed));
+}
+
+function fetchRecord(url: string, init: RequestInit | null): RecordWriter | null {
+  const w = new RecordWriter();
+  let method = "GET";
+  let headers: Header[] = [];
+  let body = new ArrayBuffer(0);
+  if (init !== null) {
+    if (init.method.length > 0) method = init.method;
+    const h = init.headers;
+    if (h !== null) headers = h.entries;
+    const bytes = init.bytes;
+    const text = init.body;
+    if (bytes !== null) body = bytes.slice().buffer;
+    else if (text !== null) body = utf8(text);
+  }
+  if (headers.length > MAX_FETCH_HEADERS) return null;
+  w.field(utf8(method));
+  w.field(utf8(url));
+  w.u32(<u32>headers.length);
+  for (let i = 0; i < headers.length; i++) {
+    const h = unchecked(headers[i]);
+    w.field(utf8(h.name));
+    w.field(utf8(h.value));
+  }
+  w.field(body);
+  return w;
+}
+
+/** Starts an outbound request and returns at once; several started ones run concurrently. */
+export function fetchSend(url: string, init: RequestInit | null = null): PendingFetch {
+  const w = fetchRecord(url, init);
+  if (w === null) return new PendingFetch(0, new IoError("invalid_argument", "a fetch has at most 256 headers"));
+  const record = w.build();
+  const handle = hostFetchSend(record, w.size);
+  heap.free(record);
+  if (handle < 1) return new PendingFetch(0, tooManyPending());
+  return new PendingFetch(handle, null);
+}
+
+/** Blocks until the first of the started, not yet waited-for requests is done (its `handle` matches the
+ * PendingFetch); null when none is pending. */
+export function fetchWaitAny(): FetchResponse | null {
+  const res = waitHandle(0);
+  const e = res.error;
+  if (res.handle == 0 && e !== null && e.code == "unknown_handle") return null;
+  return res;
+}
+
+/** One outbound request to a host the manifest's "allowed_hosts" grants, start to finish. It blocks
+ * this call until the upstream answers (the worker keeps serving others meanwhile):
+ *
+ *     const res = fetch("https://api.example.com/v1/send", { method: "POST", headers: h, body: json });
+ *     if (res.error !== null) return Response.text(res.error!.code, 502);
+ */
+export function fetch(url: string, init: RequestInit | null = null): FetchResponse {
+  return fetchSend(url, init).wait();
+}
+
+export class KvValue {
+  found: bool = false;
+  value: Uint8Array | null = null;
+  error: IoError | null = null;
+
+  /** The value as UTF-8 text, or null when there is none. */
+  text(): string | null {
+    const v = this.value;
+    return v === null ? null : decodeUtf8(v.dataStart, <usize>v.length);
+  }
+}
+
+export class KvDeleted {
+  deleted: bool = false;
+  error: IoError | null = null;
+}
+
+export class KvNumber {
+  value: i64 = 0;
+  error: IoError | null = null;
+}
+
+/** One page of keys in order; `cursor` is null on the last page, else pass it to the next `list`. */
+export class KvPage {
+  keys: string[] = [];
+  cursor: string | null = null;
+  error: IoError | null = null;
+}
+
+/** Runs one KV operation: the result record, or its error. */
+function kvCall(w: RecordWriter): RawResult {
+  const record = w.build();
+  const packed = hostKv(record, w.size);
+  heap.free(record);
+  const handle = packedHandle(packed);
+  if (handle < 0) {
+    const out = new RawResult();
+    out.error = tooManyPending();
+    return out;
+  }
+  return takeResult(handle, <u32>packed);
+}
+
+function kvOp(code: u32, store: string, key: string): RecordWriter {
+  const w = new RecordWriter();
+  w.u32(code);
+  w.field(utf8(store));
+  w.field(utf8(key));
+  return w;
+}
+
+function release(raw: RawResult): void {
+  if (raw.ptr != 0) heap.free(raw.ptr);
+}
+
+/** Key-value stores the manifest grants by name ("kv": ["default"]): `kv.get(store, key)` and so on. Keys
+ * are strings (UTF-8, 1 to 512 bytes); values are strings or bytes (up to 1 MiB). Every call returns its
+ * error as a value (`error`, null on success). */
+export class kv {
+  /** The value of `key` in `store` (`found` false when there is none). */
+  static get(store: string, key: string): KvValue {
+    const raw = kvCall(kvOp(1, store, key));
+    const out = new KvValue();
+    const r = resultReader(raw);
+    if (r !== null) {
+      const found = r.u32();
+      const at = r.field();
+      if (r.ok && found <= 1 && r.pos == r.len) {
+        out.found = found == 1;
+        if (out.found) {
+          const v = new Uint8Array(<i32>r.last);
+          memory.copy(v.dataStart, r.ptr + at, r.last);
+          out.value = v;
+        }
+      } else {
+        raw.error = invalidResult();
+      }
+    }
+    out.error = raw.error;
+    release(raw);
+    return out;
+  }
+
+  /** Sets `key` to the UTF-8 bytes of `value`; `ttlMs` > 0 expires it after that many milliseconds. */
+  static set(store: string, key: string, value: string, ttlMs: u64 = 0): IoError | null {
+    return kv.setBytes(store, key, Uint8Array.wrap(utf8(value)), ttlMs);
+  }
+
+  /** Sets `key` to `value`; `ttlMs` > 0 expires it after that many milliseconds. */
+  static setBytes(store: string, key: string, value: Uint8Array, ttlMs: u64 = 0): IoError | null {
+    const w = kvOp(2, store, key);
+    w.fieldBytes(value);
+    w.u64(ttlMs);
+    const raw = kvCall(w);
+    const r = resultReader(raw);
+    if (r !== null && r.pos != r.len) raw.error = invalidResult();
+    release(raw);
+    return raw.error;
+  }
+
+  /** Deletes `key`; `deleted` says whether it existed. */
+  static delete(store: string, key: string): KvDeleted {
+    const raw = kvCall(kvOp(3, store, key));
+    const out = new KvDeleted();
+    const r = resultReader(raw);
+    if (r !== null) {
+      const deleted = r.u32();
+      if (r.ok && deleted <= 1 && r.pos == r.len) out.deleted = deleted == 1;
+      else raw.error = invalidResult();
+    }
+    out.error = raw.error;
+    release(raw);
+    return out;
+  }
+
+  /** Up to `limit` (1 to 1000) keys that start with `prefix` (may be empty), in order, from `cursor`
+   * (null: the start). */
+  static list(store: string, prefix: string, cursor: string | null = null, limit: u32 = 100): KvPage {
+    const w = kvOp(4, store, prefix);
+    w.field(cursor !== null ? utf8(cursor) : new ArrayBuffer(0));
+    w.u32(limit);
+    const raw = kvCall(w);
+    const out = new KvPage();
+    const r = resultReader(raw);
+    if (r !== null) {
+      const count = <usize>r.u32();
+      // Each key takes at least 4 bytes, so a lying count can't ask for a huge array.
+      if (r.ok && count <= (r.len - r.pos) / 4) {
+        const keys = new Array<string>();
+        for (let i: usize = 0; i < count && r.ok; i++) keys.push(r.text());
+        const next = r.text();
+        if (r.ok && r.pos == r.len) {
+          out.keys = keys;
+          out.cursor = next.length > 0 ? next : null;
+        } else {
+          raw.error = invalidResult();
+        }
+      } else {
+        raw.error = invalidResult();
+      }
+    }
+    out.error = raw.error;
+    release(raw);
+    return out;
+  }
+
+  /** Adds `delta` to the number at `key` (a missing key counts as 0), atomically; `value` is the new
+   * number. A key it creates expires after `ttlMs` (0: never); an existing key keeps its expiry. */
+  static incr(store: string, key: string, delta: i64 = 1, ttlMs: u64 = 0): KvNumber {
+    const w = kvOp(5, store, key);
+    w.u64(<u64>delta);
+    w.u64(ttlMs);
+    const raw = kvCall(w);
+    const out = new KvNumber();
+    const r = resultReader(raw);
+    if (r !== null) {
+      if (r.len - r.pos == 8) out.value = load<i64>(r.ptr + r.pos);
+      else raw.error = invalidResult();
+    }
+    out.error = raw.error;
+    release(raw);
+    return out;
+  }
 }
 
 // ---- dispatch and the ABI exports --------------------------------------------------------------------
