@@ -839,6 +839,9 @@ EXPORT(hive_handle) int64_t hive_handle(const uint8_t *req, int32_t len) {
         log_pending_exception("Uncaught ", false);
         out = oom ? static_error(500, "out_of_memory", "the function ran out of memory")
                   : static_error(500, "uncaught_exception", "the engine could not dispatch the request");
+    } else if (!JS_IsPromise(p)) { /* answered synchronously */
+        out = encode_response(p);
+        JS_FreeValue(ctx, p);
     } else {
         JSPromiseStateEnum st = settle(p);
         if (st == JS_PROMISE_FULFILLED) {

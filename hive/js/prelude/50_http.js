@@ -4,14 +4,25 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const HTTP_WS = /^[\t\n\r ]+|[\t\n\r ]+$/g;
 const kHeaders = Symbol("headers");
 
+// Names seen before skip the token check (the same few names come with every request).
+const knownNames = new Map();
+// A value of printable ASCII without surrounding whitespace needs no normalizing.
+const PLAIN_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
 function headerName(name) {
   name = String(name);
+  let lower = knownNames.get(name);
+  if (lower !== undefined) return lower;
   if (!TOKEN.test(name)) throw new TypeError(`Header name is not valid: ${JSON.stringify(name)}`);
-  return name.toLowerCase();
+  lower = name.toLowerCase();
+  if (knownNames.size < 512) knownNames.set(name, lower);
+  return lower;
 }
 
 function headerValue(value) {
-  value = String(value).replace(HTTP_WS, "");
+  value = String(value);
+  if (PLAIN_VALUE.test(value)) return value;
+  value = value.replace(HTTP_WS, "");
   if (/[\0\r\n]/.test(value)) throw new TypeError(`Header value is not valid: ${JSON.stringify(value)}`);
   if (/[^\u0000-\u00ff]/.test(value)) throw new TypeError(`Header value is not a ByteString (a character is above U+00FF): ${JSON.stringify(value)}`);
   return value;
@@ -593,7 +604,11 @@ class Request {
   }
   get method() { return this[kReq].method; }
   get url() { return this[kReq].url; }
-  get headers() { return this[kReq].headers; }
+  get headers() {
+    const r = this[kReq];
+    if (r.headers === null) r.headers = headersFromWire(r.flat); // a server request's, made when first read
+    return r.headers;
+  }
   get signal() {
     const r = this[kReq];
     if (!r.signal) r.signal = new AbortController().signal;
@@ -611,7 +626,7 @@ class Request {
   get duplex() { return "half"; }
   clone() {
     const c = Object.create(Request.prototype);
-    c[kReq] = { ...this[kReq], headers: new Headers(this[kReq].headers) };
+    c[kReq] = { ...this[kReq], headers: new Headers(this.headers) };
     c[kBody] = cloneBody(this, "Request.clone()");
     return c;
   }
@@ -623,7 +638,7 @@ mixBody(Request);
 function serverRequest(method, url, flatHeaders, body) {
   const req = Object.create(Request.prototype);
   req[kReq] = {
-    method, url, headers: headersFromWire(flatHeaders), signal: null, redirect: "follow", credentials: "same-origin",
+    method, url, headers: null, flat: flatHeaders, signal: null, redirect: "follow", credentials: "same-origin",
     mode: "cors", cache: "default", referrer: "about:client", referrerPolicy: "", integrity: "", keepalive: false,
   };
   req[kBody] = bodyState(body);
@@ -636,32 +651,51 @@ const kRes = Symbol("response");
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
 
-class Response {
-  constructor(body = null, init = {}) {
-    init = init ?? {};
-    const status = init.status === undefined ? 200 : Number(init.status);
-    if (!Number.isInteger(status) || status < 200 || status > 599) {
-      throw new RangeError(`The status provided (${init.status}) is outside the range [200, 599].`);
+function setDefaultType(headers, type) {
+  const list = headers[kHeaders];
+  if (list.length === 0 || !headers.has("content-type")) list.push(["content-type", type]);
+}
+
+// The Response constructor's steps; `type` (Response.json's) replaces the body's own content-type.
+function initResponse(res, body, init, type) {
+  let status = 200;
+  let statusText = "";
+  let headers;
+  if (init === undefined || init === null) {
+    headers = new Headers();
+  } else {
+    if (init.status !== undefined) {
+      status = Number(init.status);
+      if (!Number.isInteger(status) || status < 200 || status > 599) {
+        throw new RangeError(`The status provided (${init.status}) is outside the range [200, 599].`);
+      }
     }
-    const statusText = init.statusText === undefined ? "" : String(init.statusText);
-    if (/[\r\n]/.test(statusText)) throw new TypeError("Response: the statusText has a line break");
-    const headers = new Headers(init.headers);
-    let state = bodyState(null);
-    if (body !== null && body !== undefined) {
-      if (NULL_BODY_STATUS.has(status)) throw new TypeError(`Response with null body status (${status}) cannot have body`);
-      const ex = extractBody(body);
-      state = bodyState(ex.src);
-      if (ex.type && !headers.has("content-type")) headers.set("content-type", ex.type);
+    if (init.statusText !== undefined) {
+      statusText = String(init.statusText);
+      if (/[\r\n]/.test(statusText)) throw new TypeError("Response: the statusText has a line break");
     }
-    this[kRes] = { status, statusText, headers, type: "default", url: "", redirected: false };
-    this[kBody] = state;
+    headers = new Headers(init.headers);
   }
-  static json(data, init = {}) {
+  let src = null;
+  if (body !== null && body !== undefined) {
+    if (NULL_BODY_STATUS.has(status)) throw new TypeError(`Response with null body status (${status}) cannot have body`);
+    const ex = extractBody(body);
+    src = ex.src;
+    if (type || ex.type) setDefaultType(headers, type || ex.type);
+  }
+  res[kRes] = { status, statusText, headers, type: "default", url: "", redirected: false };
+  res[kBody] = bodyState(src);
+  return res;
+}
+
+class Response {
+  constructor(body = null, init = undefined) {
+    initResponse(this, body, init, null);
+  }
+  static json(data, init = undefined) {
     const text = JSON.stringify(data);
     if (text === undefined) throw new TypeError("Response.json: the data is not JSON-serializable");
-    const headers = new Headers(init?.headers);
-    if (!headers.has("content-type")) headers.set("content-type", "application/json");
-    return new Response(text, { ...init, headers });
+    return initResponse(Object.create(Response.prototype), text, init, "application/json");
   }
   static redirect(url, status = 302) {
     if (!REDIRECT_STATUS.has(status)) throw new RangeError(`Response.redirect: ${status} is not a redirect status`);
@@ -690,14 +724,15 @@ class Response {
 }
 mixBody(Response);
 
-// [status, [name, value, ...], body (string | Uint8Array | null)] for glue.c's response envelope.
-async function responseToWire(res) {
+// [status, [name, value, ...], body (string | Uint8Array | null)] for glue.c's response envelope;
+// a promise of it only when the body is a stream.
+function responseToWire(res) {
   const r = res[kRes];
   const b = res[kBody];
-  let body = b.src;
+  const body = b.src;
   if (b.used || (body instanceof ReadableStream && body[kStream].disturbed)) throw new TypeError("the handler returned a Response whose body was already read");
-  if (body instanceof ReadableStream) body = await readAll(body);
   b.used = true;
+  if (body instanceof ReadableStream) return readAll(body).then((bytes) => [r.status, headersToWire(r.headers), bytes]);
   return [r.status, headersToWire(r.headers), body];
 }
 

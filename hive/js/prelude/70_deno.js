@@ -124,17 +124,22 @@ function describe(v) {
   return typeof v === "object" ? `a ${ctorName(v) || "object"}` : `a ${typeof v}`;
 }
 
-async function run(req, info) {
-  let res;
-  try {
-    res = await handler(req, info);
-  } catch (e) {
-    if (!onError) throw e;
-    res = await onError(e);
-  }
+function toWire(res) {
   if (!(res instanceof Response)) throw new HandlerError(`the handler must return a Response (or a promise of one), not ${describe(res)}`);
   if (res.type === "error") throw new HandlerError("the handler returned Response.error()");
-  return responseToWire(res);
+  const wire = responseToWire(res);
+  return waitList.length ? Promise.resolve(wire).then(drainWaitUntil) : wire;
+}
+
+function onFailure(e) {
+  if (onError) {
+    const handle = onError;
+    return Promise.resolve()
+      .then(() => handle(e))
+      .then(toWire, (e2) => drainWaitUntil(failure(e2)));
+  }
+  const wire = failure(e);
+  return waitList.length ? drainWaitUntil(wire) : wire;
 }
 
 async function drainWaitUntil(wire) {
@@ -173,16 +178,40 @@ function remoteAddr(flat) {
   return "127.0.0.1";
 }
 
+// The wire response, or a promise of it: a handler that answers synchronously costs no microtasks.
 api.dispatch = (method, path, query, flat, body) => {
   let req;
   try {
     req = serverRequest(method, requestUrl(path, query, flat), flat, body);
   } catch (e) {
-    return Promise.resolve(failure(e));
+    return failure(e);
   }
-  const info = { remoteAddr: { transport: "tcp", hostname: remoteAddr(flat), port: 0 }, completed: Promise.resolve() };
-  return run(req, info).then(undefined, failure).then(drainWaitUntil);
+  let res;
+  try {
+    res = handler(req, connInfo(flat));
+  } catch (e) {
+    return onFailure(e);
+  }
+  if (res !== null && typeof res === "object" && typeof res.then === "function") return Promise.resolve(res).then(toWire, onFailure);
+  try {
+    return toWire(res);
+  } catch (e) {
+    return onFailure(e);
+  }
 };
+
+const COMPLETED = Promise.resolve();
+
+// Deno's second handler argument, its remote address read from the proxy headers when asked for.
+function connInfo(flat) {
+  let addr = null;
+  return {
+    get remoteAddr() {
+      return (addr ??= { transport: "tcp", hostname: remoteAddr(flat), port: 0 });
+    },
+    completed: COMPLETED,
+  };
+}
 
 api.endInvocation = () => {
   timers.clear();
