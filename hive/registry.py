@@ -68,11 +68,12 @@ class Registry:
         # pruned or deleted), so that their compiled artifacts can go too (Sandbox.forget).
         self.on_drop = on_drop
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.keep_versions = max(1, keep_versions)
         try:
-            self.env = lmdb.open(str(path), map_size=map_size_mb << 20, max_dbs=8, subdir=True,
+            # 0600: it holds config values and API keys (py-lmdb's default is 0755, less the umask).
+            self.env = lmdb.open(str(path), map_size=map_size_mb << 20, max_dbs=8, subdir=True, mode=0o600,
                                  readahead=False, max_readers=512)
         except lmdb.Error as e:
             raise RegistryError(f"cannot open registry at {path}: {e}") from e

@@ -9,14 +9,34 @@ import os
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 from hive.auth import ensure_admin_token, take_from_environment
 from hive.settings import load_settings
 
+# Everything the server writes (registry, rate limits, logs, artifacts, metrics, marks) is for its
+# own user only: the registry holds config values and API keys. Workers inherit the umask.
+UMASK = 0o077
+os.umask(UMASK)
+umask = UMASK  # gunicorn's setting, for the files it makes itself (sockets, worker heartbeats)
+
 # Out of the environment before any worker exists; the master keeps it and workers inherit it by fork.
 _settings = load_settings(overrides={"admin_token": take_from_environment()})
 _data = _settings.data_path
-_data.mkdir(parents=True, exist_ok=True)  # the pidfile lives here, written before on_starting
+
+
+def private_dir(path: Path) -> bool:
+    """Create `path` 0700, or make it so when it is ours and open to others (an older version, or a
+    mkdir with an ordinary umask, left it 0755). Whether it had to be tightened."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+        return True
+    return False
+
+
+_tightened = private_dir(_data)  # the pidfile lives here, written before on_starting
 
 wsgi_app = "hive.asgi:app"
 worker_class = "workers.worker.HiveWorker"
@@ -51,6 +71,8 @@ def on_starting(server: object) -> None:
     else:
         log.info("admin token: from HIVE_ADMIN_TOKEN")
     log.info("data dir: %s", _data)
+    if _tightened:
+        log.warning("data dir %s was open to other users: it is now 0700", _data)
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
