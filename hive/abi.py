@@ -79,7 +79,7 @@ def encode_response(resp: Response) -> bytes:
     return b"".join(parts)
 
 
-class _Reader:
+class Reader:
     __slots__ = ("buf", "pos", "end")
 
     def __init__(self, buf: bytes | memoryview) -> None:
@@ -94,6 +94,13 @@ class _Reader:
         self.pos += 4
         return v
 
+    def raw(self, n: int, what: str) -> bytes:
+        if self.pos + n > self.end:
+            raise AbiViolation(f"envelope truncated reading {what} at byte {self.pos}")
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
     def bytes(self, what: str, limit: int | None = None, over: type[AbiViolation] = AbiViolation) -> bytes:
         n = self.u32(what + " length")
         if limit is not None and n > limit:
@@ -106,7 +113,7 @@ class _Reader:
 
 
 def decode_request(buf: bytes | memoryview) -> Request:
-    r = _Reader(buf)
+    r = Reader(buf)
     method, path, query = r.bytes("method"), r.bytes("path"), r.bytes("query")
     count = r.u32("header count")
     headers = [(r.bytes("header name"), r.bytes("header value")) for _ in range(count)]
@@ -172,7 +179,7 @@ def _decode_response_fast(buf: bytes, max_body: int) -> Response | None:
 
 
 def _decode_response_checked(buf: bytes | memoryview, max_body: int) -> Response:
-    r = _Reader(buf)
+    r = Reader(buf)
     status = r.u32("status")
     if not 100 <= status <= 599:
         raise AbiViolation(f"status {status} is not an HTTP status (100-599)")

@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         started = time.monotonic()
         hive = service.open_hive(settings or load_settings())
         app.state.hive = hive
+        hive.capabilities.bind(asyncio.get_running_loop())
         log.info("worker %d ready: %d functions warm in %.1f ms", os.getpid(),
                  len(hive.runtime.functions), (time.monotonic() - started) * 1000)
         watcher = asyncio.create_task(service.watch(hive))
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             watcher.cancel()
-            hive.close()
+            await hive.aclose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -126,6 +126,18 @@ class Timeout(GuestError):
     code, status = "timeout", 504
 
 
+class WallTimeout(GuestError):
+    """The whole invocation, waits included, ran past limits.wall_timeout_ms."""
+
+    code, status = "wall_timeout", 504
+
+
+class Overloaded(HiveError):
+    """More invocations of a function than its max_concurrency and queue allow."""
+
+    code, status = "overloaded", 503
+
+
 class FuelExhausted(GuestError):
     code, status = "fuel_exhausted", 504
 

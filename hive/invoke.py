@@ -37,16 +37,22 @@ import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hive import abi
 from hive.errors import ClientGone, HiveError, RateLimited
+from hive.gates import Gates
 from hive.guestthreads import guest_pool
 from hive.httprules import body_too_large, check_content_length, head_error, header, request_id_of
+from hive.jwks import KeysNeeded
+from hive.policy import CLAIMS_HEADER, claims_header
 from hive.ratelimit import RateLimiter, retry_after
 from hive.render import Reply, error_reply, guest_reply, internal_error_reply
 from hive.runtime import Loaded, Runtime
 from hive.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from hive.capabilities import Capabilities
 
 OFFLOAD_AFTER_MS = 2.0  # a call that uses more CPU than this moves its function off the event loop
 RETURN_AFTER_FAST_CALLS = 200  # consecutive calls under a quarter of that bring it back
@@ -55,6 +61,7 @@ RETURN_AFTER_FAST_CALLS = 200  # consecutive calls under a quarter of that bring
 # the thread waits for the core or the GIL (so contention a burning neighbour causes never makes a
 # quick function look long).
 _thread_time_ns = time.thread_time_ns
+_CLAIMS = CLAIMS_HEADER.encode()
 
 
 class _HeaderMap(Mapping[str, str]):
@@ -79,7 +86,7 @@ class Invocation:
     """One request for a function. `reply` is set as soon as the outcome is known."""
 
     __slots__ = ("invoker", "method", "path", "query", "headers", "request_id", "loaded", "chunks", "size",
-                 "reply")
+                 "reply", "claims", "keys_needed", "started")
 
     def __init__(self, invoker: Invoker, method: bytes, path: bytes, query: bytes, headers: abi.Headers) -> None:
         self.invoker = invoker
@@ -92,6 +99,9 @@ class Invocation:
         self.chunks: list[bytes] = []
         self.size = 0
         self.reply: Reply | None = None
+        self.claims: bytes | None = None  # the verified JWT claims, for the x-hive-auth-claims header
+        self.keys_needed: KeysNeeded | None = None  # admission waits for a JWKS fetch
+        self.started = time.monotonic()
 
     def feed(self, chunk: bytes) -> bool:
         """Add body bytes. False once the invocation has its answer: the transport drops the rest."""
@@ -113,25 +123,43 @@ class Invocation:
             self.refuse(ClientGone("the client disconnected before sending the whole body"))
 
     def finish(self) -> Reply | asyncio.Future[Reply]:
-        """The reply, or a future of it when the guest runs off the event loop. Call it on the loop."""
+        """The reply, or a future of it: the invocation is suspended while its admission waits for keys,
+        while it waits for a slot, or while its guest runs on a guest thread. Call it on the loop."""
         if self.reply is not None:
             return self.reply
+        if self.keys_needed is not None:
+            return asyncio.ensure_future(self._admit_then_run())
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
         invoker = self.invoker
         loaded = self.loaded
         assert loaded is not None
+        if loaded.does_io:  # it may wait on fetch or KV: never on the loop
+            return invoker.gates.enter(self, body)
         if loaded.name in invoker._offloaded:  # a function seen to run long: off the event loop
             return invoker.in_guest_thread(self.run, body)
         return self.run(body)
 
-    def run(self, body: bytes) -> Reply:
+    async def _admit_then_run(self) -> Reply:
+        need, self.keys_needed = self.keys_needed, None
+        loaded = self.loaded
+        assert need is not None and loaded is not None
+        await loaded.auth.refresh(need)
+        try:
+            self.invoker.authorize(self, loaded)
+        except HiveError as e:  # a second KeysNeeded is an outage: JwksUnavailable's 503
+            self.refuse(e)
+        r = self.finish()
+        return r if isinstance(r, Reply) else await r
+
+    def run(self, body: bytes, io: object = None) -> Reply:
         """Call the guest; on the loop or on a guest thread."""
         loaded = self.loaded
         assert loaded is not None
         try:
-            resp = self.invoker.call(loaded, self.method, self.path, self.query, self.headers, body, self.request_id)
+            resp = self.invoker.call(loaded, self.method, self.path, self.query, self.headers, body, self.request_id,
+                                     self.claims, io)
         except HiveError as e:
             self.reply = error_reply(e, self.method.decode("latin-1"), self.path.decode("latin-1"))
         except Exception:
@@ -149,7 +177,7 @@ class Invocation:
 
 class Invoker:
     def __init__(self, runtime: Runtime, limiter: RateLimiter, telemetry: Telemetry,
-                 admin_token: str | None = None) -> None:
+                 admin_token: str | None = None, capabilities: Capabilities | None = None) -> None:
         self.runtime = runtime
         self.limiter = limiter
         self.telemetry = telemetry
@@ -161,6 +189,7 @@ class Invoker:
         self._offloaded: dict[str, int] = {}  # function -> fast calls in a row since it went off the loop
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.gates = Gates(self, capabilities, s.io_threads)
 
     def begin(self, name: str, method: bytes, path: bytes, query: bytes, headers: abi.Headers,
               http_11: bool = True) -> Invocation:
@@ -172,9 +201,16 @@ class Invoker:
         if err is not None:
             inv.refuse(err)
             return inv
-        inv.request_id = request_id = request_id_of(header(headers, b"x-request-id"))
+        inv.request_id = request_id_of(header(headers, b"x-request-id"))
         try:
-            loaded = inv.loaded = self.admit(name, headers, request_id)
+            rt = self.runtime
+            rt.sync()  # one key read; makes a deploy visible to the next request on every worker
+            loaded = inv.loaded = rt.lookup(name)
+            try:
+                self.authorize(inv, loaded)
+            except KeysNeeded as need:  # finish() fetches the keys, then admits
+                inv.keys_needed = need
+                return inv
             check_content_length(header(headers, b"content-length"), loaded.max_request_bytes, "request body")
         except HiveError as e:
             if inv.loaded is None:
@@ -185,23 +221,27 @@ class Invoker:
             inv.reply = internal_error_reply(method.decode("latin-1"), path.decode("latin-1"))
         return inv
 
+    def authorize(self, inv: Invocation, loaded: Loaded) -> None:
+        """The caller's credentials and the function's rate limit; raises the refusal."""
+        if not loaded.auth.public:
+            claims = loaded.auth.check(_HeaderMap(inv.headers))
+            if claims is not None:
+                inv.claims = claims_header(claims)
+        if loaded.rate is not None:
+            wait = self.limiter.take(loaded.name, *loaded.rate)
+            if wait:
+                raise RateLimited(f"over the rate limit of {loaded.rate[0]:g} requests per second",
+                                  headers={"retry-after": retry_after(wait)})
+
     def admit(self, name: str, headers: abi.Headers | Mapping[str, str], request_id: str = "") -> Loaded:
-        """The function's current version, once the caller passed its auth and rate limit."""
-        rt = self.runtime
-        rt.sync()  # one key read; makes a deploy visible to the next request on every worker
-        loaded = rt.lookup(name)
-        try:
-            if not loaded.auth.public:
-                loaded.auth.check(headers if isinstance(headers, Mapping) else _HeaderMap(headers))
-            if loaded.rate is not None:
-                wait = self.limiter.take(loaded.name, *loaded.rate)
-                if wait:
-                    raise RateLimited(f"over the rate limit of {loaded.rate[0]:g} requests per second",
-                                      headers={"retry-after": retry_after(wait)})
-        except HiveError as e:
-            self.rejected(loaded, e, request_id)
-            raise
-        return loaded
+        """The function's current version, once the caller passed its auth and rate limit (for callers
+        outside an invocation: benchmarks and tests)."""
+        raw = headers if isinstance(headers, list) else [(k.encode(), v.encode()) for k, v in headers.items()]
+        inv = self.begin(name, b"POST", b"/", b"", [(b"host", b"local"), *raw])
+        if inv.reply is not None:
+            raise HiveError(inv.reply.body.decode())
+        assert inv.loaded is not None
+        return inv.loaded
 
     def rejected(self, loaded: Loaded, e: HiveError, request_id: str = "") -> None:
         """Count a request refused before the guest ran (auth, rate, body size)."""
@@ -209,9 +249,9 @@ class Invoker:
                                   request_id, e.code)
 
     def call(self, loaded: Loaded, method: bytes, raw_path: bytes, query: bytes, headers: abi.Headers,
-             body: bytes, request_id: str | None = None) -> abi.Response:
-        if self._token:
-            headers = self.without_admin_token(loaded.name, headers)
+             body: bytes, request_id: str | None = None, claims: bytes | None = None,
+             io: object = None) -> abi.Response:
+        headers = self.guest_headers(loaded.name, headers, claims)
         envelope = abi.encode_request(method, raw_path, query, headers, body)
         request_id = request_id or os.urandom(8).hex()
         cpu_started = _thread_time_ns()
@@ -219,7 +259,7 @@ class Invoker:
         rec = loaded.record
         rt = self.runtime
         try:
-            resp, fuel = rt.invoke(loaded, envelope, request_id)
+            resp, fuel = rt.invoke(loaded, envelope, request_id, io)
         except HiveError as e:
             self._observe(rec.name, _thread_time_ns() - cpu_started)
             self.telemetry.invocation(rec.name, rec.version, e.status, started, request_id, e.code,
@@ -227,23 +267,32 @@ class Invoker:
             if rt.needs_refill:
                 self._soon(rt.refill)  # off the request path
             raise
-        self._observe(rec.name, _thread_time_ns() - cpu_started)
+        if not io:
+            self._observe(rec.name, _thread_time_ns() - cpu_started)
+        if rt.needs_refill:
+            self._soon(rt.refill)
         self.telemetry.invocation(rec.name, rec.version, resp.status, started, request_id, None, fuel)
         if fuel is not None:  # the host's figure, never one the guest made up
             resp.headers = [h for h in resp.headers if h[0] != b"x-hive-fuel-used"]
             resp.headers.append((b"x-hive-fuel-used", str(fuel).encode()))
         return resp
 
-    def without_admin_token(self, name: str, headers: abi.Headers) -> abi.Headers:
-        """The headers a guest may see: any header carrying the admin token (Authorization: Bearer
-        from a CLI or script, or any other) is dropped, and counted: a guest that saw it would
-        control the server."""
+    def guest_headers(self, name: str, headers: abi.Headers, claims: bytes | None) -> abi.Headers:
+        """The headers a guest may see. Dropped: any header carrying the admin token (a guest that saw it
+        would control the server; counted), and a client's x-hive-auth-claims (only the host's, from
+        a verified JWT, is added). One pass, no copy in the common case."""
         token = self._token
-        for _, v in headers:
-            if token in v:
-                self.telemetry.m.admin_token_stripped.labels(name).inc()
-                return [(k, v) for k, v in headers if token not in v]
-        return headers
+        for k, v in headers:
+            if k == _CLAIMS or (token and token in v):
+                break
+        else:
+            return headers if claims is None else [*headers, (_CLAIMS, claims)]
+        if token and any(token in v for _, v in headers):
+            self.telemetry.m.admin_token_stripped.labels(name).inc()
+        kept = [(k, v) for k, v in headers if k != _CLAIMS and not (token and token in v)]
+        if claims is not None:
+            kept.append((_CLAIMS, claims))
+        return kept
 
     # --- long-running functions, off the event loop ---
 
@@ -281,7 +330,8 @@ class Invoker:
             self._loop.call_soon_threadsafe(fn)
 
     def close(self) -> None:
-        """Wait for guest calls running in the thread pool, and stop it."""
+        """Wait for guest calls running in the thread pools, and stop them."""
+        self.gates.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

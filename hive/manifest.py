@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hive.errors import InvalidManifest, InvalidName
+from hive.errors import HiveError, InvalidManifest, InvalidName
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 RESERVED_NAMES = frozenset({"deploy"})
@@ -40,12 +40,27 @@ def validate_name(name: Any) -> str:
     return name
 
 
-class Limits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class FetchLimitsSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """limits.fetch: outbound HTTP per invocation (defaults in hive.outbound.FetchLimits)."""
+
+    max_requests: int | None = None
+    max_concurrent: int | None = None
+    connect_timeout_ms: int | None = None
     timeout_ms: int | None = None
+    max_response_bytes: int | None = None
+    max_request_bytes: int | None = None
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    timeout_ms: int | None = None  # guest execution time per invocation (waiting on I/O does not count)
     memory_mb: int | None = None
     max_request_bytes: int | None = None
     max_response_bytes: int | None = None
     fuel: int | None = None  # instructions-ish budget per invocation; None: no fuel accounting
+    wall_timeout_ms: int | None = None  # the whole invocation, waits included
+    max_concurrency: int | None = None  # invocations in flight per worker (functions with I/O)
+    max_queue: int | None = None  # invocations waiting for one of those slots, then 503 overloaded
+    fetch: FetchLimitsSpec | None = None
 
 
 class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,6 +92,9 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, str] = msgspec.field(default_factory=dict)
     rate_limit: RateLimit | None = None
     auth: Auth = msgspec.field(default_factory=Auth)
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)  # outbound fetch: default deny
+    kv: list[str] = msgspec.field(default_factory=list)  # KV stores granted by name
+    isolation: str = "warm"  # warm: instances are reused between requests; request: a fresh one each time
 
     def allowed_wasi_imports(self) -> frozenset[str]:
         names = set(WASI_GROUPS["process"])
@@ -88,8 +106,17 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
         """What list output may show: never config values, keys or secrets."""
         lim = {k: v for k, v in msgspec.structs.asdict(self.limits).items() if v is not None}
         rate = None if self.rate_limit is None else {"rps": self.rate_limit.rps, "burst": burst_of(self.rate_limit)}
+        if self.limits.fetch is not None:
+            lim["fetch"] = msgspec.structs.asdict(self.limits.fetch)
+            lim["fetch"] = {k: v for k, v in lim["fetch"].items() if v is not None}
         return {"limits": lim, "wasi": self.wasi, "config_keys": sorted(self.config), "rate_limit": rate,
-                "auth": self.auth.mode}
+                "auth": self.auth.mode, "allowed_hosts": self.allowed_hosts, "kv": self.kv,
+                "isolation": self.isolation}
+
+    @property
+    def does_io(self) -> bool:
+        """Whether its calls may block on I/O (they then run on guest threads, never on the event loop)."""
+        return bool(self.allowed_hosts or self.kv)
 
 
 def burst_of(rate: RateLimit) -> int:
@@ -102,7 +129,19 @@ _LIMIT_RANGES = {
     "max_request_bytes": (0, 1 << 30),
     "max_response_bytes": (0, 1 << 30),
     "fuel": (1, 1 << 62),
+    "wall_timeout_ms": (1, 300_000),
+    "max_concurrency": (1, 4096),
+    "max_queue": (0, 100_000),
 }
+_FETCH_RANGES = {
+    "max_requests": (0, 10_000),
+    "max_concurrent": (1, 256),
+    "connect_timeout_ms": (1, 60_000),
+    "timeout_ms": (1, 300_000),
+    "max_response_bytes": (0, 1 << 30),
+    "max_request_bytes": (0, 1 << 30),
+}
+ISOLATION_MODES = ("warm", "request")
 AUTH_MODES = ("public", "api_key", "jwt")
 
 
@@ -119,6 +158,14 @@ def parse_manifest(raw: bytes | str | None) -> Manifest:
         v = getattr(m.limits, key)
         if v is not None and not lo <= v <= hi:
             raise InvalidManifest(f"limits.{key} must be between {lo} and {hi}, got {v}")
+    if m.limits.fetch is not None:
+        for key, (lo, hi) in _FETCH_RANGES.items():
+            v = getattr(m.limits.fetch, key)
+            if v is not None and not lo <= v <= hi:
+                raise InvalidManifest(f"limits.fetch.{key} must be between {lo} and {hi}, got {v}")
+    if m.isolation not in ISOLATION_MODES:
+        raise InvalidManifest(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {m.isolation!r}")
+    _check_grants(m)
     unknown = [g for g in m.wasi if g not in WASI_GROUPS]
     if unknown:
         raise InvalidManifest(f"unknown WASI capability {unknown[0]!r}; known: {', '.join(WASI_GROUPS)}")
@@ -130,6 +177,18 @@ def parse_manifest(raw: bytes | str | None) -> Manifest:
             raise InvalidManifest("rate_limit needs rps in (0, 1000000] and burst >= 1")
     _check_auth(m.auth)
     return m
+
+
+def _check_grants(m: Manifest) -> None:
+    from hive.kv import check_store
+    from hive.outbound import parse_allowed_hosts
+
+    parse_allowed_hosts(m.allowed_hosts)  # InvalidManifest naming the entry and the accepted form
+    for store in m.kv:
+        try:
+            check_store(store)
+        except HiveError as e:
+            raise InvalidManifest(f"kv: {e.message}") from None
 
 
 def _check_auth(auth: Auth) -> None:

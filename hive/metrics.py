@@ -36,6 +36,8 @@ class Metrics:
     warm: Gauge
     rss: Gauge
     admin_token_stripped: Counter
+    outbound: Counter
+    outbound_duration: Histogram
 
 
 @lru_cache(maxsize=1)
@@ -50,6 +52,10 @@ def metrics() -> Metrics:
         deploys=Counter("hive_deploys", "Deploys and rollbacks by function", ["function", "kind"]),
         warm=Gauge("hive_warm_instances", "Warm guest instances", multiprocess_mode="livesum"),
         rss=Gauge("hive_worker_rss_bytes", "Resident memory of each worker", ["worker"], multiprocess_mode="liveall"),
+        outbound=Counter("hive_outbound_requests", "Outbound fetch requests by function, host and status "
+                         "(the refusal code when there was no response)", ["function", "host", "status"]),
+        outbound_duration=Histogram("hive_outbound_duration_seconds", "Time of each outbound fetch hop",
+                                    ["function"], buckets=BUCKETS),
         admin_token_stripped=Counter("hive_admin_token_stripped", "Invoke requests whose Authorization header carried "
                                      "the admin token, removed before the guest saw it", ["function"]),
     )

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hive import abi
+from hive.capabilities import fetch_limits, rules_of
 from hive.errors import FunctionNotFound, GuestError
 from hive.manifest import Manifest, burst_of
+from hive.outbound import FetchLimits, HostRule
 from hive.policy import InvokeAuth
 from hive.registry import Registry, VersionRecord
 from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox
@@ -46,6 +48,14 @@ class Loaded:
     max_request_bytes: int
     auth: InvokeAuth
     rate: tuple[float, int] | None  # (rps, burst), shared by every worker
+    rules: tuple[HostRule, ...] = ()  # allowed_hosts, parsed
+    kv_stores: frozenset[str] = frozenset()
+    fetch_limits: FetchLimits = field(default_factory=FetchLimits)
+    wall_timeout_ms: int = 30_000
+    max_concurrency: int = 64
+    max_queue: int = 64
+    does_io: bool = False  # its calls may wait on fetch or KV: they run on guest threads
+    fresh_each_request: bool = False  # isolation = "request"
     idle: list[GuestInstance] = field(default_factory=list)
     retired: bool = False
 
@@ -110,8 +120,13 @@ class Runtime:
         m = rec.manifest
         max_req = m.limits.max_request_bytes
         rate = None if m.rate_limit is None else (m.rate_limit.rps, burst_of(m.rate_limit))
-        loaded = Loaded(rec, compiled, limits_for(m, self.settings),
-                        self.settings.max_request_bytes if max_req is None else max_req, InvokeAuth(m.auth), rate)
+        st = self.settings
+        lim = m.limits
+        loaded = Loaded(rec, compiled, limits_for(m, st), st.max_request_bytes if max_req is None else max_req,
+                        InvokeAuth(m.auth), rate, rules_of(m.allowed_hosts), frozenset(m.kv), fetch_limits(lim.fetch),
+                        lim.wall_timeout_ms or st.wall_timeout_ms, lim.max_concurrency or st.max_concurrency,
+                        st.max_queue if lim.max_queue is None else lim.max_queue, m.does_io,
+                        m.isolation == "request")
         loaded.idle.append(self._instantiate(loaded))  # warm before it serves
         self.loads += 1
         return loaded
@@ -130,20 +145,34 @@ class Runtime:
             raise FunctionNotFound(f"function {name!r} is not deployed")
         return loaded
 
-    def invoke(self, loaded: Loaded, envelope: bytes, request_id: str = "") -> tuple[abi.Response, int | None]:
-        """The guest's response and the fuel it used (None without a fuel budget)."""
-        inst = loaded.idle.pop() if loaded.idle else self._instantiate(loaded)  # cold only after a failure
+    def invoke(self, loaded: Loaded, envelope: bytes, request_id: str = "",
+               io: object = None) -> tuple[abi.Response, int | None]:
+        """The guest's response and the fuel it used (None without a fuel budget). Each call owns the
+        instance it takes until it returns; with concurrent calls (guest threads) more are made."""
+        inst = loaded.idle.pop() if loaded.idle else self._instantiate(loaded)  # cold: a failure, or more calls
         try:
-            resp = inst.call(envelope, request_id)
+            resp = inst.call(envelope, request_id, io)
         except GuestError as e:
             # The store may be in any state: drop it, and warm a fresh one off the request path.
             self._refill.add(loaded.name)
             if inst.fuel_used is not None:
                 e.extra["fuel_used"] = inst.fuel_used
             raise
-        if not loaded.retired:
+        if loaded.fresh_each_request:
+            self._refill.add(loaded.name)  # a fresh instance for the next request, made off its path
+        elif not loaded.retired:
             loaded.idle.append(inst)
         return resp, inst.fuel_used
+
+    def add_instance(self, loaded: Loaded) -> None:
+        """One more warm instance of a function (on a guest thread, for concurrent calls)."""
+        try:
+            inst = self._instantiate(loaded)
+        except GuestError as e:
+            log.warning("could not add an instance of %s: %s", loaded.name, e)
+            return
+        if not loaded.retired:
+            loaded.idle.append(inst)
 
     def warm_count(self) -> int:
         return sum(len(f.idle) for f in self.functions.values())

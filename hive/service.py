@@ -12,18 +12,21 @@ from dataclasses import dataclass
 import psutil
 
 from hive.auth import ensure_admin_token, held_token
+from hive.capabilities import Capabilities
 from hive.errors import GuestError, InvalidModule
 from hive.httprules import request_id_of
 from hive.invoke import Invoker
+from hive.kv.lmdb import LmdbKv
 from hive.logs import FunctionLog
 from hive.manifest import Manifest
 from hive.peers import SyncMarks
 from hive.ratelimit import RateLimiter
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
-from hive.sandbox import GuestContext, GuestInstance, Sandbox, warm_up
+from hive.sandbox import GuestContext, GuestInstance, Sandbox, fastcall, warm_up
 from hive.settings import Settings
 from hive.telemetry import Telemetry
+from hive.telemetry import install as install_telemetry_patch
 
 log = logging.getLogger("hive.app")
 
@@ -40,10 +43,12 @@ class Hive:
     limiter: RateLimiter
     invoker: Invoker
     marks: SyncMarks
+    capabilities: Capabilities
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.marks.remove()
         self.invoker.close()
+        await self.capabilities.aclose()
         self.sandbox.close()
         self.registry.close()
         self.function_log.close()
@@ -60,6 +65,8 @@ def open_hive(settings: Settings) -> Hive:
                         keep_versions=settings.keep_versions)
     sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms)
     function_log = FunctionLog(data / "logs" / "functions.jsonl")
+    install_telemetry_patch()  # both are idempotent; HiveWorker installs them first under gunicorn
+    fastcall.install()
     telemetry = Telemetry(function_log if settings.function_log else None)
     runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
     marks = SyncMarks(data)
@@ -67,7 +74,12 @@ def open_hive(settings: Settings) -> Hive:
     runtime.on_sync = marks.publish
     runtime.sync(force=True)  # every function warm before this worker takes a connection
     limiter = RateLimiter(data / "ratelimit.lmdb")
-    invoker = Invoker(runtime, limiter, telemetry, admin_token=token)
+    # Its own environment: a full KV store can never stop deploys. Commits are not fsynced one by one
+    # (5 ms each here); the watcher syncs every second, and a process crash loses nothing written.
+    kv = LmdbKv(data / "kv.lmdb", map_size_mb=settings.kv_map_size_mb, quota_bytes=settings.kv_quota_mb << 20,
+                sync=False)
+    capabilities = Capabilities(settings, kv, telemetry)
+    invoker = Invoker(runtime, limiter, telemetry, admin_token=token, capabilities=capabilities)
     # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
     try:
         warm_up(sandbox)
@@ -75,7 +87,8 @@ def open_hive(settings: Settings) -> Hive:
         request_id_of(None)
     except Exception:
         log.exception("the call-path warm-up failed; serving anyway")
-    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker, marks)
+    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker, marks,
+                capabilities)
 
 
 async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, int]]:
@@ -138,6 +151,9 @@ async def watch(hive: Hive) -> None:
             m.warm.set(hive.runtime.warm_count())
             if ticks % max(1, int(1 / interval)) == 0:  # about once a second
                 rss.set(proc.memory_info().rss)
+                kv = hive.capabilities.kv
+                kv.purge_expired(limit=1000)
+                kv.sync()
             ticks += 1
         except Exception:
             log.exception("registry sync failed")

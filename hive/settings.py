@@ -52,7 +52,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_headers", int, 100, "most request header fields"),
     Setting("max_url_bytes", int, 8 * 1024, "longest request URL (path and query); longer ones get 414"),
     Setting("body_timeout_s", float, 30.0, "how long a client may take to send a whole request body"),
-    Setting("timeout_ms", int, 100, "default guest time limit per invocation"),
+    Setting("timeout_ms", int, 100, "default guest execution time limit per invocation (waits on I/O excluded)"),
+    Setting("wall_timeout_ms", int, 30_000, "default limit on a whole invocation, waits on I/O included"),
+    Setting("max_concurrency", int, 64, "default invocations in flight per function and worker (functions with I/O)"),
+    Setting("max_queue", int, 64, "default invocations waiting for a slot per function and worker, then 503"),
+    Setting("io_threads", int, 256, "guest threads per worker for functions that wait on fetch or KV"),
+    Setting("outbound_ca_file", _optional_str, None, "extra CA certificates (PEM) that outbound fetch trusts"),
+    Setting("kv_map_size_mb", int, 4096, "LMDB map size of the KV stores (sparse)"),
+    Setting("kv_quota_mb", int, 100, "default quota of each KV store"),
     Setting("memory_mb", int, 128, "default guest memory limit"),
     Setting("epoch_tick_ms", float, 1.0, "granularity of guest time limits"),
     Setting("sync_interval_ms", int, 20, "how often a worker checks the registry for changes in the background"),
@@ -110,6 +117,13 @@ class Settings:
     max_url_bytes: int
     body_timeout_s: float
     timeout_ms: int
+    wall_timeout_ms: int
+    max_concurrency: int
+    max_queue: int
+    io_threads: int
+    outbound_ca_file: str | None
+    kv_map_size_mb: int
+    kv_quota_mb: int
     memory_mb: int
     epoch_tick_ms: float
     sync_interval_ms: int

@@ -162,6 +162,20 @@ class Telemetry:
             with self._log_lock:
                 self.log.write(record)
 
+    def outbound(self, function: str, version: int, request_id: str, r: Any) -> None:
+        """One outbound fetch hop or refusal (a hive.outbound.FetchRecord)."""
+        status = str(r.status) if r.status is not None else (r.code or "error")
+        self.m.outbound.labels(function, r.host or "-", status).inc()
+        self.m.outbound_duration.labels(function).observe(r.ms / 1000)
+        if self.log is not None:
+            record = {"ts": now_iso(), "kind": "outbound", "function": function, "version": version,
+                      "method": r.method, "host": r.host, "status": r.status, "ms": round(r.ms, 2),
+                      "bytes_out": r.bytes_out, "bytes_in": r.bytes_in, "pid": self.pid, "request_id": request_id}
+            if r.code is not None:
+                record["error"] = r.code
+            with self._log_lock:
+                self.log.write(record)
+
     def guest_output(self, function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
         if self.log is not None:
             with self._log_lock:

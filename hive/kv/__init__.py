@@ -131,6 +131,10 @@ class KvBackend(Protocol):
         """Remove up to `limit` expired keys, oldest expiry first; the number removed."""
         ...
 
+    def sync(self) -> None:
+        """Make every commit so far durable (a no-op where each commit already is)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -151,6 +151,10 @@ class LmdbKv:
             self._closed = True
             self.env.close()
 
+    def sync(self) -> None:
+        """Flush commits to disk (with sync=False they reach the OS at once but the disk later)."""
+        self.env.sync(True)
+
     def __enter__(self) -> LmdbKv:
         return self
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from wasmtime import ExitTrap, Func, Memory, Store, Trap, TrapCode, WasmtimeError
@@ -29,7 +32,7 @@ class GuestLimits:
 class GuestInstance:
     __slots__ = ("compiled", "limits", "ctx", "store", "memory", "_alloc", "_free", "_handle",
                  "_ticks", "req_ptr", "req_cap", "calls", "_fuel", "fuel_used", "_fstore", "_fmem", "_falloc",
-                 "_fhandle", "_max_envelope")
+                 "_fhandle", "_max_envelope", "_sandbox", "_segment", "_left_ms")
 
     def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits,
                  ctx: host.GuestContext) -> None:
@@ -37,6 +40,9 @@ class GuestInstance:
         self.limits = limits
         self.ctx = ctx
         self._ticks = sandbox.deadline_ticks(limits.timeout_ms)
+        self._sandbox = sandbox
+        self._segment = 0.0  # when guest execution last resumed (calls with I/O only)
+        self._left_ms = float(limits.timeout_ms)
         store = Store(compiled.engine)
         store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
                          instances=1, tables=4, memories=1)
@@ -71,6 +77,7 @@ class GuestInstance:
         self._fhandle = fastcall.FastFunc(self._fstore, handle, ["i32", "i32"], ["i64"])
         self._max_envelope = limits.max_response_bytes + _ENVELOPE_OVERHEAD
         ctx.memory = self._fmem
+        ctx.waiting = self._waiting
         # The request buffer, now rather than on the first request: hive_alloc runs once here, and
         # its code and the guest's heap are paged in before anyone waits on it.
         with _guest_errors("the warm-up (hive_alloc)"):
@@ -94,17 +101,34 @@ class GuestInstance:
         self.req_ptr, self.req_cap = ptr, cap
         return ptr
 
-    def call(self, envelope: bytes, request_id: str = "") -> abi.Response:
-        """Run one request. Any exception means the instance must be discarded."""
+    @contextlib.contextmanager
+    def _waiting(self, io: object) -> Iterator[None]:
+        """Around a host call that blocks on I/O: the time limit counts guest execution only, so the
+        epoch deadline is set again to what was left of it when the guest resumes."""
+        now = time.monotonic()
+        self._left_ms -= (now - self._segment) * 1000
+        try:
+            yield
+        finally:
+            self._segment = time.monotonic()
+            self._fstore.set_epoch_deadline(self._sandbox.deadline_ticks(max(self._left_ms, 0.0)))
+
+    def call(self, envelope: bytes, request_id: str = "", io: object = None) -> abi.Response:
+        """Run one request (with the invocation's I/O capabilities, if any). Any exception means the
+        instance must be discarded."""
         fstore = self._fstore
         self.calls += 1
         fstore.set_epoch_deadline(self._ticks)
+        if io is not None:
+            self._segment = time.monotonic()
+            self._left_ms = float(self.limits.timeout_ms)
         fuel = self._fuel
         if fuel is not None:
             fstore.set_fuel(fuel)
         ctx = self.ctx
         ctx.begin_call(request_id)
         ctx.memory = self._fmem
+        ctx.io = io
         host.set_current(ctx)
         try:
             n = len(envelope)
@@ -117,6 +141,7 @@ class GuestInstance:
             raise
         finally:
             ctx.end_call()
+            ctx.io = None
             if fuel is not None:
                 self.fuel_used = fuel - fstore.get_fuel()
         packed &= 0xFFFF_FFFF_FFFF_FFFF  # abi.split_packed, inline

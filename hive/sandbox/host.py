@@ -16,12 +16,15 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
 from wasmtime import Caller, FuncType, Linker, Memory, ValType
 
-from hive.errors import GuestExit
+from hive import hostio
+from hive.errors import AbiViolation, GuestExit, WallTimeout
 
 log = logging.getLogger("hive.guest")
 
@@ -54,6 +57,14 @@ class GuestContext:
     # The memory of the instance being called (a hive.sandbox.fastcall.FastMemory), set by
     # GuestInstance before each call; None during instantiation.
     memory: Any = None
+    # The invocation's I/O capabilities (a GuestIO, prepared per call by the layer above), or None:
+    # then every fetch and KV call gives the guest an error result.
+    io: Any = None
+    # Host-call results by handle: bytes, or a concurrent.futures.Future of bytes still pending.
+    slots: dict[int, Any] = field(default_factory=dict)
+    next_handle: int = 1
+    # Set by GuestInstance: wrap a blocking wait so that it does not count as guest execution time.
+    waiting: Any = None
 
     def emit(self, level: int, text: bytes, stream: str) -> None:
         if self.logged >= MAX_LOG_BYTES_PER_CALL or self.lines >= MAX_LOG_LINES_PER_CALL:
@@ -74,6 +85,12 @@ class GuestContext:
         self.logged = self.lines = self.dropped = self.dropped_lines = 0
 
     def end_call(self) -> None:
+        if self.slots:
+            for value in self.slots.values():  # pending fetches of an invocation that is over
+                if isinstance(value, Future):
+                    value.cancel()
+            self.slots.clear()
+        self.next_handle = 1
         for fd, rest in list(self.partial.items()):
             if rest:
                 self.emit(LOG_LEVELS[1 if fd == 1 else 3], rest, "stdout" if fd == 1 else "stderr")
@@ -152,6 +169,98 @@ def hive_log(caller: Caller, level: int, ptr: int, n: int) -> None:
     except _Fault:
         return
     current().emit(LOG_LEVELS[min(max(level, 0), 3)], text, "log")
+
+
+# --- hive.fetch_*, hive.kv, hive.result_read: I/O through the invocation's capabilities ---
+
+MAX_UNREAD_RESULTS = 64
+MAX_RECORD_BYTES = 16 << 20  # a request record: the body limits apply above this too
+# A function granted no I/O runs without an io (so does start-up code): its calls are refused as values.
+_NO_FETCH = ("this function may not fetch: grant hosts with \"allowed_hosts\" in its deploy manifest or "
+             "allowed_hosts in hive.toml [permissions] (start-up code can never fetch)")
+_NO_KV = ("this function was granted no KV store: add it to \"kv\" in its deploy manifest or kv in hive.toml "
+          "[permissions] (start-up code can never use KV)")
+
+
+def _record(caller: Caller, ptr: int, n: int) -> bytes:
+    if n > MAX_RECORD_BYTES:
+        raise AbiViolation(f"a host-call record of {n} bytes (at most {MAX_RECORD_BYTES})")
+    try:
+        return _Mem(caller).read(ptr, n)
+    except _Fault:
+        raise AbiViolation(f"a host-call record at {ptr}+{n} lies outside guest memory") from None
+
+
+def _keep(ctx: GuestContext, value: Any) -> int:
+    h = ctx.next_handle
+    ctx.next_handle += 1
+    ctx.slots[h] = value
+    return h
+
+
+def _packed(h: int, result: bytes) -> int:
+    return (h << 32) | len(result)
+
+
+def fetch_send(caller: Caller, ptr: int, n: int) -> int:
+    ctx = current()
+    if len(ctx.slots) >= MAX_UNREAD_RESULTS:
+        return -1
+    record = _record(caller, ptr, n)
+    io = ctx.io
+    return _keep(ctx, io.fetch_start(record) if io is not None else hostio.error("host_not_allowed", _NO_FETCH))
+
+
+def fetch_wait(caller: Caller, handle: int) -> int:
+    ctx = current()
+    slots = ctx.slots
+    if handle == 0:  # the first of the pending ones to finish
+        pending = {v: h for h, v in slots.items() if isinstance(v, Future)}
+        if not pending:
+            return -1
+        done = [h for f, h in pending.items() if f.done()]
+        if not done:
+            with ctx.waiting(ctx.io):
+                finished, _ = wait_futures(pending, timeout=ctx.io.remaining(), return_when=FIRST_COMPLETED)
+            if not finished:
+                raise WallTimeout(ctx.io.timeout_message())
+            done = [pending[f] for f in finished]
+        handle = min(done)
+    value = slots.get(handle)
+    if value is None:
+        return -1
+    if isinstance(value, Future):
+        if not value.done():
+            with ctx.waiting(ctx.io):
+                wait_futures([value], timeout=ctx.io.remaining())
+            if not value.done():
+                raise WallTimeout(ctx.io.timeout_message())
+        value = slots[handle] = value.result()
+    return _packed(handle, value)
+
+
+def kv(caller: Caller, ptr: int, n: int) -> int:
+    ctx = current()
+    if len(ctx.slots) >= MAX_UNREAD_RESULTS:
+        return -1
+    record = _record(caller, ptr, n)
+    io = ctx.io
+    result = io.kv(record) if io is not None else hostio.error("store_not_granted", _NO_KV)
+    return _packed(_keep(ctx, result), result)
+
+
+def result_read(caller: Caller, handle: int, ptr: int, n: int) -> int:
+    ctx = current()
+    value = ctx.slots.get(handle)
+    if value is None or isinstance(value, Future):
+        return -1
+    data = value[:max(n, 0)]
+    try:
+        _Mem(caller).write(ptr, data)
+    except _Fault:
+        raise AbiViolation(f"result_read into {ptr}+{len(data)}, outside guest memory") from None
+    del ctx.slots[handle]
+    return len(data)
 
 
 # --- WASI ---
@@ -288,6 +397,10 @@ _KINDS = {"i": "i32", "I": "i64"}
 
 HOST_FUNCTIONS: dict[tuple[str, str], tuple[Signature, Callable[..., object]]] = {
     (HIVE, "log"): (("iii", ""), hive_log),
+    (HIVE, "fetch_send"): (("ii", "i"), fetch_send),
+    (HIVE, "fetch_wait"): (("i", "I"), fetch_wait),
+    (HIVE, "kv"): (("ii", "I"), kv),
+    (HIVE, "result_read"): (("iii", "i"), result_read),
     (WASI, "fd_write"): (("iiii", "i"), fd_write),
     (WASI, "fd_read"): (("iiii", "i"), fd_read),
     (WASI, "fd_close"): (("i", "i"), fd_close),

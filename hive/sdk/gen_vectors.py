@@ -51,6 +51,44 @@ def one_header(status: int, name: bytes, value: bytes, body: bytes = b"") -> byt
     return u32(status) + headers_bytes([(name, value)]) + field(body)
 
 
+def u64(n: int) -> bytes:
+    return struct.pack("<Q", n)
+
+
+def i64(n: int) -> bytes:
+    return struct.pack("<q", n)
+
+
+def fetch_request(name: str, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> dict:
+    raw = [(n.encode(), v.encode()) for n, v in headers]
+    rec = field(method.encode()) + field(url.encode()) + headers_bytes(raw) + field(body)
+    return {"name": name, "method": method, "url": url, "headers": [list(h) for h in headers],
+            "body_hex": body.hex(), "record_hex": rec.hex()}
+
+
+def result(name: str, payload: bytes, **fields: object) -> dict:
+    return {"name": name, **fields, "record_hex": (u32(0) + payload).hex()}
+
+
+def error_result(name: str, code: str, message: str) -> dict:
+    return {"name": name, "error": code, "message": message,
+            "record_hex": (u32(1) + field(code.encode()) + field(message.encode())).hex()}
+
+
+def kv_op(name: str, op: str, store: str, key: bytes, **args: object) -> dict:
+    ops = {"get": 1, "set": 2, "delete": 3, "list": 4, "incr": 5}
+    rec = u32(ops[op]) + field(store.encode()) + field(key)
+    if op == "set":
+        rec += field(args["value"]) + u64(args.get("ttl_ms", 0))  # type: ignore[arg-type]
+    elif op == "list":
+        rec += field(args.get("cursor", b"")) + u32(args.get("limit", 100))  # type: ignore[arg-type]
+    elif op == "incr":
+        rec += i64(args.get("delta", 1)) + u64(args.get("ttl_ms", 0))  # type: ignore[arg-type]
+    shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in args.items()}
+    return {"name": name, "op": op, "store": store, "key_hex": key.hex(), **{f"{k}_hex" if isinstance(args[k], bytes)
+            else k: v for k, v in shown.items()}, "record_hex": rec.hex()}
+
+
 def build() -> dict:
     binary = bytes(range(256)) + b"\xff\xfe\x00\xc3\x28"
     requests = [
@@ -132,7 +170,45 @@ def build() -> dict:
                 "header count 2**32-1"),
         invalid("path_length_u32_max", field(b"GET") + u32(0xFFFFFFFF) + b"/", "path length 2**32-1"),
     ]
+    fetch_requests = [
+        fetch_request("get_minimal", "GET", "https://api.example.com/", [], b""),
+        fetch_request("post_json", "POST", "https://api.example.com/v1/send?x=1",
+                      [("content-type", "application/json"), ("authorization", "Bearer sk-test")],
+                      b'{"to":"a@example.com"}'),
+        fetch_request("binary_body_repeated_headers", "PUT", "http://127.0.0.1:8080/upload",
+                      [("x-tag", "one"), ("x-tag", "two")], binary),
+    ]
+    resp = u32(200) + headers_bytes([(b"content-type", b"application/json")]) + field(b'{"ok":true}')
+    results = [
+        result("fetch_ok", resp, status=200, headers=[["content-type", "application/json"]],
+               body_hex=b'{"ok":true}'.hex()),
+        result("fetch_no_body", u32(204) + headers_bytes([]) + field(b""), status=204, headers=[], body_hex=""),
+        error_result("fetch_refused", "host_not_allowed",
+                     "https://evil.example is not in this function's allowed_hosts"),
+        result("kv_get_found", u32(1) + field(b"value-1"), found=True, value_hex=b"value-1".hex()),
+        result("kv_get_missing", u32(0) + field(b""), found=False, value_hex=""),
+        result("kv_set", b""),
+        result("kv_delete", u32(1), deleted=True),
+        result("kv_list", u32(2) + field(b"user:1") + field(b"user:2") + field(b"user:2"),
+               keys_hex=[b"user:1".hex(), b"user:2".hex()], cursor_hex=b"user:2".hex()),
+        result("kv_list_end", u32(0) + field(b""), keys_hex=[], cursor_hex=""),
+        result("kv_incr", i64(-3), value=-3),
+        error_result("kv_quota", "quota_exceeded", "store 'default' is over its quota of 104857600 bytes"),
+    ]
+    kv_ops = [
+        kv_op("get", "get", "default", b"visits"),
+        kv_op("set_ttl", "set", "default", b"rate:EUR", value=b'{"usd":1.08}', ttl_ms=60_000),
+        kv_op("set_binary", "set", "cache", bytes(range(16)), value=binary, ttl_ms=0),
+        kv_op("delete", "delete", "default", b"visits"),
+        kv_op("list_prefix", "list", "default", b"user:", cursor=b"", limit=100),
+        kv_op("list_cursor", "list", "default", b"user:", cursor=b"user:2", limit=2),
+        kv_op("incr", "incr", "default", b"visits", delta=1, ttl_ms=0),
+        kv_op("incr_negative_ttl", "incr", "default", b"quota", delta=-5, ttl_ms=3_600_000),
+    ]
     return {
+        "fetch_requests": fetch_requests,
+        "results": results,
+        "kv_ops": kv_ops,
         "abi_version": 1,
         "about": "Guest ABI v1 test vectors (docs/abi.md). All integers are u32 little-endian. Text fields are "
                  "UTF-8; bodies and envelopes are hex. decoded_headers, when present, is what the host yields "
