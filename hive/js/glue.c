@@ -524,6 +524,7 @@ static int evaluate(JSValue fn, bool is_module) {
         log_pending_exception("Uncaught ", true);
         return oom ? LOAD_OOM : LOAD_THREW;
     }
+    JSModuleDef *m = JS_IsModule(fn) ? (JSModuleDef *)JS_VALUE_GET_PTR(fn) : NULL;
     JSValue v = JS_EvalFunction(ctx, fn); /* takes fn */
     if (JS_IsException(v)) {
         log_pending_exception("Uncaught ", true);
@@ -548,6 +549,22 @@ static int evaluate(JSValue fn, bool is_module) {
     forget_rejection(v); /* reported above already */
     JS_FreeValue(ctx, v);
     report_rejections();
+    if (rc == LOAD_OK && m) { /* `export default { fetch }` serves too, when Deno.serve was not called */
+        JSValue ns = JS_GetModuleNamespace(ctx, m);
+        JSValue adopt = api_fn("adoptExports");
+        if (!JS_IsException(ns) && JS_IsFunction(ctx, adopt)) {
+            JSValue r = JS_Call(ctx, adopt, api, 1, (JSValueConst *)&ns);
+            if (JS_IsException(r)) {
+                log_pending_exception("Uncaught ", true);
+                rc = LOAD_THREW;
+            }
+            JS_FreeValue(ctx, r);
+        } else if (JS_IsException(ns)) {
+            JS_FreeValue(ctx, JS_GetException(ctx));
+        }
+        JS_FreeValue(ctx, adopt);
+        JS_FreeValue(ctx, ns);
+    }
     return rc;
 }
 

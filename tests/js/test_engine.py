@@ -242,6 +242,8 @@ def test_deno_serve_forms_and_on_error(js: Js) -> None:
     assert call(js.instance(forms[1])).body == b"a"
     handled = call(js.instance(forms[2]))
     assert (handled.status, handled.body) == (503, b"handled x")
+    default_export = call(js.instance('export default { fetch: (req) => new Response("default " + req.method) };'), "PUT")
+    assert default_export.body == b"default PUT"
     with pytest.raises(JsLoadError, match="called twice"):
         js.instance('Deno.serve(() => new Response("1")); Deno.serve(() => new Response("2"));')
 

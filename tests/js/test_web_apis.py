@@ -406,7 +406,8 @@ def test_globals_that_exist(ev: GuestInstance) -> None:
     names = ["Deno", "EdgeRuntime", "Request", "Response", "Headers", "URL", "URLSearchParams", "FormData", "Blob", "File",
              "TextEncoder", "TextDecoder", "atob", "btoa", "structuredClone", "queueMicrotask", "setTimeout", "clearTimeout",
              "setInterval", "clearInterval", "AbortController", "AbortSignal", "crypto", "console", "fetch", "performance",
-             "DOMException", "Event", "EventTarget", "ReadableStream", "navigator", "self", "WebSocket"]
+             "DOMException", "Event", "EventTarget", "ReadableStream", "navigator", "self", "WebSocket", "WritableStream",
+             "TransformStream", "TextEncoderStream", "TextDecoderStream"]
     got = run(ev, f"return {json.dumps(names)}.filter((n) => typeof globalThis[n] === 'undefined');")
     assert got == []
 
@@ -414,3 +415,40 @@ def test_globals_that_exist(ev: GuestInstance) -> None:
 def test_websocket_exists_but_cannot_connect(ev: GuestInstance) -> None:
     assert run(ev, "return [typeof WebSocket, WebSocket.OPEN];") == ["function", 1]
     assert "NotSupportedError: WebSocket connections are not available" in error_of(ev, 'new WebSocket("wss://x.test")')
+
+
+def test_streamed_response_written_after_the_handler_returns(js: Js) -> None:
+    inst = js.instance("""
+      Deno.serve(() => {
+        const { readable, writable } = new TransformStream();
+        const writer = writable.getWriter();
+        const enc = new TextEncoder();
+        (async () => {
+          for (const word of ["data: one\\n\\n", "data: two\\n\\n"]) {
+            await new Promise((r) => setTimeout(r, 2));
+            await writer.write(enc.encode(word));
+          }
+          await writer.close();
+        })();
+        return new Response(readable, { headers: { "content-type": "text/event-stream" } });
+      });
+    """)
+    resp = call(inst)
+    assert (resp.status, resp.body) == (200, b"data: one\n\ndata: two\n\n")
+
+
+def test_pipe_through_tee_and_text_streams(ev: GuestInstance) -> None:
+    got = run(ev, """
+      const bytes = new TextEncoder().encode("héllo wörld 🐝");
+      const source = () => new ReadableStream({ start(c) { for (let i = 0; i < bytes.length; i += 3) c.enqueue(bytes.slice(i, i + 3)); c.close(); } });
+      let text = "";
+      for await (const piece of source().pipeThrough(new TextDecoderStream())) text += piece;
+      const upper = source().pipeThrough(new TextDecoderStream()).pipeThrough(new TransformStream({ transform(s, c) { c.enqueue(s.toUpperCase()); } }));
+      let shout = ""; for await (const s of upper) shout += s;
+      const [a, b] = source().tee();
+      const readAll = async (s) => new Uint8Array(await new Response(s).arrayBuffer()).length;
+      const sink = []; await source().pipeTo(new WritableStream({ write(c) { sink.push(c.length); } }));
+      const encoded = await new Response(new Response("abc").body.pipeThrough(new TextDecoderStream()).pipeThrough(new TextEncoderStream())).text();
+      return { text, shout, tee: [await readAll(a), await readAll(b)], sink: sink.reduce((x, y) => x + y, 0), encoded };
+    """)
+    assert got == {"text": "héllo wörld 🐝", "shout": "HÉLLO WÖRLD 🐝", "tee": [18, 18], "sink": 18, "encoded": "abc"}

@@ -219,3 +219,12 @@ api.endInvocation = () => {
 };
 
 api.hasHandler = () => handler !== null;
+
+// A module that exports `default { fetch(req, info) }` (the `deno serve` form) and never called
+// Deno.serve is served by that fetch.
+api.adoptExports = (ns) => {
+  const main = ns.default;
+  if (handler || main === null || typeof main !== "object" || typeof main.fetch !== "function") return;
+  handler = (req, info) => main.fetch(req, info);
+  if (typeof main.onError === "function") onError = (e) => main.onError(e);
+};
