@@ -698,6 +698,23 @@ static JSValue rd_string(reader *r) {
     return s ? JS_NewStringLen(ctx, (const char *)s, n) : JS_UNDEFINED;
 }
 
+/* Header values are byte strings: bytes above 0x7f are Latin-1 characters (as Deno and the Fetch
+ * standard read them), not UTF-8. */
+static JSValue rd_latin1(reader *r) {
+    uint32_t n;
+    const uint8_t *s = rd_bytes(r, &n);
+    if (!s) return JS_UNDEFINED;
+    uint32_t i = 0;
+    while (i < n && s[i] < 0x80) i++;
+    if (i == n) return JS_NewStringLen(ctx, (const char *)s, n);
+    uint16_t *wide = js_malloc(ctx, (n ? n : 1) * sizeof(uint16_t));
+    if (!wide) return JS_EXCEPTION;
+    for (i = 0; i < n; i++) wide[i] = s[i];
+    JSValue v = JS_NewStringUTF16(ctx, wide, n);
+    js_free(ctx, wide);
+    return v;
+}
+
 static void put_u32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
@@ -839,15 +856,18 @@ EXPORT(hive_handle) int64_t hive_handle(const uint8_t *req, int32_t len) {
     args[3] = JS_NewArray(ctx);
     for (uint32_t i = 0; !r.bad && i < nh; i++) {
         JS_SetPropertyUint32(ctx, args[3], 2 * i, rd_string(&r));
-        JS_SetPropertyUint32(ctx, args[3], 2 * i + 1, rd_string(&r));
+        JS_SetPropertyUint32(ctx, args[3], 2 * i + 1, rd_latin1(&r));
     }
     uint32_t bn;
     const uint8_t *body = rd_bytes(&r, &bn);
     args[4] = body && bn ? JS_NewUint8ArrayCopy(ctx, body, bn) : JS_NULL;
     if (!r.bad && r.p != r.end) r.bad = true;
-    if (r.bad) {
+    bool failed = oom || JS_HasException(ctx);
+    if (r.bad || failed) {
         for (int i = 0; i < 5; i++) JS_FreeValue(ctx, args[i]);
-        return static_error(400, "bad_request", "malformed request envelope");
+        if (JS_HasException(ctx)) JS_FreeValue(ctx, JS_GetException(ctx));
+        return r.bad ? static_error(400, "bad_request", "malformed request envelope")
+                     : static_error(500, "out_of_memory", "the function ran out of memory reading the request");
     }
     JSValue p = JS_Call(ctx, fn_dispatch, api, 5, (JSValueConst *)args);
     for (int i = 0; i < 5; i++) JS_FreeValue(ctx, args[i]);

@@ -73,6 +73,18 @@ def test_request_method_url_headers_and_bodies(js: Js) -> None:
     }
 
 
+def test_header_values_are_byte_strings(js: Js) -> None:
+    inst = js.instance("""
+      Deno.serve((req) => {
+        const v = req.headers.get("x-latin");
+        return new Response([...v].map((c) => c.charCodeAt(0)).join(","), { headers: { "x-back": v, "x-e": "caf\\u00e9" } });
+      });
+    """)
+    resp = inst.call(abi.encode_request(b"GET", b"/", b"", [(b"x-latin", b"a\xe9\xff")], b""))
+    assert resp.body == b"97,233,255"
+    assert [v for k, v in resp.headers if k in (b"x-back", b"x-e")] == [b"a\xe9\xff", b"caf\xe9"]
+
+
 def test_binary_request_body_and_response_bytes(js: Js) -> None:
     inst = js.instance("""
       Deno.serve(async (req) => {

@@ -23,7 +23,8 @@ def evaluator(js: Js) -> GuestInstance:
       const AsyncFunction = (async () => {}).constructor;
       Deno.serve(async (req) => {
         const body = new Uint8Array(await req.arrayBuffer());
-        const code = req.headers.get("x-code");
+        const raw = req.headers.get("x-code"); // a byte string: the test sends UTF-8
+        const code = new TextDecoder().decode(Uint8Array.from(raw, (c) => c.charCodeAt(0)));
         try {
           return Response.json({ ok: await new AsyncFunction("body", "hex", code)(body, hex) });
         } catch (e) {

@@ -105,9 +105,12 @@ function headersFromWire(flat) {
   return h;
 }
 
+const NON_ASCII = /[\u0080-\u00ff]/;
+
+// Values go out as byte strings: a character of U+0080..U+00FF is that one byte (Latin-1).
 function headersToWire(h) {
   const out = [];
-  for (const p of h[kHeaders]) out.push(p[0], p[1]);
+  for (const p of h[kHeaders]) out.push(p[0], NON_ASCII.test(p[1]) ? Uint8Array.from(p[1], (c) => c.charCodeAt(0)) : p[1]);
   return out;
 }
 
