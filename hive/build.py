@@ -87,7 +87,7 @@ def build_function(path: str | Path, *, echo: Echo | None = None) -> Path:
 
 def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[str, str] | None = None) -> None:
     """Run one toolchain command, passing its progress lines to `echo` as they come; a failure
-    becomes a BuildError carrying the tool's output."""
+    becomes a BuildError carrying the tool's output (or, when `echo` already showed it, pointing to it)."""
     if echo:
         echo(shlex.join(cmd))
     try:
@@ -111,6 +111,8 @@ def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[
     if timed_out and proc.returncode != 0:
         raise BuildError(f"{what} took longer than {COMPILE_TIMEOUT_S} s")
     if proc.returncode != 0:
+        if echo:  # its output was just shown line by line: say so, never show it twice
+            raise BuildError(f"{what} failed (exit status {proc.returncode}): see the output above")
         raise BuildError(f"{what} failed:\n{''.join(output[-200:]).strip()}")
 
 
