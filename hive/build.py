@@ -55,6 +55,21 @@ def load_function_manifest(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def deploy_manifest(path: str | Path) -> dict[str, Any]:
+    """hive.toml's deploy sections ([limits], [rate_limit], [auth], [permissions], [config]) as a deploy
+    manifest: what `edge-hive function deploy` and `edge-hive dev` send with the module."""
+    m = load_function_manifest(path)
+    out: dict[str, Any] = {}
+    for key in ("limits", "rate_limit", "auth"):
+        if key in m:
+            out[key] = m[key]
+    if "wasi" in m.get("permissions", {}):
+        out["wasi"] = m["permissions"]["wasi"]
+    if "config" in m:
+        out["config"] = {k: str(v) for k, v in m["config"].items()}
+    return out
+
+
 # Other languages live in hive/toolchains/<module>.py as `build(folder, fn, echo) -> Path`, with
 # optional IMPORTS_HINT and INTERFACE_HINT strings that a refused module's build error ends with.
 TOOLCHAINS = {

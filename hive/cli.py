@@ -199,22 +199,6 @@ def build(target: str) -> None:
     click.echo(f"built {out} ({out.stat().st_size} bytes)")
 
 
-def _manifest_from_toml(folder: Path) -> dict[str, Any]:
-    """hive.toml's deploy sections as a deploy manifest."""
-    from hive.build import load_function_manifest
-
-    m = load_function_manifest(folder)
-    out: dict[str, Any] = {}
-    for key in ("limits", "rate_limit", "auth"):
-        if key in m:
-            out[key] = m[key]
-    if "wasi" in m.get("permissions", {}):
-        out["wasi"] = m["permissions"]["wasi"]
-    if "config" in m:
-        out["config"] = {k: str(v) for k, v in m["config"].items()}
-    return out
-
-
 def _parse_pairs(pairs: tuple[str, ...], origin: str) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -253,14 +237,14 @@ def deploy(client: Any, target: str, name: str | None, config: tuple[str, ...], 
         wasm = Path(target)
         name = name or wasm.stem
     else:
-        from hive.build import build_function, load_function_manifest
+        from hive.build import build_function, deploy_manifest, load_function_manifest
 
         folder = _function_dir(target)
         if folder is None:
             _fail(f"no function folder or .wasm file at {target!r} (run `edge-hive function new NAME` to start one)")
         wasm = build_function(folder, echo=lambda line: click.echo(line, err=True))
         name = name or load_function_manifest(folder)["function"]["name"]
-        manifest = _manifest_from_toml(folder)
+        manifest = deploy_manifest(folder)
     if manifest_file:
         manifest.update(json.loads(Path(manifest_file).read_text()))
     env = {**(_read_env_file(config_file) if config_file else {}), **_parse_pairs(config, "--config")}
@@ -356,6 +340,8 @@ def logs(client: Any, name: str, follow: bool, lines: int, as_json: bool) -> Non
     """Show a function's recent invocations and guest output."""
     import httpx
 
+    from hive.logs import format_record
+
     params = {"lines": str(lines), "follow": "1" if follow else "0"}
     url = client.url.rstrip("/") + f"/api/v1/edge/{name}/logs"
     try:
@@ -371,14 +357,7 @@ def logs(client: Any, name: str, follow: bool, lines: int, as_json: bool) -> Non
                 if as_json:
                     click.echo(line)
                     continue
-                rec = json.loads(line)
-                if rec.get("kind") == "invocation":
-                    err = f" {rec['error']}" if rec.get("error") else ""
-                    click.echo(f"{rec['ts']} v{rec['version']} {rec['status']} {rec['duration_us']}us "
-                               f"pid={rec['pid']} req={rec['request_id']}{err}")
-                else:
-                    click.echo(f"{rec['ts']} v{rec['version']} {rec['stream']}/{rec['level']} "
-                               f"req={rec['request_id']}: {rec['text']}")
+                click.echo(format_record(json.loads(line)))
     except httpx.ConnectError:
         _fail(f"cannot reach the server at {client.url}")
     except KeyboardInterrupt:

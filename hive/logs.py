@@ -105,3 +105,17 @@ def read_from(path: str | Path, function: str, offset: int) -> tuple[list[dict[s
             except msgspec.DecodeError:
                 continue
     return records, offset + end
+
+
+def format_record(rec: dict[str, Any]) -> str:
+    """One log record as `edge-hive function logs` and `edge-hive dev` print it."""
+    err = f" {rec['error']}" if rec.get("error") else ""
+    head = f"{rec.get('ts', '?')} v{rec.get('version', '?')}"
+    kind = rec.get("kind")
+    if kind == "invocation":
+        return (f"{head} {rec.get('status')} {rec.get('duration_us')}us pid={rec.get('pid')} "
+                f"req={rec.get('request_id')}{err}")
+    if kind == "outbound":
+        return (f"{head} fetch {rec.get('method')} {rec.get('host')} {rec.get('status') or '-'} "
+                f"{rec.get('ms')}ms req={rec.get('request_id')}{err}")
+    return f"{head} {rec.get('stream')}/{rec.get('level')} req={rec.get('request_id')}: {rec.get('text')}"
