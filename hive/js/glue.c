@@ -525,6 +525,14 @@ static int evaluate(JSValue fn, bool is_module) {
         return oom ? LOAD_OOM : LOAD_THREW;
     }
     JSModuleDef *m = JS_IsModule(fn) ? (JSModuleDef *)JS_VALUE_GET_PTR(fn) : NULL;
+    if (m) { /* import.meta.url and friends, as Deno has them */
+        JSValue meta = JS_GetImportMeta(ctx, m);
+        JSValue fill = api_fn("fillImportMeta");
+        if (!JS_IsException(meta) && JS_IsFunction(ctx, fill)) JS_FreeValue(ctx, JS_Call(ctx, fill, api, 1, (JSValueConst *)&meta));
+        if (JS_HasException(ctx)) JS_FreeValue(ctx, JS_GetException(ctx));
+        JS_FreeValue(ctx, fill);
+        JS_FreeValue(ctx, meta);
+    }
     JSValue v = JS_EvalFunction(ctx, fn); /* takes fn */
     if (JS_IsException(v)) {
         log_pending_exception("Uncaught ", true);

@@ -371,9 +371,11 @@ def test_es_module_with_top_level_await_and_exports(js: Js) -> None:
     inst = js.instance("""
       const config = await Promise.resolve({ greeting: "hi" });
       export function greet(name) { return `${config.greeting} ${name}`; }
-      Deno.serve(() => new Response(greet("module")));
+      Deno.serve(() => Response.json({ text: greet("module"), url: import.meta.url, main: import.meta.main,
+                                       asset: import.meta.resolve("./data.json") }));
     """)
-    assert call(inst).body == b"hi module"
+    assert as_json(call(inst)) == {"text": "hi module", "url": "file:///function.js", "main": True,
+                                   "asset": "file:///data.json"}
 
 
 def test_classic_script_bundle(js: Js) -> None:

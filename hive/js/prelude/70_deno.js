@@ -65,7 +65,7 @@ class NotCapable extends Error {
   get name() { return "NotCapable"; }
 }
 
-const Deno = { serve, env, args: [], noColor: true, pid: 1, errors: { NotCapable } };
+const Deno = { serve, env, args: [], noColor: true, pid: 1, mainModule: "file:///function.js", errors: { NotCapable } };
 for (const name of ["NotFound", "PermissionDenied", "ConnectionRefused", "ConnectionReset", "AlreadyExists", "BadResource", "Interrupted", "InvalidData", "TimedOut", "Http", "NotSupported"]) {
   Deno.errors[name] = { [name]: class extends Error { get name() { return name; } } }[name];
 }
@@ -219,6 +219,16 @@ api.endInvocation = () => {
 };
 
 api.hasHandler = () => handler !== null;
+
+// import.meta of the function's module: the bundle is one file, /function.js.
+const MAIN_MODULE = "file:///function.js";
+api.fillImportMeta = (meta) => {
+  meta.url = MAIN_MODULE;
+  meta.main = true;
+  meta.filename = "/function.js";
+  meta.dirname = "/";
+  meta.resolve = (specifier) => new URL(String(specifier), MAIN_MODULE).href;
+};
 
 // A module that exports `default { fetch(req, info) }` (the `deno serve` form) and never called
 // Deno.serve is served by that fetch.
