@@ -22,7 +22,7 @@ from hive import admin, service
 from hive.errors import HiveError
 from hive.httprules import head_error
 from hive.render import Reply, error_reply, internal_error_reply, json_reply
-from hive.routes import API_PREFIX, INVOKE_METHODS, SUPABASE_METHODS, SUPABASE_PREFIX
+from hive.routes import API_PREFIX, INVOKE_METHODS, SUPABASE_METHODS, SUPABASE_PREFIX, invoke_target
 from hive.service import Hive
 from hive.settings import Settings, load_settings
 
@@ -127,8 +127,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 class RequestGuard:
-    """Outermost: the request-head rules of hive.httprules for every route (the invocation core applies
-    them to invocations too), and while the worker drains every response says Connection: close
+    """Outermost: the request-head rules of hive.httprules for every route but invocations (the
+    invocation core applies them, and renders them as it renders its other errors), and while the worker drains every response says Connection: close
     (uvicorn then closes the connection cleanly)."""
 
     def __init__(self, app: ASGIApp, settings: Settings | None) -> None:
@@ -141,7 +141,8 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         max_headers, max_header_bytes, max_url = self.limits
         path, query = scope.get("raw_path") or scope["path"].encode(), scope["query_string"]
-        err = head_error(scope["headers"], max_headers, max_header_bytes, len(path) + len(query) + (1 if query else 0),
+        invocation = invoke_target(scope["method"].encode(), scope["path"].encode()) is not None
+        err = None if invocation else head_error(scope["headers"], max_headers, max_header_bytes, len(path) + len(query) + (1 if query else 0),
                          max_url, scope.get("http_version") == "1.1")
         if err is not None:
             return await ReplyResponse(error_reply(err))(scope, receive, send)

@@ -40,10 +40,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from hive import abi
+from hive.cors import open_error
 from hive.errors import ClientGone, HiveError, RateLimited
 from hive.gates import Gates
 from hive.guestthreads import guest_pool
-from hive.httprules import body_too_large, check_content_length, head_error, header, request_id_of
+from hive.httprules import body_too_large, check_content_length, head_error, request_id_of
 from hive.jwks import KeysNeeded
 from hive.policy import CLAIMS_HEADER, claims_header
 from hive.ratelimit import RateLimiter, retry_after
@@ -62,6 +63,10 @@ RETURN_AFTER_FAST_CALLS = 200  # consecutive calls under a quarter of that bring
 # quick function look long).
 _thread_time_ns = time.thread_time_ns
 _CLAIMS = CLAIMS_HEADER.encode()
+_RELAY_ERROR = (b"x-relay-error", b"true")
+# The request headers begin() reads, by their index in its one pass.
+_READ = {b"x-request-id": 0, b"content-length": 1, b"origin": 2, b"access-control-request-method": 3,
+         b"access-control-request-headers": 4}
 
 
 class _HeaderMap(Mapping[str, str]):
@@ -86,7 +91,7 @@ class Invocation:
     """One request for a function. `reply` is set as soon as the outcome is known."""
 
     __slots__ = ("invoker", "method", "path", "query", "headers", "request_id", "loaded", "chunks", "size",
-                 "reply", "claims", "keys_needed", "started")
+                 "reply", "claims", "keys_needed", "started", "origin")
 
     def __init__(self, invoker: Invoker, method: bytes, path: bytes, query: bytes, headers: abi.Headers) -> None:
         self.invoker = invoker
@@ -102,6 +107,7 @@ class Invocation:
         self.claims: bytes | None = None  # the verified JWT claims, for the x-hive-auth-claims header
         self.keys_needed: KeysNeeded | None = None  # admission waits for a JWKS fetch
         self.started = time.monotonic()
+        self.origin: bytes | None = None  # a browser's Origin: CORS headers go on the reply
 
     def feed(self, chunk: bytes) -> bool:
         """Add body bytes. False once the invocation has its answer: the transport drops the rest."""
@@ -161,18 +167,36 @@ class Invocation:
             resp = self.invoker.call(loaded, self.method, self.path, self.query, self.headers, body, self.request_id,
                                      self.claims, io)
         except HiveError as e:
-            self.reply = error_reply(e, self.method.decode("latin-1"), self.path.decode("latin-1"))
+            self.reply = self.error(e)
         except Exception:
-            self.reply = internal_error_reply(self.method.decode("latin-1"), self.path.decode("latin-1"))
+            self.reply = self.server_error(internal_error_reply(self.method.decode("latin-1"),
+                                                                self.path.decode("latin-1")))
         else:
-            self.reply = guest_reply(resp)
+            reply = self.reply = guest_reply(resp)
+            if self.origin is not None and loaded.cors is not None:
+                loaded.cors.decorate(reply, self.origin)
         return self.reply
 
     def refuse(self, e: HiveError) -> None:
         """Answer with an error before the guest ran (counted for the function when it is known)."""
         if self.loaded is not None:
             self.invoker.rejected(self.loaded, e, self.request_id)
-        self.reply = error_reply(e, self.method.decode("latin-1"), self.path.decode("latin-1"))
+        self.reply = self.error(e)
+
+    def error(self, e: HiveError) -> Reply:
+        return self.server_error(error_reply(e, self.method.decode("latin-1"), self.path.decode("latin-1")))
+
+    def server_error(self, reply: Reply) -> Reply:
+        """The server's own answer (not the guest's): marked for Supabase clients (FunctionsRelayError),
+        and readable by the browser that asked (CORS)."""
+        reply.headers.append(_RELAY_ERROR)
+        if self.origin is not None:
+            cors = self.loaded.cors if self.loaded is not None else None
+            if cors is not None:
+                cors.decorate(reply, self.origin)
+            else:
+                open_error(reply)
+        return reply
 
 
 class Invoker:
@@ -201,24 +225,37 @@ class Invoker:
         if err is not None:
             inv.refuse(err)
             return inv
-        inv.request_id = request_id_of(header(headers, b"x-request-id"))
+        found: list[bytes | None] = [None, None, None, None, None]
+        for k, v in headers:  # one pass for the headers the core reads
+            i = _READ.get(k)
+            if i is not None and found[i] is None:
+                found[i] = v
+        rid, cl, origin, preflight, asked_headers = found
+        inv.request_id = request_id_of(None if rid is None else rid.decode("latin-1"))
+        inv.origin = origin
         try:
             rt = self.runtime
             rt.sync()  # one key read; makes a deploy visible to the next request on every worker
             loaded = inv.loaded = rt.lookup(name)
+            if preflight is not None and origin is not None and method == b"OPTIONS":
+                # A CORS preflight: a browser never sends credentials on one, so it never meets auth.
+                if loaded.cors is not None:
+                    inv.reply = loaded.cors.preflight(origin, asked_headers)
+                return inv  # without a cors section, the function answers it
             try:
                 self.authorize(inv, loaded)
             except KeysNeeded as need:  # finish() fetches the keys, then admits
                 inv.keys_needed = need
                 return inv
-            check_content_length(header(headers, b"content-length"), loaded.max_request_bytes, "request body")
+            check_content_length(None if cl is None else cl.decode("latin-1"), loaded.max_request_bytes,
+                                 "request body")
         except HiveError as e:
             if inv.loaded is None:
-                inv.reply = error_reply(e, method.decode("latin-1"), path.decode("latin-1"))
+                inv.reply = inv.error(e)
             else:
                 inv.refuse(e)
         except Exception:
-            inv.reply = internal_error_reply(method.decode("latin-1"), path.decode("latin-1"))
+            inv.reply = inv.server_error(internal_error_reply(method.decode("latin-1"), path.decode("latin-1")))
         return inv
 
     def authorize(self, inv: Invocation, loaded: Loaded) -> None:

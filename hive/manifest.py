@@ -84,6 +84,19 @@ class Auth(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     jwt: JwtAuth | None = None
 
 
+class Cors(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Applied by the server to preflights (before auth), the function's responses and its own errors."""
+
+    allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    allow_methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE",
+                                                                      "OPTIONS"])
+    allow_headers: list[str] = msgspec.field(default_factory=lambda: ["authorization", "x-client-info", "apikey",
+                                                                      "content-type"])
+    expose_headers: list[str] = msgspec.field(default_factory=list)
+    max_age: int = 86400
+    allow_credentials: bool = False
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     """What a deploy may say about a function. None means "the server default"."""
 
@@ -95,6 +108,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     allowed_hosts: list[str] = msgspec.field(default_factory=list)  # outbound fetch: default deny
     kv: list[str] = msgspec.field(default_factory=list)  # KV stores granted by name
     isolation: str = "warm"  # warm: instances are reused between requests; request: a fresh one each time
+    cors: Cors | None = None
 
     def allowed_wasi_imports(self) -> frozenset[str]:
         names = set(WASI_GROUPS["process"])
@@ -111,7 +125,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
             lim["fetch"] = {k: v for k, v in lim["fetch"].items() if v is not None}
         return {"limits": lim, "wasi": self.wasi, "config_keys": sorted(self.config), "rate_limit": rate,
                 "auth": self.auth.mode, "allowed_hosts": self.allowed_hosts, "kv": self.kv,
-                "isolation": self.isolation}
+                "isolation": self.isolation, "cors": None if self.cors is None else msgspec.to_builtins(self.cors)}
 
     @property
     def does_io(self) -> bool:
@@ -166,6 +180,8 @@ def parse_manifest(raw: bytes | str | None) -> Manifest:
     if m.isolation not in ISOLATION_MODES:
         raise InvalidManifest(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {m.isolation!r}")
     _check_grants(m)
+    if m.cors is not None:
+        _check_cors(m.cors)
     unknown = [g for g in m.wasi if g not in WASI_GROUPS]
     if unknown:
         raise InvalidManifest(f"unknown WASI capability {unknown[0]!r}; known: {', '.join(WASI_GROUPS)}")
@@ -177,6 +193,24 @@ def parse_manifest(raw: bytes | str | None) -> Manifest:
             raise InvalidManifest("rate_limit needs rps in (0, 1000000] and burst >= 1")
     _check_auth(m.auth)
     return m
+
+
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_ORIGIN_RE = re.compile(r"^https?://[^/?#\s]+$")
+
+
+def _check_cors(c: Cors) -> None:
+    if not c.allow_origins:
+        raise InvalidManifest('cors.allow_origins needs at least one origin ("https://app.example.com") or "*"')
+    for o in c.allow_origins:
+        if o != "*" and not _ORIGIN_RE.match(o.rstrip("/")):
+            raise InvalidManifest(f"cors.allow_origins: {o!r} is not an origin like \"https://app.example.com\" or \"*\"")
+    for field_name in ("allow_methods", "allow_headers", "expose_headers"):
+        for v in getattr(c, field_name):
+            if v != "*" and not _TOKEN_RE.match(v):
+                raise InvalidManifest(f"cors.{field_name}: {v!r} is not an HTTP method or header name")
+    if not 0 <= c.max_age <= 86400 * 7:
+        raise InvalidManifest("cors.max_age must be between 0 and 604800 seconds")
 
 
 def _check_grants(m: Manifest) -> None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from hive import abi
 from hive.capabilities import fetch_limits, rules_of
+from hive.cors import CorsPolicy
 from hive.errors import FunctionNotFound, GuestError
+from hive.jwks import JwksCache
 from hive.manifest import Manifest, burst_of
 from hive.outbound import FetchLimits, HostRule
 from hive.policy import InvokeAuth
@@ -56,6 +58,7 @@ class Loaded:
     max_queue: int = 64
     does_io: bool = False  # its calls may wait on fetch or KV: they run on guest threads
     fresh_each_request: bool = False  # isolation = "request"
+    cors: CorsPolicy | None = None
     idle: list[GuestInstance] = field(default_factory=list)
     retired: bool = False
 
@@ -76,6 +79,7 @@ class Runtime:
         self.generation = -1
         self.on_sync: Callable[[int], None] | None = None  # told the generation after each change
         self._refill: set[str] = set()
+        self.jwks = JwksCache()  # one per worker: every function naming a JWKS URL shares its fetches
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
         self.instantiations = 0
@@ -123,10 +127,10 @@ class Runtime:
         st = self.settings
         lim = m.limits
         loaded = Loaded(rec, compiled, limits_for(m, st), st.max_request_bytes if max_req is None else max_req,
-                        InvokeAuth(m.auth), rate, rules_of(m.allowed_hosts), frozenset(m.kv), fetch_limits(lim.fetch),
+                        InvokeAuth(m.auth, self.jwks), rate, rules_of(m.allowed_hosts), frozenset(m.kv), fetch_limits(lim.fetch),
                         lim.wall_timeout_ms or st.wall_timeout_ms, lim.max_concurrency or st.max_concurrency,
                         st.max_queue if lim.max_queue is None else lim.max_queue, m.does_io,
-                        m.isolation == "request")
+                        m.isolation == "request", None if m.cors is None else CorsPolicy(m.cors))
         loaded.idle.append(self._instantiate(loaded))  # warm before it serves
         self.loads += 1
         return loaded

@@ -41,7 +41,7 @@ names = token_names | hop_names | small | st.binary(min_size=250, max_size=260)
 values = small | st.sampled_from([b"a\r\nb", b"\x00", b"ok\n", b"x" * 16384, b"x" * 16385, b"\xff\xfe"])
 
 
-clean_values = small.filter(lambda v: not re.search(rb"[\r\n\x00]", v))
+clean_values = small.filter(lambda v: not re.search(rb"[\x00-\x08\x0a-\x1f\x7f]", v))  # no control characters but HTAB
 
 
 @st.composite
@@ -143,7 +143,7 @@ def test_decode_response_of_any_bytes(raw: bytes) -> None:
 
 
 @FUZZ
-@given(status=st.integers(100, 599), headers=st.lists(st.tuples(token_names, clean_values), max_size=10),
+@given(status=st.integers(200, 599), headers=st.lists(st.tuples(token_names, clean_values), max_size=10),
        body=st.binary(max_size=MAX_BODY))
 def test_valid_responses_decode(status: int, headers: abi.Headers, body: bytes) -> None:
     raw = abi.encode_response(abi.Response(status, headers, body))
