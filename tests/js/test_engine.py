@@ -15,6 +15,8 @@ from hive.sandbox import GuestLimits, Sandbox
 from hive.sandbox.inspect import check_interface, unknown_imports
 from tests.js.common import Js, Log, as_json, call, header
 
+pytestmark = pytest.mark.slow  # builds the engine from source when build/js-engine lacks it
+
 HELLO = 'Deno.serve((req) => Response.json({ message: "Hello, Edge Hive!" }));'
 
 

@@ -16,6 +16,8 @@ from hive import abi
 from hive.sandbox import GuestInstance
 from tests.js.common import Js, as_json, call
 
+pytestmark = pytest.mark.slow  # builds the engine from source when build/js-engine lacks it
+
 
 def evaluator(js: Js) -> GuestInstance:
     """A function that evaluates the posted JS (an async function body) and answers its JSON result."""
