@@ -349,9 +349,22 @@ def test_deep_recursion_is_a_range_error(js: Js) -> None:
     assert as_json(call(inst))["message"] == "RangeError: Maximum call stack size exceeded"
 
 
-def test_malformed_envelope_is_a_400(js: Js) -> None:
-    resp = js.instance(HELLO).call(b"\x03\x00\x00\x00GE")
-    assert (resp.status, as_json(resp)["error"]) == (400, "bad_request")
+def test_malformed_envelopes_are_400s_and_the_instance_keeps_serving(js: Js) -> None:
+    inst = js.instance(HELLO)
+    good = abi.encode_request(b"POST", b"/p", b"q=1", [(b"host", b"h"), (b"x", b"y")], b"body")
+    for cut in range(len(good)):
+        resp = inst.call(good[:cut])
+        assert (resp.status, as_json(resp)["error"]) == (400, "bad_request"), cut
+    assert inst.call(good + b"x").status == 400
+    assert inst.call(b"\xff\xff\xff\xff" + good[4:]).status == 400
+    assert as_json(inst.call(good)) == {"message": "Hello, Edge Hive!"}
+
+
+def test_large_bodies_both_ways(js: Js) -> None:
+    inst = js.instance("Deno.serve(async (req) => new Response((await req.text()).toUpperCase()));",
+                       limits=GuestLimits(timeout_ms=10_000))
+    body = b"abc" * (1 << 20)
+    assert inst.call(abi.encode_request(b"POST", b"/", b"", [], body)).body == body.upper()
 
 
 @pytest.mark.parametrize(("source", "fragment"), [
