@@ -21,6 +21,7 @@ from hive import service
 from hive.auth import bearer_matches
 from hive.errors import BadRequest, ClientGone, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from hive.httprules import body_too_large, check_content_length
+from hive.kv import MAX_VALUE_BYTES, KeyNotFound, check_store
 from hive.logs import read_from, tail
 from hive.manifest import parse_manifest, validate_name
 from hive.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -173,7 +174,60 @@ async def rollback(request: Request, hive: Hive) -> Response:
     return JSONResponse({**version_json(rec), **live})
 
 
+# --- KV stores ---
+
+
+def _text(key: bytes) -> str:
+    return key.decode("utf-8", "backslashreplace")
+
+
+@admin_only
+async def kv_stores(request: Request, hive: Hive) -> Response:
+    stores = hive.capabilities.kv.stores()
+    return JSONResponse({"stores": [{"name": s.name, "keys": s.keys, "bytes": s.bytes} for s in stores]})
+
+
+@admin_only
+async def kv_keys(request: Request, hive: Hive) -> Response:
+    store = check_store(request.path_params["store"])
+    q = request.query_params
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    cursor = q.get("cursor")
+    page = hive.capabilities.kv.list(store, q.get("prefix", "").encode(), cursor.encode() if cursor else None,
+                                     limit)
+    return JSONResponse({"store": store, "keys": [_text(k) for k in page.keys],
+                         "cursor": None if page.next_cursor is None else _text(page.next_cursor)})
+
+
+@admin_only
+async def kv_item(request: Request, hive: Hive) -> Response:
+    store = check_store(request.path_params["store"])
+    key = request.path_params["key"].encode()
+    kv = hive.capabilities.kv
+    if request.method == "GET":
+        value = kv.get(store, key)
+        if value is None:
+            raise KeyNotFound(f"no key {_text(key)!r} in store {store!r}")
+        return Response(value, media_type="application/octet-stream")
+    if request.method == "DELETE":
+        return JSONResponse({"store": store, "key": _text(key), "deleted": kv.delete(store, key)})
+    ttl = request.query_params.get("ttl_s")
+    try:
+        ttl_s = float(ttl) if ttl else None
+    except ValueError:
+        raise BadRequest("ttl_s must be a number of seconds") from None
+    value = await read_limited(request, MAX_VALUE_BYTES, "KV value")
+    kv.set(store, key, value, ttl_s)
+    return JSONResponse({"store": store, "key": _text(key), "bytes": len(value), "ttl_s": ttl_s})
+
+
 ROUTES = [
+    Route("/api/v1/kv", kv_stores, methods=["GET"]),
+    Route("/api/v1/kv/{store}", kv_keys, methods=["GET"]),
+    Route("/api/v1/kv/{store}/{key:path}", kv_item, methods=["GET", "PUT", "DELETE"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
     Route("/api/v1/edge", list_functions, methods=["GET"]),
     Route("/api/v1/edge/deploy", deploy, methods=["POST"]),

@@ -56,15 +56,19 @@ def load_function_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def deploy_manifest(path: str | Path) -> dict[str, Any]:
-    """hive.toml's deploy sections ([limits], [rate_limit], [auth], [permissions], [config]) as a deploy
+    """hive.toml's deploy sections ([limits], [rate_limit], [auth], [cors], [permissions], [config], and
+    [function] isolation) as a deploy
     manifest: what `edge-hive function deploy` and `edge-hive dev` send with the module."""
     m = load_function_manifest(path)
     out: dict[str, Any] = {}
-    for key in ("limits", "rate_limit", "auth"):
+    for key in ("limits", "rate_limit", "auth", "cors"):
         if key in m:
             out[key] = m[key]
-    if "wasi" in m.get("permissions", {}):
-        out["wasi"] = m["permissions"]["wasi"]
+    for key in ("wasi", "allowed_hosts", "kv"):  # [permissions]: what the function may reach
+        if key in m.get("permissions", {}):
+            out[key] = m["permissions"][key]
+    if "isolation" in m.get("function", {}):
+        out["isolation"] = m["function"]["isolation"]
     if "config" in m:
         out["config"] = {k: str(v) for k, v in m["config"].items()}
     return out

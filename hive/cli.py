@@ -150,6 +150,21 @@ def status(data_dir: str | None, as_json: bool) -> None:
     click.echo(f"functions {functions if functions is not None else 'unknown (server not answering)'}")
 
 
+@main.command()
+@click.argument("directory", default="functions", type=click.Path(file_okay=False))
+# 8787 as wrangler dev, not serve's 8443: both can run side by side; .hive-dev beside serve's .hive.
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True,
+              help="port on 127.0.0.1")
+@click.option("--data-dir", default=".hive-dev", show_default=True, type=click.Path(file_okay=False),
+              help="the dev server's registry, artifacts, logs and admin token")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+def dev(directory: str, port: int, data_dir: str, workers: int) -> None:
+    """Serve DIRECTORY's functions locally, rebuild and redeploy each on save, and stream their logs."""
+    from hive import dev as devloop
+
+    devloop.run(Path(directory), port=port, data_dir=Path(data_dir), workers=workers, echo=click.echo)
+
+
 @main.command("settings")
 def show_settings() -> None:
     """List every server setting, its environment variable and its value (and its `serve` flag)."""
@@ -362,6 +377,109 @@ def logs(client: Any, name: str, follow: bool, lines: int, as_json: bool) -> Non
         _fail(f"cannot reach the server at {client.url}")
     except KeyboardInterrupt:
         pass
+
+
+# --- kv ---
+
+
+@main.group()
+@click.option("--url", envvar="HIVE_URL", default=DEFAULT_URL, show_default=True, help="server URL")
+@click.option("--token", envvar="HIVE_ADMIN_TOKEN", help="admin token (default: the local data dir's)")
+@click.pass_context
+def kv(ctx: click.Context, url: str, token: str | None) -> None:
+    """Read and write the KV stores functions share (granted with "kv" in a manifest)."""
+    from hive.client import Client, resolve_token
+
+    ctx.obj = Client(url, resolve_token(token))
+
+
+def _kv_path(store: str, key: str | None = None) -> str:
+    from urllib.parse import quote
+
+    return f"/api/v1/kv/{quote(store, safe='')}" + ("" if key is None else "/" + quote(key, safe=""))
+
+
+@kv.command("list")
+@click.argument("store", required=False)
+@click.option("--prefix", default="", help="only keys starting with this")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def kv_list(client: Any, store: str | None, prefix: str, limit: int, as_json: bool) -> None:
+    """List the stores, or the keys of STORE (every page)."""
+    if store is None:
+        data = client.admin("GET", "/api/v1/kv")
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+            return
+        click.echo(f"{'STORE':<24} {'KEYS':>8} {'BYTES':>12}")
+        for s in data["stores"]:
+            click.echo(f"{s['name']:<24} {s['keys']:>8} {s['bytes']:>12}")
+        return
+    keys: list[str] = []
+    cursor = None
+    while True:
+        params = {"prefix": prefix, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        page = client.admin("GET", _kv_path(store), params=params)
+        keys += page["keys"]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    if as_json:
+        click.echo(json.dumps({"store": store, "keys": keys}, indent=2))
+    else:
+        for k in keys:
+            click.echo(k)
+
+
+@kv.command("get")
+@click.argument("store")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="print {store, key, value} (value as UTF-8 text)")
+@click.pass_obj
+def kv_get(client: Any, store: str, key: str, as_json: bool) -> None:
+    """Print the value of KEY in STORE."""
+    r = client.request("GET", _kv_path(store, key))
+    if r.status_code >= 400:
+        from hive.client import api_error
+
+        raise api_error(r)
+    if as_json:
+        click.echo(json.dumps({"store": store, "key": key, "value": r.content.decode("utf-8", "replace")}))
+    else:
+        click.echo(r.content.decode("utf-8", "replace"))
+
+
+@kv.command("set")
+@click.argument("store")
+@click.argument("key")
+@click.argument("value", required=False)
+@click.option("--file", "from_file", type=click.Path(exists=True, dir_okay=False), help="the value from a file")
+@click.option("--ttl", type=float, help="seconds until the key expires")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def kv_set(client: Any, store: str, key: str, value: str | None, from_file: str | None, ttl: float | None,
+           as_json: bool) -> None:
+    """Set KEY in STORE to VALUE (or the contents of --file)."""
+    if (value is None) == (from_file is None):
+        _fail("give the value as an argument or with --file, not both")
+    body = Path(from_file).read_bytes() if from_file else value.encode()  # type: ignore[union-attr]
+    data = client.admin("PUT", _kv_path(store, key), content=body, params={"ttl_s": str(ttl)} if ttl else None)
+    click.echo(json.dumps(data) if as_json else f"set {store}/{key} ({data['bytes']} bytes)")
+
+
+@kv.command("delete")
+@click.argument("store")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def kv_delete(client: Any, store: str, key: str, as_json: bool) -> None:
+    """Delete KEY from STORE."""
+    data = client.admin("DELETE", _kv_path(store, key))
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        click.echo(f"deleted {store}/{key}" if data["deleted"] else f"{store}/{key} did not exist")
 
 
 LANGUAGES = ("c", "rust", "zig", "assemblyscript")
