@@ -237,6 +237,10 @@ def compile_prelude(stage1: Path) -> bytes:
     linker = Linker(engine)
     host.define_all(linker)
     store = Store(engine)
+    try:
+        previous: host.GuestContext | None = host.current()
+    except AttributeError:  # no guest has run on this thread yet
+        previous = None
     host.set_current(host.GuestContext("js-engine-build"))
     try:
         exports = linker.instantiate(store, Module.from_file(engine, str(stage1))).exports(store)
@@ -256,7 +260,7 @@ def compile_prelude(stage1: Path) -> bytes:
         p, n = packed >> 32, packed & 0xFFFF_FFFF
         return bytes(memory.read(store, p, p + n))
     finally:
-        host.set_current(None)
+        host.set_current(previous)
 
 
 def check_engine(path: Path) -> None:

@@ -151,8 +151,11 @@ def compile_bundle(sandbox: Sandbox, engine: CompiledModule, source: bytes, *, s
     store.set_epoch_deadline(sandbox.deadline_ticks(timeout_ms))
     if engine.fuel:
         store.set_fuel(1 << 62)
-    ctx = GuestContext("js-compile")
-    host.set_current(ctx)
+    try:
+        previous: GuestContext | None = host.current()
+    except AttributeError:  # no guest has run on this thread yet
+        previous = None
+    host.set_current(GuestContext("js-compile"))
     try:
         with _guest_errors("compiling the function's code"):
             instance = engine.pre.instantiate(store)
@@ -170,4 +173,4 @@ def compile_bundle(sandbox: Sandbox, engine: CompiledModule, source: bytes, *, s
             p, n = packed >> 32, packed & 0xFFFF_FFFF
             return bytes(memory.read(store, p, p + n))
     finally:
-        host.set_current(None)
+        host.set_current(previous)
