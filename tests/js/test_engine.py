@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from hive import abi
-from hive.errors import Timeout
-from hive.js import ENGINE_WASI, JsLoadError, compile_bundle, engine_key
+from hive.errors import FuelExhausted, Timeout
+from hive.js import ENGINE_WASI, JsLoadError, compile_bundle, engine_key, load_engine, new_instance
 from hive.manifest import WASI_GROUPS, Manifest
-from hive.sandbox import GuestLimits, Sandbox
+from hive.sandbox import GuestContext, GuestLimits, Sandbox
 from hive.sandbox.inspect import check_interface, unknown_imports
 from tests.js.common import Js, Log, as_json, call, header
 
@@ -431,3 +432,13 @@ def test_engine_imports_only_granted_host_functions(js: Js) -> None:
     check_interface(module, Manifest(wasi=["clocks", "random", "stdio", "env"]).allowed_wasi_imports())
     assert ENGINE_WASI <= frozenset().union(*WASI_GROUPS.values())
     assert len(engine_key()) == 16
+
+
+def test_fuel_flavour_counts_js_work(js: Js, sandbox: Sandbox, engine_wasm: Path) -> None:
+    fuelled = load_engine(sandbox, engine_wasm, fuel=True)
+    source = b'Deno.serve((req) => { if (req.method === "POST") for (;;) {} return new Response("ok"); });'
+    inst = new_instance(sandbox, fuelled, source, GuestLimits(timeout_ms=10_000, fuel=50_000_000), GuestContext("fn"))
+    assert call(inst).body == b"ok"
+    assert inst.fuel_used is not None and 0 < inst.fuel_used < 50_000_000
+    with pytest.raises(FuelExhausted):
+        call(inst, "POST")
