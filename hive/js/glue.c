@@ -258,6 +258,13 @@ static void call_void(JSValueConst fn) {
     JS_FreeValue(ctx, v);
 }
 
+/* After a load or a request: timers still pending are dropped (the next invocation starts clean). */
+static void end_invocation(void) {
+    call_void(fn_end);
+    run_jobs();
+    report_rejections();
+}
+
 /* Run microtasks and timers until `p` settles or nothing is left that could settle it. */
 static JSPromiseStateEnum settle(JSValueConst p) {
     for (;;) {
@@ -613,6 +620,7 @@ EXPORT(hive_js_load) int32_t hive_js_load(const uint8_t *p, int32_t len) {
         fail_load("the bundle did not register a handler: call Deno.serve(handler) at the top level");
         return LOAD_NO_HANDLER;
     }
+    end_invocation();
     loaded = 1;
     return LOAD_OK;
 }
@@ -839,12 +847,6 @@ static int64_t encode_response(JSValueConst res) {
     if (JS_HasException(ctx)) JS_FreeValue(ctx, JS_GetException(ctx));
     if (!out) return static_error(500, "out_of_memory", "the function ran out of memory building its response");
     return out;
-}
-
-static void end_invocation(void) {
-    call_void(fn_end);
-    run_jobs();
-    report_rejections();
 }
 
 EXPORT(hive_handle) int64_t hive_handle(const uint8_t *req, int32_t len) {

@@ -287,6 +287,12 @@ def test_timers_do_not_outlive_their_invocation(js: Js) -> None:
         return new Promise((r) => setTimeout(() => r(Response.json({ ticks })), 10));
       });
     """)
+    late = js.instance("""
+      let fired = false;
+      setTimeout(() => { fired = true; }, 0);
+      Deno.serve(() => new Promise((r) => setTimeout(() => r(Response.json({ fired })), 5)));
+    """)
+    assert as_json(call(late)) == {"fired": False}  # a top-level timer ends with the load
     first = as_json(call(inst, query="start"))["ticks"]
     assert first >= 1
     # The interval was dropped when the first invocation ended: nothing ticks during the second.
