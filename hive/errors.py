@@ -150,5 +150,23 @@ class RegistryError(HiveError):
     code, status = "registry_error", 500
 
 
+class RegistryFull(RegistryError):
+    """The LMDB map (registry_map_size_mb) is used up."""
+
+    code, status = "registry_full", 507
+
+
+class RegistryDamaged(RegistryError):
+    """The registry's files are not what LMDB wrote (e.g. data.mdb was truncated)."""
+
+    code, status = "registry_damaged", 500
+
+
+class InsufficientStorage(HiveError):
+    """The disk under the data dir is full."""
+
+    code, status = "insufficient_storage", 507
+
+
 class BuildError(HiveError):
     code, status = "build_failed", 500

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,15 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from hive.errors import FunctionNotFound, NoPreviousVersion, NotFound, RegistryError
+from hive.errors import (
+    FunctionNotFound,
+    InsufficientStorage,
+    NoPreviousVersion,
+    NotFound,
+    RegistryDamaged,
+    RegistryError,
+    RegistryFull,
+)
 from hive.manifest import Manifest
 
 _GEN = b"generation"
@@ -61,6 +70,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def free_bytes(path: Path) -> int:
+    """Space a write under `path` can still use (root may use the reserved blocks too)."""
+    st = os.statvfs(path)
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
 class Registry:
     def __init__(self, path: str | Path, *, map_size_mb: int = 8192, keep_versions: int = 10,
                  on_drop: Callable[[list[str]], None] | None = None) -> None:
@@ -77,6 +92,12 @@ class Registry:
                                  readahead=False, max_readers=512)
         except lmdb.Error as e:
             raise RegistryError(f"cannot open registry at {path}: {e}") from e
+        self.map_size_mb = map_size_mb
+        try:
+            self._check_size()  # before any read: a page past the end of the file is SIGBUS, not an error
+        except BaseException:
+            self.env.close()
+            raise
         self._meta = self.env.open_db(b"meta")
         self._functions = self.env.open_db(b"functions")
         self._versions = self.env.open_db(b"versions")
@@ -85,6 +106,19 @@ class Registry:
 
     def close(self) -> None:
         self.env.close()
+
+    def _check_size(self) -> None:
+        """Refuse a data.mdb shorter than the pages LMDB's meta page says are in use (a truncated
+        copy or restore): every worker would die of SIGBUS on its first read."""
+        data = self.path / "data.mdb"
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        size = data.stat().st_size
+        if size < used:
+            raise RegistryDamaged(
+                f"the registry {data} is damaged: the file has {size} bytes but LMDB's meta page says "
+                f"{used} are in use (it was truncated, e.g. by a copy that did not finish or a full disk). "
+                f"Stop the server and restore {self.path} from a backup (or an `mdb_copy` of a good one), "
+                f"or move it aside to start with an empty registry and deploy again")
 
     # Reads
 
@@ -141,10 +175,27 @@ class Registry:
     # Writes: each is one transaction.
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[tuple[lmdb.Transaction, list[str]]]:
+    def _write(self, adds: int = 0) -> Iterator[tuple[lmdb.Transaction, list[str]]]:
+        """One write transaction; a full map or a full disk is its own error, not a 500. `adds` is
+        about how many bytes the change stores (to tell a full disk from another write error)."""
         dropped: list[str] = []
-        with self.env.begin(write=True) as txn:
-            yield txn, dropped
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn, dropped
+        except lmdb.MapFullError:
+            raise RegistryFull(
+                f"the registry is full: its map (registry_map_size_mb = {self.map_size_mb} MiB) is used up. "
+                "Raise the server setting registry_map_size_mb (HIVE_REGISTRY_MAP_SIZE_MB; the map is sparse, "
+                "so a large value costs no disk) and restart, or delete functions or lower keep_versions",
+                limit=self.map_size_mb, setting="registry_map_size_mb") from None
+        except lmdb.Error as e:
+            free = free_bytes(self.path)
+            # LMDB reports a short write on a full disk as EIO, so look at the disk itself.
+            if "No space left" in str(e) or free < adds + (8 << 20):
+                raise InsufficientStorage(
+                    f"no space left on the disk of {self.path} ({free} bytes free) to store the change: "
+                    "free some space, then try again") from None
+            raise RegistryError(f"the registry could not write: {e}") from e
         if dropped and self.on_drop is not None:
             self.on_drop(dropped)
 
@@ -152,7 +203,7 @@ class Registry:
         if not isinstance(wasm, bytes):  # with a given sha256 nothing else would catch it
             raise TypeError(f"wasm must be bytes, not {type(wasm).__name__}")
         sha = sha256 or sha256_hex(wasm)
-        with self._write() as (txn, dropped):
+        with self._write(adds=len(wasm)) as (txn, dropped):
             raw = txn.get(name.encode(), db=self._functions)
             now = time.time()
             fn = _dec_fn.decode(raw) if raw else FunctionRecord(name, 0, 0, now)
@@ -171,7 +222,7 @@ class Registry:
 
     def set_current(self, name: str, version: int | None = None) -> VersionRecord:
         """Move the current pointer to `version`, or to the newest kept version below the current one."""
-        with self.env.begin(write=True) as txn:
+        with self._write() as (txn, _):
             raw = txn.get(name.encode(), db=self._functions)
             if raw is None:
                 raise FunctionNotFound(f"function {name!r} is not deployed")

@@ -19,12 +19,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from hive.errors import InsufficientStorage
+
 XATTR = "user.edge_hive.blake2b"
 SIDECAR = ".digest"
 TMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
 # Where a file system has no user xattrs (or refuses them), the sidecar file holds the digest.
 _NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ENOSYS}
+
+
+def no_space(e: OSError, where: Path) -> InsufficientStorage | None:
+    """The 507 for a write that failed because the disk (or the user's quota) is full."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return InsufficientStorage(f"no space left on the disk of {where} to write the compiled module: "
+                               "free some space, then deploy again")
 
 
 def digest(data: bytes | memoryview) -> str:

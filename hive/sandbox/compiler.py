@@ -1,5 +1,5 @@
 """Compiling a module where memory, CPU time and wall time are bounded: a fresh Python process
-(`python -m hive.sandbox.compiler`), never a fork of a worker that runs wasmtime (DESIGN.md), with
+(`python -c ...hive.sandbox.compiler.main`), never a fork of a worker that runs wasmtime (DESIGN.md), with
 RLIMIT_AS and RLIMIT_CPU set before it compiles, and killed past a wall-clock timeout.
 
 A module with more functions or code than the settings allow is refused before any compile: a
@@ -25,6 +25,8 @@ from hive.errors import CompileFailed, HiveError, ModuleTooComplex
 _EXIT_REFUSED = 2  # a HiveError, as JSON on stdout
 _EXIT_MEMORY = 3
 _STDERR_TAIL = 2000
+# Not `-m hive.sandbox.compiler`: the package imports this module first, and runpy would run it twice.
+_CHILD = "import sys; from hive.sandbox.compiler import main; sys.exit(main(sys.argv))"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def compile_to(out: Path, wasm: bytes, fuel: bool, limits: CompileLimits) -> Non
     Raises the module's HiveError (InvalidModule, ModuleTooComplex, ...) or CompileFailed."""
     args = json.dumps({"out": str(out), "fuel": fuel, "memory_mb": limits.memory_mb, "cpu_s": limits.timeout_s})
     try:
-        proc = subprocess.run([sys.executable, "-m", "hive.sandbox.compiler", args], input=wasm,
+        proc = subprocess.run([sys.executable, "-c", _CHILD, args], input=wasm,
                               capture_output=True, timeout=limits.timeout_s + 5)  # CPU time runs out first
     except subprocess.TimeoutExpired:  # run() has killed it
         raise _too_long(limits) from None
@@ -140,8 +142,13 @@ def main(argv: list[str]) -> int:
         return _refuse(e)
     except MemoryError:
         return _EXIT_MEMORY
+    except OSError as e:
+        full = artifacts.no_space(e, Path(args["out"]).parent)
+        if full is None:
+            raise
+        return _refuse(full)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv))  # python -m hive.sandbox.compiler '<json>' < module.wasm, by hand

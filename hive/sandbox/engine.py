@@ -109,7 +109,10 @@ class Sandbox:
         module = self._deserialize(path, fuel)  # another worker may have compiled it meanwhile
         if module is not None:
             return self._prepare(sha256, module, allowed_wasi, fuel)
-        tmp = artifacts.tmp_file(self.cache_dir)
+        try:
+            tmp = artifacts.tmp_file(self.cache_dir)  # and the cache dir again, if someone removed it
+        except OSError as e:
+            raise artifacts.no_space(e, self.cache_dir) or e from None
         try:
             compiler.compile_to(tmp, wasm, fuel, self.compile_limits)
             # Loaded from memory, not mapped: this process keeps its own copy, as when it compiled
@@ -128,6 +131,9 @@ class Sandbox:
                 raise CompileFailed(f"the compiler's artifact for {sha256[:12]} does not load: {first_line(e)}") from None
             compiled = self._prepare(sha256, module, allowed_wasi, fuel)  # a refused module leaves no artifact
             artifacts.publish(tmp, path)
+        except OSError as e:
+            artifacts.discard(tmp)
+            raise artifacts.no_space(e, self.cache_dir) or e from None
         except BaseException:
             artifacts.discard(tmp)
             raise
