@@ -14,7 +14,29 @@ from hive.manifest import Cors
 from hive.render import Reply
 
 _ACAO = b"access-control-allow-origin"
+_EXPOSE = b"access-control-expose-headers"
 _VARY = (b"vary", b"origin")
+_RELAY = b"x-relay-error"
+# What a script must read of the server's own errors: supabase-js tells a FunctionsRelayError by
+# x-relay-error, and a 429/503 says when to retry. A browser hides any other header cross-origin.
+_ERROR_EXPOSE = (b"x-relay-error", b"retry-after")
+# "*" in allow_methods means nothing to a browser in credentials mode: the methods the invoke routes take.
+_ALL_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_DEFAULT_PORT = {"http": ":80", "https": ":443"}
+
+
+def normal_origin(origin: str) -> str:
+    """An origin the way a browser serializes it: lowercase, no trailing slash, no default port."""
+    o = origin.rstrip("/").lower()
+    scheme = o.partition(":")[0]
+    port = _DEFAULT_PORT.get(scheme)
+    return o[: -len(port)] if port and o.endswith(port) else o
+
+
+def _with(listed: bytes, extra: tuple[bytes, ...]) -> bytes:
+    names = [n.strip() for n in listed.split(b",") if n.strip()] if listed else []
+    have = {n.lower() for n in names}
+    return b", ".join(names + [n for n in extra if n not in have])
 
 
 class CorsPolicy:
@@ -22,12 +44,13 @@ class CorsPolicy:
 
     def __init__(self, cors: Cors) -> None:
         self.any_origin = "*" in cors.allow_origins
-        self.origins = frozenset(o.rstrip("/").encode() for o in cors.allow_origins if o != "*")
-        self.methods = ", ".join(m.upper() for m in cors.allow_methods).encode()
+        self.origins = frozenset(normal_origin(o).encode() for o in cors.allow_origins if o != "*")
+        self.credentials = cors.allow_credentials
+        methods = [m.upper() for m in cors.allow_methods]
+        self.methods = _ALL_METHODS if "*" in methods and self.credentials else ", ".join(methods).encode()
         self.headers = ", ".join(cors.allow_headers).encode()
         self.expose = ", ".join(cors.expose_headers).encode()
         self.max_age = str(cors.max_age).encode()
-        self.credentials = cors.allow_credentials
 
     def allows(self, origin: bytes) -> bool:
         return self.any_origin or origin in self.origins
@@ -56,14 +79,24 @@ class CorsPolicy:
 
     def decorate(self, reply: Reply, origin: bytes) -> None:
         """Add the response headers for an allowed origin (to a guest's answer or the server's error)."""
-        if not self.allows(origin) or any(k == _ACAO for k, _ in reply.headers):
+        if any(k == _ACAO for k, _ in reply.headers):  # the guest answered CORS itself
             return
+        if not self.allows(origin):
+            if not self.any_origin:  # a cache must not hand this answer to an allowed origin
+                reply.headers.append(_VARY)
+            return
+        expose = self.expose
+        if expose == b"*" and self.credentials:  # "*" is a header name to a browser with credentials
+            expose = b", ".join(dict.fromkeys(k for k, _ in reply.headers if not k.startswith(b"access-control-")))
+        if any(k == _RELAY for k, _ in reply.headers) and expose != b"*":  # the server's own error
+            expose = _with(expose, _ERROR_EXPOSE)
         reply.headers[:0] = self._origin_headers(origin)
-        if self.expose:
-            reply.headers.append((b"access-control-expose-headers", self.expose))
+        if expose:
+            reply.headers.append((_EXPOSE, expose))
 
 
 def open_error(reply: Reply) -> None:
     """The server's error for a function with no cors section (or none at all): readable by any origin."""
     if not any(k == _ACAO for k, _ in reply.headers):
         reply.headers.insert(0, (_ACAO, b"*"))
+        reply.headers.append((_EXPOSE, b", ".join(_ERROR_EXPOSE)))
