@@ -561,7 +561,7 @@ static int evaluate(JSValue fn, bool is_module) {
     } else {
         run_jobs();
     }
-    forget_rejection(v); /* reported above already */
+    if (JS_IsPromise(v)) forget_rejection(v); /* reported above already */
     JS_FreeValue(ctx, v);
     report_rejections();
     if (rc == LOAD_OK && m) { /* `export default { fetch }` serves too, when Deno.serve was not called */
@@ -617,7 +617,7 @@ EXPORT(hive_js_load) int32_t hive_js_load(const uint8_t *p, int32_t len) {
     bool ok = JS_ToBool(ctx, has);
     JS_FreeValue(ctx, has);
     if (!ok) {
-        fail_load("the bundle did not register a handler: call Deno.serve(handler) at the top level");
+        fail_load("the bundle did not register a handler: call Deno.serve(handler) at the top level (or export default { fetch })");
         return LOAD_NO_HANDLER;
     }
     end_invocation();

@@ -32,7 +32,7 @@ LOAD_RESULTS = {
     1: "the function's code threw while loading",
     2: "the JavaScript engine failed to start",
     3: "this instance already has a function loaded",
-    4: "the function never registered a handler: call Deno.serve(handler) at the top level",
+    4: "the function never registered a handler: call Deno.serve(handler) at the top level (or export default { fetch })",
     5: "the function ran out of memory while loading",
     6: "the function's code does not compile",
     7: "the function's top-level await never settled",
