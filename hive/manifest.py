@@ -26,7 +26,23 @@ WASI_GROUPS: dict[str, frozenset[str]] = {
     # Always granted: they expose nothing (empty args, exit, yield).
     "process": frozenset({"args_get", "args_sizes_get", "proc_exit", "sched_yield"}),
 }
-DEFAULT_WASI: tuple[str, ...] = ()  # denied by default: a deploy grants what the function needs
+# Granted when a manifest names no wasi list, as every peer does: time, randomness, logging and the
+# function's own config are no ambient authority. A manifest's explicit list is exact (it may narrow).
+# File system and sockets are not in any group: nothing grants them.
+DEFAULT_WASI: tuple[str, ...] = ("clocks", "random", "stdio", "env")
+
+
+def grant_hint(qualified: str) -> tuple[str, str | None]:
+    """What to say when `module.name` was refused at deploy: the grant that allows it, or that nothing can."""
+    module, _, name = qualified.partition(".")
+    if module == "wasi_snapshot_preview1":
+        for group, names in WASI_GROUPS.items():
+            if name in names:
+                return (f'; grant it with "wasi": [..., "{group}"] in the deploy manifest or wasi = [..., '
+                        f'"{group}"] in hive.toml [permissions] (a manifest without a wasi list grants '
+                        f'{", ".join(DEFAULT_WASI)})', group)
+    return ("; nothing can grant it: functions have no file system or sockets; use fetch (allowed_hosts) for "
+            "the network and KV (kv) for storage (docs/abi.md lists the imports)", None)
 
 
 def validate_name(name: Any) -> str:

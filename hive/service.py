@@ -13,12 +13,12 @@ import psutil
 
 from hive.auth import ensure_admin_token, held_token
 from hive.capabilities import Capabilities
-from hive.errors import GuestError, InvalidModule
+from hive.errors import ForbiddenImport, GuestError, InvalidModule
 from hive.httprules import request_id_of
 from hive.invoke import Invoker
 from hive.kv.lmdb import LmdbKv
 from hive.logs import FunctionLog
-from hive.manifest import Manifest
+from hive.manifest import Manifest, grant_hint
 from hive.peers import SyncMarks
 from hive.ratelimit import RateLimiter
 from hive.registry import Registry, VersionRecord, sha256_hex
@@ -95,8 +95,13 @@ async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tupl
     """Compile, trial-start and record a new version; the previous one serves until this succeeds."""
     sha = sha256_hex(wasm)
     # Compiling is slow and runs no guest code: a thread keeps the loop serving.
-    compiled = await asyncio.to_thread(hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports(),
-                                       manifest.limits.fuel is not None)
+    try:
+        compiled = await asyncio.to_thread(hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports(),
+                                           manifest.limits.fuel is not None)
+    except ForbiddenImport as e:  # say how to fix it: the manifest grant that allows it, or that none can
+        qualified = e.extra.get("import_name", "")
+        hint, grant = grant_hint(qualified)
+        raise ForbiddenImport(e.message + hint, **{**e.extra, "grant": grant}) from None
     # Guest code runs only on the loop thread (wasmtime-py passes host-function exceptions through a
     # global). The trial runs the start function and _initialize under the time limit, so it is bounded.
     try:

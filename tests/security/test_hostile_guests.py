@@ -257,15 +257,22 @@ def test_env_is_readable_only_with_the_env_grant(hive: Hostile) -> None:
     hive.deploy("env-reader", reader, {"wasi": ["env"], "config": {"TOKEN": "s3cret-value"}})
 
 
-def test_wasi_is_denied_by_default(hive: Hostile) -> None:
-    """A module that imports clock_time_get, deployed without a manifest, is refused: no grant, no WASI."""
+def test_a_manifest_without_a_wasi_list_grants_the_harmless_groups(hive: Hostile) -> None:
+    """Clocks, random, stdio and env are granted by default (as every peer does); an explicit list is exact,
+    and a refusal names the grant that would allow the import."""
     clock = guest("unreachable", f'(import "{WASI}" "clock_time_get" (func (param i32 i64 i32) (result i32)))')
-    body = assert_error(hive.server.deploy("no-grants", clock), 422, "forbidden_import")
-    assert body["import_name"] == "wasi_snapshot_preview1.clock_time_get"
-    assert "wasi_snapshot_preview1.clock_time_get" in body["message"]
-    hive.expected["no-grants"] = None
+    hive.deploy("default-clock", clock, {})
+    body = assert_error(hive.server.deploy("narrowed", clock, json.dumps({"wasi": ["stdio"]})), 422,
+                        "forbidden_import")
+    assert body["import_name"] == "wasi_snapshot_preview1.clock_time_get" and body["grant"] == "clocks"
+    assert '"wasi": [..., "clocks"]' in body["message"] and "hive.toml [permissions]" in body["message"]
+    hive.expected["narrowed"] = None
+    files = guest("unreachable", f'(import "{WASI}" "path_open" '
+                                 '(func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))')
+    body = assert_error(hive.server.deploy("no-files", files), 422, "forbidden_import")
+    assert body["grant"] is None and "nothing can grant it" in body["message"]
+    hive.expected["no-files"] = None
     hive.unharmed()
-    hive.deploy("granted-clock", clock, {"wasi": ["clocks"]})
 
 
 # --- floods ---

@@ -101,9 +101,10 @@ def test_bad_config_keys_and_values(config: str) -> None:
         parse_manifest(f'{{"config": {config}}}')
 
 
-def test_wasi_is_denied_by_default() -> None:
-    assert Manifest().wasi == []
-    assert Manifest().allowed_wasi_imports() == WASI_GROUPS["process"]
+def test_the_harmless_wasi_groups_are_granted_by_default() -> None:
+    assert Manifest().wasi == ["clocks", "random", "stdio", "env"]
+    assert "clock_time_get" in Manifest().allowed_wasi_imports()
+    assert Manifest(wasi=[]).allowed_wasi_imports() == WASI_GROUPS["process"]  # an explicit list is exact
 
 
 def test_allowed_wasi_imports_all_groups() -> None:
