@@ -224,7 +224,37 @@ async def kv_item(request: Request, hive: Hive) -> Response:
     return JSONResponse({"store": store, "key": _text(key), "bytes": len(value), "ttl_s": ttl_s})
 
 
+# --- server-wide secrets ---
+
+
+@admin_only
+async def list_secrets(request: Request, hive: Hive) -> Response:
+    return JSONResponse({"secrets": [{"name": n} for n in sorted(hive.registry.secrets())]})  # names only
+
+
+@admin_only
+async def put_secrets(request: Request, hive: Hive) -> Response:
+    raw = await read_limited(request, 1 << 20, "secrets")
+    try:
+        values = json.loads(raw)
+        if not isinstance(values, dict) or not values:
+            raise ValueError
+    except ValueError:
+        raise BadRequest('set secrets with a JSON object {"NAME": "value", ...}') from None
+    live = await service.set_secrets(hive, values)
+    return JSONResponse({"set": sorted(values), **live})
+
+
+@admin_only
+async def delete_secret(request: Request, hive: Hive) -> Response:
+    gone, live = await service.unset_secrets(hive, [request.path_params["name"]])
+    return JSONResponse({"unset": gone, **live})
+
+
 ROUTES = [
+    Route("/api/v1/secrets", list_secrets, methods=["GET"]),
+    Route("/api/v1/secrets", put_secrets, methods=["PUT", "POST"]),
+    Route("/api/v1/secrets/{name}", delete_secret, methods=["DELETE"]),
     Route("/api/v1/kv", kv_stores, methods=["GET"]),
     Route("/api/v1/kv/{store}", kv_keys, methods=["GET"]),
     Route("/api/v1/kv/{store}/{key:path}", kv_item, methods=["GET", "PUT", "DELETE"]),

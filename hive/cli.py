@@ -379,6 +379,52 @@ def logs(client: Any, name: str, follow: bool, lines: int, as_json: bool) -> Non
         pass
 
 
+# --- secrets ---
+
+
+@main.group()
+@click.option("--url", envvar="HIVE_URL", default=DEFAULT_URL, show_default=True, help="server URL")
+@click.option("--token", envvar="HIVE_ADMIN_TOKEN", help="admin token (default: the local data dir's)")
+@click.pass_context
+def secrets(ctx: click.Context, url: str, token: str | None) -> None:
+    """Server-wide secrets every function sees in its environment (like `supabase secrets`)."""
+    from hive.client import Client, resolve_token
+
+    ctx.obj = Client(url, resolve_token(token))
+
+
+@secrets.command("set")
+@click.argument("pairs", nargs=-1, required=True, metavar="NAME=VALUE...")
+@click.option("--env-file", type=click.Path(exists=True, dir_okay=False), help="NAME=VALUE lines (a .env file)")
+@click.pass_obj
+def secrets_set(client: Any, pairs: tuple[str, ...], env_file: str | None) -> None:
+    """Set secrets; a function's own config of the same name wins. Live on every worker, no redeploy."""
+    values = {**(_read_env_file(env_file) if env_file else {}), **_parse_pairs(pairs, "secrets set")}
+    data = client.admin("PUT", "/api/v1/secrets", json=values)
+    click.echo(f"set {', '.join(data['set'])} (generation {data['generation']})")
+
+
+@secrets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def secrets_list(client: Any, as_json: bool) -> None:
+    """List the secrets' names (never their values)."""
+    names = [s["name"] for s in client.admin("GET", "/api/v1/secrets")["secrets"]]
+    click.echo(json.dumps(names) if as_json else "\n".join(names))
+
+
+@secrets.command("unset")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def secrets_unset(client: Any, names: tuple[str, ...]) -> None:
+    """Remove secrets."""
+    from urllib.parse import quote
+
+    for name in names:
+        data = client.admin("DELETE", f"/api/v1/secrets/{quote(name, safe='')}")
+        click.echo(f"unset {name}" if data["unset"] else f"{name} was not set")
+
+
 # --- kv ---
 
 

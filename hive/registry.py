@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import lmdb
@@ -35,6 +35,7 @@ from hive.errors import (
 from hive.manifest import Manifest
 
 _GEN = b"generation"
+_REPLICA = b"replica"  # meta: u64be(generation of the last apply_replica) + its mark
 
 
 class FunctionRecord(msgspec.Struct):
@@ -51,6 +52,13 @@ class VersionRecord(msgspec.Struct):
     size: int
     deployed_at: float
     manifest: Manifest
+
+
+class FunctionState(msgspec.Struct):
+    """A function as a replica holds it (hive.cluster): its pointer and every kept version."""
+
+    function: FunctionRecord
+    versions: list[VersionRecord]
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -103,6 +111,7 @@ class Registry:
         self._versions = self.env.open_db(b"versions")
         self._blobs = self.env.open_db(b"blobs")
         self._refs = self.env.open_db(b"refs")
+        self._secrets = self.env.open_db(b"secrets")  # server-wide: every function's config, under its own
 
     def close(self) -> None:
         self.env.close()
@@ -146,6 +155,26 @@ class Registry:
                 fn = _dec_fn.decode(raw)
                 out[key.decode()] = _dec_ver.decode(txn.get(_vkey(fn.name, fn.current), db=self._versions))
             return gen, out
+
+    # --- server-wide secrets (every function sees them in its config; its own values win) ---
+
+    def secrets(self) -> dict[str, str]:
+        with self.env.begin(db=self._secrets) as txn:
+            return {k.decode(): v.decode() for k, v in txn.cursor()}
+
+    def set_secrets(self, values: Mapping[str, str]) -> None:
+        with self._write(adds=sum(len(k) + len(v) for k, v in values.items())) as (txn, _):
+            for k, v in values.items():
+                txn.put(k.encode(), v.encode(), db=self._secrets)
+            self._bump(txn)
+
+    def unset_secrets(self, names: list[str]) -> list[str]:
+        """The names that were set (and are now gone)."""
+        with self._write() as (txn, _):
+            gone = [n for n in names if txn.delete(n.encode(), db=self._secrets)]
+            if gone:
+                self._bump(txn)
+        return gone
 
     def versions(self, name: str) -> list[VersionRecord]:
         prefix = name.encode() + b"\x00"
@@ -285,6 +314,66 @@ class Registry:
     def _bump(self, txn: lmdb.Transaction) -> None:
         gen = _u(txn.get(_GEN, db=self._meta)) + 1
         txn.put(_GEN, gen.to_bytes(8, "big"), db=self._meta)
+
+    # A replica (hive.cluster): another registry is the source of truth, and this one copies its state.
+
+    def replica_mark(self) -> tuple[bytes, int] | None:
+        """The mark the last apply_replica kept, and the generation that change got here: when
+        generation() has moved past it, something else has written to this registry since."""
+        with self.env.begin(db=self._meta, buffers=False) as txn:
+            raw = txn.get(_REPLICA)
+        return None if raw is None else (raw[8:], _u(raw[:8]))
+
+    def apply_replica(self, states: Mapping[str, FunctionState | None], blobs: Mapping[str, bytes],
+                      mark: bytes) -> int:
+        """In one transaction with one generation bump: make each named function exactly its state
+        (None: not deployed), taking the blobs that new versions need from `blobs` unless stored here
+        already, and keep `mark` (what the source's state was). Pruning is the source's business:
+        the kept versions are the ones given. The new generation."""
+        with self._write(adds=sum(map(len, blobs.values()))) as (txn, dropped):
+            for name, state in states.items():
+                have = {int.from_bytes(k[-4:], "big"): _dec_ver.decode(raw) for k, raw in self._version_items(txn, name)}
+                want = {} if state is None else {v.version: v for v in state.versions}
+                if state is not None and (state.function.name != name or state.function.current not in want
+                                          or any(v.name != name for v in state.versions)):
+                    raise RegistryError(f"replica state of {name!r} is inconsistent: current "
+                                        f"v{state.function.current}, versions {sorted(want)}")
+                for version, rec in want.items():  # add first: a blob shared with a removed version stays
+                    if have.get(version) == rec:
+                        continue
+                    key = rec.sha256.encode()
+                    if txn.get(key, db=self._blobs) is None:
+                        wasm = blobs.get(rec.sha256)
+                        if wasm is None or sha256_hex(wasm) != rec.sha256 or len(wasm) != rec.size:
+                            raise RegistryError(f"replica of {name} v{version}: blob {rec.sha256} missing or wrong")
+                        txn.put(key, wasm, db=self._blobs)
+                    self._incref(txn, key, +1, dropped)
+                    if version in have:
+                        self._incref(txn, have[version].sha256.encode(), -1, dropped)
+                    txn.put(_vkey(name, version), _enc.encode(rec), db=self._versions)
+                for version, rec in have.items():
+                    if version not in want:
+                        txn.delete(_vkey(name, version), db=self._versions)
+                        self._incref(txn, rec.sha256.encode(), -1, dropped)
+                if state is None:
+                    txn.delete(name.encode(), db=self._functions)
+                else:
+                    txn.put(name.encode(), _enc.encode(state.function), db=self._functions)
+            self._bump(txn)
+            gen = _u(txn.get(_GEN, db=self._meta))
+            txn.put(_REPLICA, gen.to_bytes(8, "big") + mark, db=self._meta)
+        return gen
+
+    def _version_items(self, txn: lmdb.Transaction, name: str) -> list[tuple[bytes, bytes]]:
+        prefix = name.encode() + b"\x00"
+        cur = txn.cursor(db=self._versions)
+        out = []
+        if cur.set_range(prefix):
+            for key, raw in cur:
+                if not key.startswith(prefix):
+                    break
+                out.append((bytes(key), bytes(raw)))
+        return out
 
 
 def check_integrity(registry: Registry) -> list[str]:

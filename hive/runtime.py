@@ -36,8 +36,10 @@ def limits_for(manifest: Manifest, settings: Settings) -> GuestLimits:
     )
 
 
-def env_for(manifest: Manifest) -> list[bytes]:
-    return [f"{k}={v}".encode() for k, v in sorted(manifest.config.items())]
+def env_for(manifest: Manifest, secrets: dict[str, str] | None = None) -> list[bytes]:
+    """The guest's environment: the server-wide secrets under the function's own config (which wins)."""
+    values = {**(secrets or {}), **manifest.config}
+    return [f"{k}={v}".encode() for k, v in sorted(values.items())]
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Runtime:
         self.generation = -1
         self.on_sync: Callable[[int], None] | None = None  # told the generation after each change
         self._refill: set[str] = set()
+        self.secrets: dict[str, str] = {}
         self.jwks = JwksCache()  # one per worker: every function naming a JWKS URL shares its fetches
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
@@ -91,13 +94,16 @@ class Runtime:
         if not force and self.registry.generation() == self.generation:
             return False
         gen, current = self.registry.snapshot()
+        secrets = self.registry.secrets()
+        every = secrets != self.secrets  # a secret changed: every function gets a new environment
+        self.secrets = secrets
         for name in list(self.functions):
             if name not in current:
                 self.functions.pop(name).retired = True
         self.failed = {k: v for k, v in self.failed.items() if k in current}
         for name, rec in current.items():
             have = self.functions.get(name)
-            if have is not None and have.record == rec:
+            if have is not None and have.record == rec and not every:
                 continue
             try:
                 loaded = self._load(rec)
@@ -138,7 +144,7 @@ class Runtime:
     def _instantiate(self, loaded: Loaded) -> GuestInstance:
         rec = loaded.record
         self.instantiations += 1
-        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest), sink=self.guest_log)
+        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest, self.secrets), sink=self.guest_log)
         return GuestInstance(self.sandbox, loaded.compiled, loaded.limits, ctx)
 
     # Serving

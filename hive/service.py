@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import psutil
 
 from hive.auth import ensure_admin_token, held_token
 from hive.capabilities import Capabilities
-from hive.errors import ForbiddenImport, GuestError, InvalidModule
+from hive.errors import BadRequest, ForbiddenImport, GuestError, InvalidModule
 from hive.httprules import request_id_of
 from hive.invoke import Invoker
 from hive.kv.lmdb import LmdbKv
@@ -106,7 +107,7 @@ async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tupl
     # global). The trial runs the start function and _initialize under the time limit, so it is bounded.
     try:
         GuestInstance(hive.sandbox, compiled, limits_for(manifest, hive.settings),
-                      GuestContext(name, 0, env_for(manifest)))
+                      GuestContext(name, 0, env_for(manifest, hive.runtime.secrets)))
     except GuestError as e:
         if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
             hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
@@ -129,6 +130,27 @@ async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionR
 async def delete(hive: Hive, name: str) -> dict[str, int]:
     hive.registry.delete(name)
     return await live_everywhere(hive)
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+async def set_secrets(hive: Hive, values: dict[str, str]) -> dict[str, int]:
+    """Server-wide secrets: in every function's environment (its own config wins), live on every
+    worker when this returns; never logged or listed with their values."""
+    for k, v in values.items():
+        if not isinstance(k, str) or not _SECRET_NAME.match(k) or not isinstance(v, str) or "\x00" in v:
+            raise BadRequest(f"a secret needs a NAME of letters, digits and '_' (not starting with a digit) and a "
+                             f"text value without NUL; got {str(k)[:40]!r}")
+    hive.registry.set_secrets(values)
+    log.info("secrets set: %s", ", ".join(sorted(values)))
+    return await live_everywhere(hive)
+
+
+async def unset_secrets(hive: Hive, names: list[str]) -> tuple[list[str], dict[str, int]]:
+    gone = hive.registry.unset_secrets(names)
+    log.info("secrets unset: %s", ", ".join(sorted(gone)) or "none were set")
+    return gone, await live_everywhere(hive)
 
 
 async def live_everywhere(hive: Hive) -> dict[str, int]:
