@@ -137,12 +137,15 @@ def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[
 
 def check_built_module(path: Path, imports_hint: str = "", interface_hint: str = "") -> None:
     """Fail the build (not the deploy) when the server would refuse the module: the module check of
-    deploy (hive.sandbox.inspect) with every WASI capability granted, since granting is the deploy's.
+    deploy (hive.sandbox.inspect, and the default function and code limits) with every WASI
+    capability granted, since granting is the deploy's.
     A refused module is removed: it is no build result."""
-    from hive.sandbox import inspect  # wasmtime, only once a compiler has produced a module
+    from hive.sandbox import compiler, inspect  # wasmtime, only once a compiler has produced a module
 
     try:
-        module = inspect.compile_module(inspect.build_engine(), path.read_bytes())
+        wasm = path.read_bytes()
+        compiler.check_shape(wasm, compiler.CompileLimits.defaults())  # the server's default limits
+        module = inspect.compile_module(inspect.build_engine(), wasm)
         bad = inspect.unknown_imports(module)
         if bad:
             raise BuildError(f"{path.name} imports {listed(bad)}, which Edge Hive does not provide"

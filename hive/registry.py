@@ -78,6 +78,21 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_not_truncated(env: lmdb.Environment, path: Path) -> None:
+    """Refuse an LMDB data.mdb shorter than the pages its meta page says are in use (a truncated copy
+    or restore): every process would die of SIGBUS on its first read. Call it right after
+    lmdb.open, before any read (the rate-limit and KV stores can use it too)."""
+    data = path / "data.mdb"
+    used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = data.stat().st_size
+    if size < used:
+        raise RegistryDamaged(
+            f"the registry {data} is damaged: the file has {size} bytes but LMDB's meta page says "
+            f"{used} are in use (it was truncated, e.g. by a copy that did not finish or a full disk). "
+            f"Stop the server and restore {path} from a backup (or an `mdb_copy` of a good one), "
+            f"or move it aside to start with an empty registry and deploy again")
+
+
 def free_bytes(path: Path) -> int:
     """Space a write under `path` can still use (root may use the reserved blocks too)."""
     st = os.statvfs(path)
@@ -102,7 +117,7 @@ class Registry:
             raise RegistryError(f"cannot open registry at {path}: {e}") from e
         self.map_size_mb = map_size_mb
         try:
-            self._check_size()  # before any read: a page past the end of the file is SIGBUS, not an error
+            check_not_truncated(self.env, path)  # before any read: a page past the end is SIGBUS, not an error
         except BaseException:
             self.env.close()
             raise
@@ -115,19 +130,6 @@ class Registry:
 
     def close(self) -> None:
         self.env.close()
-
-    def _check_size(self) -> None:
-        """Refuse a data.mdb shorter than the pages LMDB's meta page says are in use (a truncated
-        copy or restore): every worker would die of SIGBUS on its first read."""
-        data = self.path / "data.mdb"
-        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
-        size = data.stat().st_size
-        if size < used:
-            raise RegistryDamaged(
-                f"the registry {data} is damaged: the file has {size} bytes but LMDB's meta page says "
-                f"{used} are in use (it was truncated, e.g. by a copy that did not finish or a full disk). "
-                f"Stop the server and restore {self.path} from a backup (or an `mdb_copy` of a good one), "
-                f"or move it aside to start with an empty registry and deploy again")
 
     # Reads
 

@@ -109,3 +109,15 @@ def test_rust_build_without_the_abi_fails_with_the_deploy_message(tmp_path: Path
     assert "plain.wasm: the module does not export 'hive_alloc': it is not an Edge Hive ABI v1 module" in e.value.message
     assert "#[edge_function]" in e.value.message
     assert not (folder / "plain.wasm").exists()
+
+
+def test_a_build_over_the_function_limit_fails_with_the_deploy_message(sandbox: Sandbox, tmp_path: Path) -> None:
+    # 60,000 one-line functions, each kept by `used` (volatile) so the optimiser cannot fold them.
+    source = SDK_HELLO + "".join(f"int f{i}(void) {{ return {i}; }}\n" for i in range(60_000)) + (
+        "int (*const used[])(void) = {" + ",".join(f"f{i}" for i in range(60_000)) + "};\n"
+        "__attribute__((export_name(\"touch\"))) int touch(int i) { return used[i](); }\n")
+    folder = c_function(tmp_path / "f", source)
+    with pytest.raises(BuildError) as e:
+        build_function(folder)
+    assert "more than max_module_functions (50000)" in e.value.message
+    assert e.value.extra["cause"] == "module_too_complex"
