@@ -235,7 +235,7 @@ def find_functions(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.glob(f"*/{MANIFEST}") if p.is_file())
 
 
-@dataclass
+@dataclass(eq=False)
 class Function:
     folder: Path
     name: str | None = None  # from hive.toml, read at each build (it may change)
@@ -291,7 +291,7 @@ class Dev:
             body = json.dumps(manifest, sort_keys=True) if manifest else None
             digest = hashlib.sha256(b"%s\0%s\0%s" % (name.encode(), wasm.read_bytes(), (body or "").encode()))
             if digest.hexdigest() == fn.digest:
-                self.out(f"[{name}] unchanged (v{fn.version} keeps serving)")
+                self.out(f"[{name}] the module is unchanged (v{fn.version} keeps serving)")
                 return False
             rec = self.client().deploy(name, wasm, body)
         except (BuildError, InvalidManifest, OSError) as e:
@@ -319,15 +319,10 @@ class Dev:
     def changed(self, paths: Iterable[Path]) -> None:
         """One batch of saved files: redeploy each function they belong to, once."""
         paths = list(paths)
-        todo: list[Function] = []
-        if any(p.name == MANIFEST for p in paths):
-            for fn in self.rescan():
-                todo.append(fn)
-        for p in paths:
-            fn = self.owner(p)
-            # Unchanged contents (a touch, an editor's backup dance, a tool's temp file) build nothing.
-            if fn is not None and fn not in todo and source_digests(fn.folder, self.keep) != fn.sources:
-                todo.append(fn)
+        todo = self.rescan() if any(p.name == MANIFEST for p in paths) else []
+        touched = {id(fn): fn for fn in map(self.owner, paths) if fn is not None and fn not in todo}
+        # Unchanged contents (a touch, an editor's backup dance, a tool's temp file) build nothing.
+        todo += [fn for fn in touched.values() if source_digests(fn.folder, self.keep) != fn.sources]
         for fn in todo:
             before = fn.deployed_name
             if self.deploy(fn) and fn.deployed_name != before:  # new, or renamed in hive.toml
@@ -419,12 +414,17 @@ def _watch(dev: Dev, root: Path, keep: Any) -> None:
 
     # step: a batch ends after 50 ms without events, so an editor's write-and-rename is one change.
     # An empty batch every second (yield_on_timeout) checks that the server still runs.
+    first = True
     for changes in watch(root, watch_filter=keep, step=50, rust_timeout=1000, yield_on_timeout=True,
                          raise_interrupt=True):
         if dev.server.proc.poll() is not None:
             raise DevError(f"the server {dev.server.exit_status()}:\n{dev.server.log_tail()}")
-        if changes:
-            dev.changed(Path(path) for _, path in changes)
+        paths = [Path(path) for _, path in changes]
+        if first:  # the watcher runs now: catch up with saves made during the first builds
+            first = False
+            paths += [fn.folder / MANIFEST for fn in dev.functions.values()]
+        if paths:
+            dev.changed(paths)
 
 
 def _stop_children() -> None:
