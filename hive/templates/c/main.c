@@ -1,4 +1,4 @@
-/* {{name}}: an Edge Hive function. See docs/sdk-c.md for the API. */
+/* {{name}}: an Edge Hive function in C. API: docs/sdk-c.md in Edge Hive */
 #include <time.h>
 
 #include "edge_hive.h"
