@@ -97,7 +97,7 @@ class DevServer:
         env = {**os.environ, setting("function_log").env: "true"}  # the terminal shows it
         argv = [sys.executable, "-m", "hive.cli", "serve", "--bind", f"{host}:{port}",
                 "--workers", str(workers), "--data-dir", str(data_dir)]
-        with open(data_dir / SERVER_LOG, "ab") as log:
+        with open(data_dir / SERVER_LOG, "wb") as log:  # this session's log only
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True, preexec_fn=_die_with_parent)
         return cls(proc, f"http://{host}:{port}", data_dir)
