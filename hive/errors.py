@@ -156,6 +156,12 @@ class RegistryFull(RegistryError):
     code, status = "registry_full", 507
 
 
+class RegistryUnavailable(RegistryError):
+    """Cluster mode: the registry's PostgreSQL cannot be reached, so changes wait; serving goes on."""
+
+    code, status = "registry_unavailable", 503
+
+
 class RegistryDamaged(RegistryError):
     """The registry's files are not what LMDB wrote (e.g. data.mdb was truncated)."""
 

@@ -36,8 +36,10 @@ def is_connection_error(e: BaseException) -> bool:
 
 
 class Pool:
-    def __init__(self, dsn: str, *, size: int = 8, application_name: str = "edge-hive") -> None:
+    def __init__(self, dsn: str, *, size: int = 8, application_name: str = "edge-hive",
+                 check_idle_s: float = CHECK_IDLE_S) -> None:
         self.dsn = dsn
+        self.check_idle_s = check_idle_s  # 0: ping every connection lent again (for writes that must not fail on a stale one)
         self.size = size
         self.application_name = application_name
         self._idle: list[tuple[psycopg.Connection, float]] = []
@@ -85,7 +87,7 @@ class Pool:
                                                    f"(pool of {self.size})")
                 self._cond.wait(left)
         try:
-            if conn is not None and time.monotonic() - since > CHECK_IDLE_S:
+            if conn is not None and time.monotonic() - since >= self.check_idle_s:
                 try:
                     conn.execute("SELECT 1")
                 except psycopg.Error:

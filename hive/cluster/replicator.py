@@ -1,0 +1,335 @@
+"""A node's replicator: keeps the node's LMDB registry a replica of the cluster's (PostgreSQL).
+
+One per node. Every worker runs a `Seat`: a thread that waits for an exclusive lock on
+`<data dir>/run/replicator.lock`; the worker that holds it replicates, and when it exits (even by
+SIGKILL: the kernel drops the lock) another worker's seat takes over. The gunicorn master stays free of
+LMDB, wasmtime and PostgreSQL.
+
+The replicator LISTENs on the registry channel, then catches up from the last generation it applied
+(so no change falls between), and after that on every notification that names a newer generation and
+once a second regardless (a lost notification delays a change by a second at most). A catch-up reads,
+in one REPEATABLE READ snapshot, which functions changed since the applied generation (hive_changes)
+and their whole state, and applies it to LMDB (Registry.apply_replica) with the cluster generation as
+the mark; every function is copied instead when the mark does not fit (another cluster, a registry
+written by something else since, a log pruned past it, or a cluster behind the mark). After any
+reconnect it catches up again before anything else. Changes are applied in generation order by
+construction: each catch-up moves the replica from one snapshot to a later one.
+
+Then it waits (bounded by sync_wait_ms) until the node's workers serve the new LMDB generation and
+reports the cluster generation as the node's in hive_nodes, with a heartbeat once a second: a deploy
+on any node waits for that report. It also writes `<data dir>/run/cluster-state.json`, which the node's
+workers read for /readyz (not ready until a catch-up of this server run) and for their share of
+server-wide rate limits (the count of live nodes).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import psutil
+import psycopg
+
+from hive.cluster import store
+from hive.cluster.pg import connect
+from hive.marks import start_ticks
+from hive.peers import SyncMarks
+from hive.registry import FunctionState, Registry, VersionRecord
+
+log = logging.getLogger("hive.cluster")
+
+HEARTBEAT_S = 1.0
+NODE_TIMEOUT_S = 5.0  # a node whose heartbeat is older is not live: deploys do not wait for it
+BATCH_BYTES = 64 << 20  # module bytes one LMDB transaction of a catch-up takes at most
+STATE_FILE = "cluster-state.json"
+LOCK_FILE = "replicator.lock"
+
+
+class Mark(msgspec.Struct):
+    """What the replica's LMDB registry copies: a cluster and its generation (-1: a copy in progress)."""
+
+    id: str
+    g: int
+
+
+class NodeState(msgspec.Struct):
+    """The replicator's report to its node's workers (the state file)."""
+
+    server: list[int]  # [gunicorn master pid, its start ticks]: which server run this is about
+    node: str
+    pid: int  # the worker that replicates
+    caught_up: bool = False  # a catch-up of this server run has completed
+    connected: bool = False
+    generation: int = -1  # the cluster generation in the node's LMDB
+    loaded: int = -1  # the cluster generation every worker of the node serves
+    cluster_generation: int = -1  # the newest generation seen
+    live_nodes: int = 1
+    error: str = ""
+    at: float = 0.0
+
+
+def server_identity() -> list[int]:
+    ppid = os.getppid()
+    return [ppid, start_ticks(ppid) or 0]
+
+
+def _server_started() -> float:
+    try:
+        return psutil.Process(os.getppid()).create_time()
+    except psutil.Error:
+        return time.time()
+
+
+def read_state(data_dir: Path) -> NodeState | None:
+    try:
+        return msgspec.json.decode((data_dir / "run" / STATE_FILE).read_bytes(), type=NodeState)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def _write_state(data_dir: Path, state: NodeState) -> None:
+    run = data_dir / "run"
+    tmp = run / f".{STATE_FILE}.{os.getpid()}.tmp"
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(msgspec.json.encode(state))
+        os.replace(tmp, run / STATE_FILE)  # readers never see half of it
+    except OSError:
+        log.warning("could not write %s", run / STATE_FILE, exc_info=True)
+
+
+Precompile = Callable[[VersionRecord, bytes], None]
+
+
+class Replicator:
+    def __init__(self, *, dsn: str, node: str, registry: Registry, data_dir: Path, bind: str = "",
+                 sync_wait_s: float = 3.0, precompile: Precompile | None = None) -> None:
+        self.dsn = dsn
+        self.node = node
+        self.registry = registry
+        self.data_dir = data_dir
+        self.bind = bind
+        self.sync_wait_s = sync_wait_s
+        self.precompile = precompile
+        self.marks = SyncMarks(data_dir)
+        self.state = NodeState(server_identity(), node, os.getpid())
+        self.local = -1  # the LMDB generation of the last apply
+        self.catch_ups = 0
+        self._started_at = _server_started()
+
+    # The loop
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self._session(stop)
+                backoff = 0.1
+            except Exception as e:  # PostgreSQL gone, or a failure applying: retry, keep serving LMDB
+                if not stop.is_set():
+                    log.warning("cluster replication (node %s) interrupted: %s; retrying", self.node,
+                                str(e).strip()[:300])
+                self.state.connected = False
+                self.state.error = str(e).strip()[:300]
+                self._publish()
+                stop.wait(backoff)
+                backoff = min(2.0, backoff * 2)
+        self._goodbye()
+
+    def _session(self, stop: threading.Event) -> None:
+        with connect(self.dsn, application_name=f"edge-hive-listen {self.node}") as listen, \
+                connect(self.dsn, application_name=f"edge-hive-node {self.node}") as work:
+            store.create_schema(work)
+            listen.execute(f"LISTEN {store.CHANNEL}")
+            self.catch_up(work)  # after LISTEN: a change committed from now on is also notified
+            self.state.connected, self.state.error = True, ""
+            self.heartbeat(work)
+            next_beat = time.monotonic() + HEARTBEAT_S
+            while not stop.is_set():
+                wake = False
+                for n in listen.notifies(timeout=0.25, stop_after=1):
+                    change = store.parse_notice(n.payload)
+                    wake = change is None or change.g > self.state.generation
+                if wake:
+                    for _ in listen.notifies(timeout=0):  # those that came meanwhile: one catch-up for all
+                        pass
+                    if self.catch_up(work):
+                        self.heartbeat(work)  # at once: a deploy somewhere waits for this report
+                if time.monotonic() >= next_beat:
+                    self.catch_up(work)  # whatever a lost notification did not say
+                    self.heartbeat(work)
+                    next_beat = time.monotonic() + HEARTBEAT_S
+
+    # Catching up
+
+    def _position(self, head: store.Head) -> tuple[int, bool]:
+        """(generation applied, whether every function must be copied)."""
+        got = self.registry.replica_mark()
+        if got is None:
+            return -1, True
+        raw, local = got
+        try:
+            mark = msgspec.json.decode(raw, type=Mark)
+        except msgspec.DecodeError:
+            return -1, True
+        full = (mark.id != head.id or local != self.registry.generation() or mark.g < 0
+                or mark.g > head.generation or mark.g < head.log_from - 1)
+        return mark.g, full
+
+    def catch_up(self, conn: psycopg.Connection) -> bool:
+        """Bring the LMDB replica to the cluster's generation; whether anything changed."""
+        started = time.monotonic()
+        with conn.transaction():
+            head = store.begin_snapshot(conn)
+            applied, full = self._position(head)
+            self.state.cluster_generation = head.generation
+            if not full and applied == head.generation:
+                if not self.state.caught_up:
+                    self._caught_up(head.generation, self.registry.generation())
+                return False
+            if full:
+                names = sorted(set(store.function_names(conn)) | set(self.registry.snapshot()[1]))
+            else:
+                names = store.changed_since(conn, applied)
+            wanted = store.states(conn, names)
+            batches = self._batches(wanted)
+            local = self.registry.generation()
+            for i, batch in enumerate(batches):
+                last = i == len(batches) - 1
+                need = sorted({v.sha256 for s in batch.values() if s for v in s.versions
+                               if not self.registry.has_blob(v.sha256)})
+                blobs = store.blobs(conn, need) if need else {}
+                self._precompile(batch, blobs)
+                # Until the last batch the mark keeps the old position (-1 when copying everything),
+                # so a crash in between repeats the catch-up.
+                mark = Mark(head.id, head.generation if last else (-1 if full else applied))
+                local = self.registry.apply_replica(batch, blobs, msgspec.json.encode(mark))
+        self.catch_ups += 1
+        log.info("node %s: registry at cluster generation %d (%s%d functions, %.1f ms)", self.node,
+                 head.generation, "full copy, " if full else "", len(names), (time.monotonic() - started) * 1000)
+        self._caught_up(head.generation, local)
+        return True
+
+    def _batches(self, wanted: dict[str, FunctionState | None]) -> list[dict[str, FunctionState | None]]:
+        out: list[dict[str, FunctionState | None]] = [{}]
+        size = 0
+        for name, state in wanted.items():
+            add = sum(v.size for v in state.versions) if state else 0
+            if out[-1] and size + add > BATCH_BYTES:
+                out.append({})
+                size = 0
+            out[-1][name] = state
+            size += add
+        return out
+
+    def _precompile(self, batch: dict[str, FunctionState | None], blobs: dict[str, bytes]) -> None:
+        """Compile each function's current version before the workers are told (they then only map it)."""
+        if self.precompile is None:
+            return
+        for state in batch.values():
+            if state is None:
+                continue
+            rec = next((v for v in state.versions if v.version == state.function.current), None)
+            if rec is None:
+                continue
+            try:
+                wasm = blobs.get(rec.sha256) or self.registry.blob(rec.sha256)
+                self.precompile(rec, wasm)
+            except Exception as e:  # the workers' own load reports it (readyz)
+                log.warning("node %s: could not compile %s v%d: %s", self.node, rec.name, rec.version, e)
+
+    def _caught_up(self, generation: int, local: int) -> None:
+        self.local = local
+        self.state.generation = generation
+        self.state.caught_up = True
+        self._publish()  # the workers may serve (and booting ones warm) from here
+        deadline = time.monotonic() + self.sync_wait_s
+        while self.marks.lagging(local) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if not self.marks.lagging(local):
+            self.state.loaded = generation
+            self._publish()
+
+    # Reporting
+
+    def heartbeat(self, conn: psycopg.Connection) -> None:
+        if self.state.loaded < self.state.generation and not self.marks.lagging(self.local):
+            self.state.loaded = self.state.generation  # a slow worker has caught up since
+        live = self.marks.live()
+        behind = len(self.marks.lagging(self.local))
+        conn.execute(
+            "INSERT INTO hive_nodes (name, generation, applied, heartbeat_at, started_at, stopped, bind, pid, workers, "
+            "workers_behind) VALUES (%s, %s, %s, now(), to_timestamp(%s), false, %s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation, applied = EXCLUDED.applied, "
+            "heartbeat_at = now(), started_at = EXCLUDED.started_at, stopped = false, bind = EXCLUDED.bind, "
+            "pid = EXCLUDED.pid, workers = EXCLUDED.workers, workers_behind = EXCLUDED.workers_behind",
+            (self.node, self.state.loaded, self.state.generation, self._started_at, self.bind, os.getpid(),
+             len(live), behind))
+        row = conn.execute("SELECT count(*) FROM hive_nodes WHERE NOT stopped AND "
+                           "heartbeat_at > now() - make_interval(secs => %s)", (NODE_TIMEOUT_S,)).fetchone()
+        self.state.live_nodes = max(1, row[0] if row else 1)
+        self._publish()
+
+    def _publish(self) -> None:
+        self.state.at = time.time()
+        _write_state(self.data_dir, self.state)
+
+    def _goodbye(self) -> None:
+        """This worker stops replicating: deploys need not wait for the node until a successor reports."""
+        try:
+            with connect(self.dsn, application_name=f"edge-hive-node {self.node}") as conn:
+                conn.execute("UPDATE hive_nodes SET stopped = true WHERE name = %s AND pid = %s",
+                             (self.node, os.getpid()))
+        except psycopg.Error:
+            pass  # PostgreSQL is down: the heartbeat simply stops
+
+
+class Seat:
+    """The node's one replicator: a thread in every worker, the one holding the lock file replicates."""
+
+    poll_s = 0.2
+
+    def __init__(self, data_dir: Path, make: Callable[[], Replicator]) -> None:
+        self.lock_path = data_dir / "run" / LOCK_FILE
+        self.make = make
+        self.replicator: Replicator | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hive-replicator", daemon=True)
+
+    @property
+    def holding(self) -> bool:
+        return self.replicator is not None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            while not self._stop.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self._stop.wait(self.poll_s)
+            if self._stop.is_set():
+                return
+            log.info("worker %d replicates the cluster registry for this node", os.getpid())
+            self.replicator = self.make()
+            self.replicator.run(self._stop)
+        except Exception:
+            log.exception("the replicator stopped")
+        finally:
+            os.close(fd)  # releases the lock: another worker's seat takes over
