@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hive import admin, service
+from hive.auth import bearer_matches
 from hive.errors import HiveError
 from hive.httprules import head_error
 from hive.render import Reply, error_reply, internal_error_reply, json_reply
@@ -62,9 +63,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    rt = request.app.state.hive.runtime
+    """Whether this worker serves (for load balancers); function names and errors only for the admin."""
+    hive: Hive = request.app.state.hive
+    rt = hive.runtime
     rt.sync()
-    ok, detail = rt.readiness()
+    ok, detail = rt.readiness(detail=bearer_matches(request.headers.get("authorization"), hive.admin_token))
     return JSONResponse({"ready": ok, "pid": os.getpid(), **detail}, status_code=200 if ok else 503)
 
 

@@ -11,6 +11,7 @@ No wasmtime or LMDB here: gunicorn's master imports this module through the work
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -21,20 +22,32 @@ class SyncMarks(MarkFiles):
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir, "sync-")
 
-    def publish(self, generation: int) -> None:
+    def publish(self, generation: int, failed: dict[str, str] | None = None) -> None:
+        """The generation served, and the functions that could not be loaded here (name -> why)."""
         # A read-only or vanished data dir: changes then answer after sync_wait_ms.
-        self.write(str(generation))
+        self.write(str(generation) + (" " + json.dumps(failed, separators=(",", ":")) if failed else ""))
+
+    @staticmethod
+    def _parse(value: str) -> tuple[int, dict[str, str]] | None:
+        gen, _, failed = value.partition(" ")
+        try:
+            return int(gen), (json.loads(failed) if failed else {})
+        except ValueError:
+            return None  # not a mark of ours
 
     def lagging(self, generation: int) -> list[int]:
         """The live workers whose mark is below `generation`. Marks of dead workers are removed."""
-        behind = []
-        for pid, value in self.live().items():
-            try:
-                if int(value) < generation:
-                    behind.append(pid)
-            except ValueError:
-                continue  # not a generation: not a mark of ours
-        return behind
+        return [pid for pid, value in self.live().items()
+                if (mark := self._parse(value)) is not None and mark[0] < generation]
+
+    def failures(self, generation: int) -> list[dict[str, object]]:
+        """What the workers at `generation` or later could not load: [{pid, function, error}]."""
+        out: list[dict[str, object]] = []
+        for pid, value in sorted(self.live().items()):
+            mark = self._parse(value)
+            if mark is not None and mark[0] >= generation:
+                out += [{"pid": pid, "function": name, "error": why} for name, why in sorted(mark[1].items())]
+        return out
 
     async def wait(self, generation: int, timeout_s: float) -> list[int]:
         """Until every live worker serves `generation`; the ones still behind after timeout_s."""

@@ -79,7 +79,8 @@ class Runtime:
         self.functions: dict[str, Loaded] = {}
         self.failed: dict[str, str] = {}  # name -> why it could not be loaded here
         self.generation = -1
-        self.on_sync: Callable[[int], None] | None = None  # told the generation after each change
+        # Told the generation and what failed to load here (name -> why) after each change.
+        self.on_sync: Callable[[int, dict[str, str]], None] | None = None
         self._refill: set[str] = set()
         self.secrets: dict[str, str] = {}
         self.jwks = JwksCache()  # one per worker: every function naming a JWKS URL shares its fetches
@@ -117,7 +118,7 @@ class Runtime:
             self.functions[name] = loaded  # the swap: new requests see the new version
         self.generation = gen
         if self.on_sync is not None:
-            self.on_sync(gen)
+            self.on_sync(gen, self.failed)
         return True
 
     def _load(self, rec: VersionRecord) -> Loaded:
@@ -201,9 +202,15 @@ class Runtime:
                 except GuestError as e:
                     log.warning("could not re-warm %s: %s", name, e)
 
-    def readiness(self) -> tuple[bool, dict[str, object]]:
+    def readiness(self, detail: bool = False) -> tuple[bool, dict[str, object]]:
+        """Ready once this worker serves the registry (one function that cannot load here does not make
+        the worker unready: it keeps serving the others, and the previous version of that one). Names
+        and error text only with `detail` (the admin's view)."""
         cold = sorted(n for n, f in self.functions.items() if not f.idle)
-        ok = not self.failed and self.generation >= 0
-        return ok, {"generation": self.generation, "warm": len(self.functions) - len(cold),
-                    "cold": cold, "failed": self.failed, "loads": self.loads,
-                    "instantiations": self.instantiations, "checked_at": time.time()}
+        ok = self.generation >= 0
+        out: dict[str, object] = {"generation": self.generation, "warm": len(self.functions) - len(cold),
+                                  "cold": len(cold), "failed": len(self.failed), "loads": self.loads,
+                                  "instantiations": self.instantiations, "checked_at": time.time()}
+        if detail:
+            out.update(cold=cold, failed=dict(self.failed))
+        return ok, out

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -92,7 +93,7 @@ def open_hive(settings: Settings) -> Hive:
                 capabilities)
 
 
-async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, int]]:
+async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, Any]]:
     """Compile, trial-start and record a new version; the previous one serves until this succeeds."""
     sha = sha256_hex(wasm)
     # Compiling is slow and runs no guest code: a thread keeps the loop serving.
@@ -119,7 +120,7 @@ async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tupl
     return rec, live
 
 
-async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionRecord, dict[str, int]]:
+async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionRecord, dict[str, Any]]:
     rec = hive.registry.set_current(name, version)
     live = await live_everywhere(hive)
     hive.telemetry.m.deploys.labels(name, "rollback").inc()
@@ -127,7 +128,7 @@ async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionR
     return rec, live
 
 
-async def delete(hive: Hive, name: str) -> dict[str, int]:
+async def delete(hive: Hive, name: str) -> dict[str, Any]:
     hive.registry.delete(name)
     return await live_everywhere(hive)
 
@@ -135,7 +136,7 @@ async def delete(hive: Hive, name: str) -> dict[str, int]:
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
-async def set_secrets(hive: Hive, values: dict[str, str]) -> dict[str, int]:
+async def set_secrets(hive: Hive, values: dict[str, str]) -> dict[str, Any]:
     """Server-wide secrets: in every function's environment (its own config wins), live on every
     worker when this returns; never logged or listed with their values."""
     for k, v in values.items():
@@ -147,21 +148,26 @@ async def set_secrets(hive: Hive, values: dict[str, str]) -> dict[str, int]:
     return await live_everywhere(hive)
 
 
-async def unset_secrets(hive: Hive, names: list[str]) -> tuple[list[str], dict[str, int]]:
+async def unset_secrets(hive: Hive, names: list[str]) -> tuple[list[str], dict[str, Any]]:
     gone = hive.registry.unset_secrets(names)
     log.info("secrets unset: %s", ", ".join(sorted(gone)) or "none were set")
     return gone, await live_everywhere(hive)
 
 
-async def live_everywhere(hive: Hive) -> dict[str, int]:
+async def live_everywhere(hive: Hive) -> dict[str, Any]:
     """After a change to the registry: load it here, then wait (bounded by sync_wait_ms) until every
-    other live worker has loaded it too, so the next request is served warm wherever it lands."""
+    other live worker has loaded it too, so the next request is served warm wherever it lands. A worker
+    that could not load a function says so in its mark: the answer lists it (it keeps serving the
+    function's previous version, if there is one)."""
     hive.runtime.sync()
-    behind = await hive.marks.wait(hive.runtime.generation, hive.settings.sync_wait_ms / 1000)
+    gen = hive.runtime.generation
+    behind = await hive.marks.wait(gen, hive.settings.sync_wait_ms / 1000)
     if behind:
-        log.warning("workers %s had not loaded generation %d after %d ms", behind, hive.runtime.generation,
-                    hive.settings.sync_wait_ms)
-    return {"generation": hive.runtime.generation, "workers_behind": len(behind)}
+        log.warning("workers %s had not loaded generation %d after %d ms", behind, gen, hive.settings.sync_wait_ms)
+    failed = hive.marks.failures(gen)
+    for f in failed:
+        log.warning("worker %s could not load %s: %s", f["pid"], f["function"], f["error"])
+    return {"generation": gen, "workers_behind": len(behind), "workers_failed": failed}
 
 
 async def watch(hive: Hive) -> None:

@@ -46,10 +46,12 @@ def test_both_workers_serve(server: Server) -> None:
 
 
 def test_hello_end_to_end(server: Server, hello_wasm: bytes) -> None:
-    # WASI is denied unless granted: without the clock, the deploy is refused and names the import.
-    r = server.deploy("hello", hello_wasm)
+    # An explicit wasi list is exact: without the clock, the deploy is refused and names the import and
+    # the grant; with no list at all, the harmless groups (the clock among them) are granted.
+    r = server.deploy("hello", hello_wasm, manifest=json.dumps({"wasi": []}))
     assert r.status_code == 422 and "wasi_snapshot_preview1.clock_time_get" in r.json()["message"]
-    r = server.deploy("hello", hello_wasm, manifest=json.dumps({"wasi": ["clocks"]}))
+    assert r.json()["grant"] == "clocks"
+    r = server.deploy("hello", hello_wasm)
     assert r.status_code == 201, r.text
     # Read-your-writes: every request after the deploy response, on any worker, sees hello.
     for _ in range(20):
