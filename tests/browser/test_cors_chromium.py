@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.guests import ECHO_WAT, LOOP_WAT, wat
+from hive import abi
+from tests.guests import ECHO_WAT, LOOP_WAT, RESP, data, guest, packed, wat
 from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
@@ -112,6 +113,12 @@ def chromium_dump_dom(url: str, profile: Path) -> tuple[str, str]:
     return out.decode(errors="replace"), err.decode(errors="replace")
 
 
+def answering(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A guest whose every response is this one (as a function with its own cors.ts answers)."""
+    raw = abi.encode_response(abi.Response(status, headers, body))
+    return guest(packed(RESP, len(raw)), data(RESP, raw), pages=1)
+
+
 @pytest.fixture(scope="module")
 def page() -> Iterator[Page]:
     p = Page()
@@ -132,6 +139,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, page: Page) -> Iterator[Ser
         ("wild", echo, {"cors": {"allow_origins": ["*"]}}),
         ("elsewhere", echo, {"auth": keyed, "cors": {"allow_origins": ["https://app.example.com"]}}),
         ("noapikey", echo, {"auth": keyed, "cors": {"allow_origins": [page.origin], "allow_headers": ["content-type"]}}),
+        # no cors section: the function answers CORS itself, preflights included (Supabase's cors.ts)
+        ("selfcors", answering(200, [(b"access-control-allow-origin", b"*"),
+                                     (b"access-control-allow-headers", b"apikey, content-type")], b"self"),
+         {"auth": keyed}),
         ("spin", wat(LOOP_WAT), {"limits": {"timeout_ms": 50}}),  # no cors section: its 504 is still readable
     ]
     for name, wasm, manifest in deploys:
@@ -166,6 +177,9 @@ def seen(server: Server, page: Page, tmp_path_factory: pytest.TempPathFactory) -
         "c_wildcard": {"url": f"{b}/api/v1/edge/wild", "init": {"method": "PUT"}},
         "d_origin_refused": {"url": f"{b}/api/v1/edge/elsewhere", "init": {**post, "headers": with_key}},
         "d_header_refused": {"url": f"{b}/api/v1/edge/noapikey", "init": {**post, "headers": with_key}},
+        "f_self_cors": {"url": f"{b}/functions/v1/selfcors", "init": {**post, "headers": with_key}},
+        "f_self_cors_no_key": {"url": f"{b}/functions/v1/selfcors",
+                               "init": {**post, "headers": {"apikey": "w" * 24}}},
         "e_missing": {"url": f"{b}/functions/v1/missing", "init": {"method": "POST", "body": "{}"}},
         "e_timeout": {"url": f"{b}/api/v1/edge/spin", "init": {}},
     })
@@ -230,3 +244,12 @@ def test_the_servers_errors_are_readable_without_a_cors_section(seen: dict[str, 
         assert got.get("status") == status, (case, got)
         assert json.loads(got["body"])["error"] == code
         assert got["relay"] == "true"
+
+
+def test_a_function_without_a_cors_section_answers_its_own_preflights(seen: dict[str, Any]) -> None:
+    """The preflight reached the guest (no 401 for want of a key the browser never sends on one), and
+    the server's refusal of a wrong key is readable."""
+    assert seen["f_self_cors"].get("status") == 200 and seen["f_self_cors"]["body"] == "self", seen["f_self_cors"]
+    got = seen["f_self_cors_no_key"]
+    assert got.get("status") == 401 and json.loads(got["body"])["error"] == "invalid_api_key", got
+    assert got["relay"] == "true"

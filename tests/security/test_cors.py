@@ -42,6 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ("creds", echo, {"auth": KEYED, "cors": {"allow_origins": [APP], "allow_credentials": True}}),
         ("credsany", echo, {"cors": {"allow_origins": ["*"], "allow_credentials": True, "allow_headers": ["*"],
                                      "allow_methods": ["*"], "expose_headers": ["*"]}}),
+        ("narrow", echo, {"auth": JWT, "cors": {"allow_origins": [APP], "allow_methods": ["get", "POST"],
+                                                "allow_headers": ["authorization", "x-custom"], "max_age": 0}}),
         ("mixedcase", echo, {"cors": {"allow_origins": ["https://App.Example.COM:443/"]}}),
         # the server's errors, with and without a cors section
         ("small", echo, {"limits": {"max_request_bytes": 10}, "cors": CORS}),
@@ -127,6 +129,16 @@ def test_a_preflight_to_a_protected_function_with_cors_is_answered_before_auth(s
         assert one(headers, "access-control-allow-credentials") is None
         assert one(headers, "x-relay-error") is None  # a preflight answer is not an error
         assert one(headers, "www-authenticate") is None
+
+
+def test_a_preflight_answers_with_the_configured_lists(server: Server) -> None:
+    for target in targets("narrow"):
+        status, headers, _ = call(server, "OPTIONS", target, headers=preflight(APP, "POST", "authorization"))
+        assert status == 204
+        assert one(headers, "access-control-allow-origin") == APP
+        assert one(headers, "access-control-allow-methods") == "GET, POST"
+        assert one(headers, "access-control-allow-headers") == "authorization, x-custom"
+        assert one(headers, "access-control-max-age") == "0"
 
 
 @pytest.mark.parametrize("name", ["protected", "jwtbare"])
