@@ -87,6 +87,7 @@ class Runtime:
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
         self.instantiations = 0
+        self.cold = 0  # instantiations a request waited for
 
     # Keeping up with the registry
 
@@ -160,7 +161,11 @@ class Runtime:
                io: object = None) -> tuple[abi.Response, int | None]:
         """The guest's response and the fuel it used (None without a fuel budget). Each call owns the
         instance it takes until it returns; with concurrent calls (guest threads) more are made."""
-        inst = loaded.idle.pop() if loaded.idle else self._instantiate(loaded)  # cold: a failure, or more calls
+        if loaded.idle:
+            inst = loaded.idle.pop()
+        else:  # cold: after a failure, or more concurrent calls than warm instances
+            self.cold += 1
+            inst = self._instantiate(loaded)
         try:
             resp = inst.call(envelope, request_id, io)
         except GuestError as e:
@@ -210,7 +215,7 @@ class Runtime:
         ok = self.generation >= 0
         out: dict[str, object] = {"generation": self.generation, "warm": len(self.functions) - len(cold),
                                   "cold": len(cold), "failed": len(self.failed), "loads": self.loads,
-                                  "instantiations": self.instantiations, "checked_at": time.time()}
+                                  "instantiations": self.instantiations, "cold_starts": self.cold, "checked_at": time.time()}
         if detail:
             out.update(cold=cold, failed=dict(self.failed))
         return ok, out
