@@ -71,7 +71,14 @@ def deploy_manifest(path: str | Path) -> dict[str, Any]:
         out["isolation"] = m["function"]["isolation"]
     if "config" in m:
         out["config"] = {k: str(v) for k, v in m["config"].items()}
+    if _kind(m["function"]["language"]) != "wasm":
+        out["kind"] = _kind(m["function"]["language"])  # the server compiles a JS bundle itself
     return out
+
+
+def _kind(language: str) -> str:
+    """What a language's build produces: "wasm", or "js" (hive/toolchains/typescript.py)."""
+    return "js" if TOOLCHAINS.get(language) == "hive.toolchains.typescript" else "wasm"
 
 
 # Other languages live in hive/toolchains/<module>.py as `build(folder, fn, echo) -> Path`, with
@@ -80,6 +87,8 @@ TOOLCHAINS = {
     "zig": "hive.toolchains.zig",
     "rust": "hive.toolchains.rust",
     "assemblyscript": "hive.toolchains.assemblyscript",
+    "typescript": "hive.toolchains.typescript",  # a bundle for the JS engine (KIND = "js"), not a wasm module
+    "javascript": "hive.toolchains.typescript",
 }
 
 Echo = Callable[[str], None]
@@ -100,6 +109,8 @@ def build_function(path: str | Path, *, echo: Echo | None = None) -> Path:
         raise BuildError(f"unknown language {language!r}: use one of c, {', '.join(TOOLCHAINS)}")
     toolchain = importlib.import_module(module)
     out = toolchain.build(folder, fn, echo)
+    if getattr(toolchain, "KIND", "wasm") != "wasm":  # a JS bundle: the server compiles and checks it at deploy
+        return out
     check_built_module(out, getattr(toolchain, "IMPORTS_HINT", ""), getattr(toolchain, "INTERFACE_HINT", ""))
     return out
 
