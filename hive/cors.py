@@ -100,3 +100,14 @@ def open_error(reply: Reply) -> None:
     if not any(k == _ACAO for k, _ in reply.headers):
         reply.headers.insert(0, (_ACAO, b"*"))
         reply.headers.append((_EXPOSE, b", ".join(_ERROR_EXPOSE)))
+
+
+def open_preflight(requested_headers: bytes | None) -> Reply:
+    """A preflight for a function that can't be found: let the browser send its request, which gets the
+    server's error, readable (open_error) and marked, instead of a network error. Not cached, so a
+    function deployed later with its own cors section is asked afresh."""
+    headers = [(_ACAO, b"*"), (b"access-control-allow-methods", _ALL_METHODS)]
+    if requested_headers:
+        headers.append((b"access-control-allow-headers", requested_headers))
+    headers.append((b"access-control-max-age", b"0"))
+    return Reply(204, headers, b"")

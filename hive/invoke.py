@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from hive import abi
-from hive.cors import open_error
+from hive.cors import open_error, open_preflight
 from hive.errors import ClientGone, HiveError, RateLimited
 from hive.gates import Gates
 from hive.guestthreads import guest_pool
@@ -250,7 +250,9 @@ class Invoker:
             check_content_length(None if cl is None else cl.decode("latin-1"), loaded.max_request_bytes,
                                  "request body")
         except HiveError as e:
-            if inv.loaded is None:
+            if inv.loaded is None and preflight is not None and origin is not None and method == b"OPTIONS":
+                inv.reply = open_preflight(asked_headers)  # no function (404): the request that follows reads why
+            elif inv.loaded is None:
                 inv.reply = inv.error(e)
             else:
                 inv.refuse(e)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from hive import abi
-from tests.guests import ECHO_WAT, LOOP_WAT, RESP, data, guest, packed, wat
+from tests.guests import ECHO_WAT, LOOP_WAT, RESP, const_wat, data, guest, packed, wat
 from tests.support import Server, start_server
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 KEY = "browser-key-" + "k" * 20
 COOKIE = "hive_session=s3cr3t"
 BROWSER_TIMEOUT_S = 90
+# supabase-js's browser build, from tests/node (scripts/toolchains/supabase-js.sh installs it)
+SUPABASE_UMD = Path(__file__).resolve().parent.parent / "node" / "node_modules" / "@supabase" / "supabase-js" / "dist" \
+    / "umd" / "supabase.js"
 
 # The page's script: every case is {url, init} run with fetch(); the outcome is what a script can read.
 SCRIPT = r"""
@@ -46,9 +49,23 @@ async function run(c) {
     return {error: e.name, message: String(e.message)};
   }
 }
+// supabase-js's UMD build, as a web app uses it: which error class each failed invoke() raised.
+async function sb(c) {
+  const client = supabase.createClient(BASE, c.key, {auth: {persistSession: false, autoRefreshToken: false}});
+  const {data, error} = await client.functions.invoke(c.fn, c.options || {});
+  if (!error) return {data: typeof data === "string" ? data : JSON.stringify(data)};
+  const cls = [["FunctionsRelayError", supabase.FunctionsRelayError], ["FunctionsHttpError", supabase.FunctionsHttpError],
+               ["FunctionsFetchError", supabase.FunctionsFetchError]].find(([, k]) => error instanceof k);
+  const ctx = error.context;
+  return {error: cls ? cls[0] : String(error), status: ctx && typeof ctx.status === "number" ? ctx.status : null,
+          body: ctx && typeof ctx.text === "function" ? await ctx.text() : null};
+}
 (async () => {
   const out = {};
   for (const [name, c] of Object.entries(CASES)) out[name] = await run(c);
+  for (const [name, c] of Object.entries(SB_CASES)) {
+    try { out[name] = await sb(c); } catch (e) { out[name] = {thrown: String(e)}; }
+  }
   document.getElementById("out").textContent = JSON.stringify(out);
   document.title = "done";
 })();
@@ -64,6 +81,14 @@ class Page:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path == "/supabase.js":
+                    js = SUPABASE_UMD.read_bytes()
+                    self.send_response(200)
+                    self.send_header("content-type", "text/javascript")
+                    self.send_header("content-length", str(len(js)))
+                    self.end_headers()
+                    self.wfile.write(js)
+                    return
                 if self.path != "/":
                     self.send_error(404)
                     return
@@ -82,9 +107,11 @@ class Page:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def show(self, cases: dict[str, Any]) -> None:
-        self.html = (f'<!doctype html><html><head><title>running</title></head><body><pre id="out">pending</pre>'
-                     f"<script>const CASES = {json.dumps(cases)};\n{SCRIPT}</script></body></html>").encode()
+    def show(self, base: str, cases: dict[str, Any], sb_cases: dict[str, Any]) -> None:
+        self.html = (f'<!doctype html><html><head><title>running</title><script src="/supabase.js"></script>'
+                     f'</head><body><pre id="out">pending</pre><script>const BASE = {json.dumps(base)};\n'
+                     f"const CASES = {json.dumps(cases)};\nconst SB_CASES = {json.dumps(sb_cases)};\n"
+                     f"{SCRIPT}</script></body></html>").encode()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -94,6 +121,8 @@ class Page:
 
 def chromium_dump_dom(url: str, profile: Path) -> tuple[str, str]:
     """Chromium's DOM of `url` after its script ran; in its own process group, killed whatever happens."""
+    if not SUPABASE_UMD.exists():
+        raise RuntimeError(f"{SUPABASE_UMD} was not found: run scripts/toolchains/supabase-js.sh (scripts/dev runs it)")
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} was not found: run scripts/toolchains/chromium.sh (scripts/dev runs it)")
     cmd = [str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -143,6 +172,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, page: Page) -> Iterator[Ser
         ("selfcors", answering(200, [(b"access-control-allow-origin", b"*"),
                                      (b"access-control-allow-headers", b"apikey, content-type")], b"self"),
          {"auth": keyed}),
+        ("oops", wat(const_wat('{"error":"the function failed"}', status=500)),
+         {"cors": {"allow_origins": [page.origin]}}),
         ("spin", wat(LOOP_WAT), {"limits": {"timeout_ms": 50}}),  # no cors section: its 504 is still readable
     ]
     for name, wasm, manifest in deploys:
@@ -158,7 +189,13 @@ def seen(server: Server, page: Page, tmp_path_factory: pytest.TempPathFactory) -
     b = server.url
     with_key = {"apikey": KEY, "content-type": "application/json"}  # both force a preflight
     post = {"method": "POST", "body": '{"hello":"browser"}'}
-    page.show({
+    sb_cases = {
+        "sb_ok": {"key": KEY, "fn": "keyed", "options": {"body": {"from": "supabase-js"}}},
+        "sb_refused": {"key": "w" * 24, "fn": "keyed"},
+        "sb_missing": {"key": KEY, "fn": "missing"},
+        "sb_guest_500": {"key": KEY, "fn": "oops"},
+    }
+    page.show(b, {
         "a_key": {"url": f"{b}/api/v1/edge/keyed", "init": {**post, "headers": with_key}},
         "a_key_supabase_path": {"url": f"{b}/functions/v1/keyed", "init": {**post, "headers": with_key}},
         "b_no_key": {"url": f"{b}/api/v1/edge/keyed", "init": {**post, "headers": {"content-type": "application/json"}}},
@@ -182,7 +219,7 @@ def seen(server: Server, page: Page, tmp_path_factory: pytest.TempPathFactory) -
                                "init": {**post, "headers": {"apikey": "w" * 24}}},
         "e_missing": {"url": f"{b}/functions/v1/missing", "init": {"method": "POST", "body": "{}"}},
         "e_timeout": {"url": f"{b}/api/v1/edge/spin", "init": {}},
-    })
+    }, sb_cases)
     out, err = chromium_dump_dom(page.origin + "/", tmp_path_factory.mktemp("chromium-profile"))
     m = re.search(r'<pre id="out">(.*?)</pre>', out, re.S)
     assert m and "<title>done</title>" in out, f"the page did not finish:\n{out[-3000:]}\n{err[-3000:]}"
@@ -253,3 +290,18 @@ def test_a_function_without_a_cors_section_answers_its_own_preflights(seen: dict
     got = seen["f_self_cors_no_key"]
     assert got.get("status") == 401 and json.loads(got["body"])["error"] == "invalid_api_key", got
     assert got["relay"] == "true"
+
+
+def test_supabase_js_in_the_browser_tells_the_servers_errors_from_the_functions(seen: dict[str, Any]) -> None:
+    """supabase-js always sends apikey, authorization and x-client-info (a preflight every time), and
+    raises FunctionsRelayError only if it can read x-relay-error, which a browser shows a script only
+    when the server exposes it."""
+    got = seen["sb_ok"]
+    assert "data" in got and '{"from":"supabase-js"}' in got["data"] and "x-client-info" in got["data"], got
+    for case, status, code in (("sb_refused", 401, "invalid_api_key"), ("sb_missing", 404, "function_not_found")):
+        got = seen[case]
+        assert got.get("error") == "FunctionsRelayError" and got["status"] == status, (case, got)
+        assert json.loads(got["body"])["error"] == code
+    got = seen["sb_guest_500"]
+    assert got.get("error") == "FunctionsHttpError" and got["status"] == 500, got
+    assert json.loads(got["body"]) == {"error": "the function failed"}
