@@ -251,7 +251,19 @@ async def delete_secret(request: Request, hive: Hive) -> Response:
     return JSONResponse({"unset": gone, **live})
 
 
+# --- cluster mode (hive/cluster) ---
+
+
+@admin_only
+async def cluster_status(request: Request, hive: Hive) -> Response:
+    """The nodes with their generation, lag and health (PostgreSQL's view, so any node answers the same)."""
+    if hive.cluster is None:
+        return JSONResponse({"enabled": False, "nodes": []})
+    return JSONResponse(await asyncio.to_thread(hive.cluster.status))
+
+
 ROUTES = [
+    Route("/api/v1/cluster", cluster_status, methods=["GET"]),
     Route("/api/v1/secrets", list_secrets, methods=["GET"]),
     Route("/api/v1/secrets", put_secrets, methods=["PUT", "POST"]),
     Route("/api/v1/secrets/{name}", delete_secret, methods=["DELETE"]),

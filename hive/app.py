@@ -68,6 +68,9 @@ async def readyz(request: Request) -> Response:
     rt = hive.runtime
     rt.sync()
     ok, detail = rt.readiness(detail=bearer_matches(request.headers.get("authorization"), hive.admin_token))
+    cluster = request.app.state.hive.cluster
+    if cluster is not None:  # cluster mode: not ready before this node has caught up (hive/cluster)
+        ok, detail = cluster.readiness(ok, detail)
     return JSONResponse({"ready": ok, "pid": os.getpid(), **detail}, status_code=200 if ok else 503)
 
 

@@ -171,7 +171,7 @@ def show_settings() -> None:
     current = load_settings()
     for s in SETTINGS:
         value = getattr(current, s.name)
-        if s.name == "admin_token" and value:
+        if s.name in ("admin_token", "cluster_dsn") and value:  # the DSN may hold a password
             value = "(set)"
         flag = f" [{s.cli}]" if s.cli else ""
         click.echo(f"{s.name:<22} {s.env:<28} {value!s:<24} {s.help}{flag}")
@@ -377,6 +377,39 @@ def logs(client: Any, name: str, follow: bool, lines: int, as_json: bool) -> Non
         _fail(f"cannot reach the server at {client.url}")
     except KeyboardInterrupt:
         pass
+
+
+# --- cluster ---
+
+
+@main.group()
+@click.option("--url", envvar="HIVE_URL", default=DEFAULT_URL, show_default=True, help="server URL (any node)")
+@click.option("--token", envvar="HIVE_ADMIN_TOKEN", help="admin token (default: the local data dir's)")
+@click.pass_context
+def cluster(ctx: click.Context, url: str, token: str | None) -> None:
+    """Cluster mode: the nodes sharing one PostgreSQL registry (docs/cluster.md)."""
+    from hive.client import Client, resolve_token
+
+    ctx.obj = Client(url, resolve_token(token))
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def cluster_status(client: Any, as_json: bool) -> None:
+    """List the nodes with the generation they serve, their lag and health."""
+    data = client.admin("GET", "/api/v1/cluster")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data["enabled"]:
+        click.echo("cluster mode is off on this server (set cluster_dsn)")
+        return
+    click.echo(f"cluster {data['cluster_id']}  generation {data['generation']}  (answered by {data['node']})")
+    click.echo(f"{'NODE':<28} {'HEALTH':<8} {'GENERATION':>10} {'LAG':>5} {'HEARTBEAT':>10} {'WORKERS':>7}  BIND")
+    for n in data["nodes"]:
+        click.echo(f"{n['name']:<28} {n['health']:<8} {n['generation']:>10} {n['lag']:>5} "
+                   f"{n['heartbeat_age_s']:>9.1f}s {n['workers']:>7}  {n['bind']}")
 
 
 # --- secrets ---

@@ -327,12 +327,16 @@ class Registry:
         return None if raw is None else (raw[8:], _u(raw[:8]))
 
     def apply_replica(self, states: Mapping[str, FunctionState | None], blobs: Mapping[str, bytes],
-                      mark: bytes) -> int:
+                      mark: bytes, secrets: Mapping[str, str] | None = None) -> int:
         """In one transaction with one generation bump: make each named function exactly its state
         (None: not deployed), taking the blobs that new versions need from `blobs` unless stored here
-        already, and keep `mark` (what the source's state was). Pruning is the source's business:
-        the kept versions are the ones given. The new generation."""
+        already, replace the secrets when given, and keep `mark` (what the source's state was).
+        Pruning is the source's business: the kept versions are the ones given. The new generation."""
         with self._write(adds=sum(map(len, blobs.values()))) as (txn, dropped):
+            if secrets is not None:
+                txn.drop(self._secrets, delete=False)
+                for k, v in secrets.items():
+                    txn.put(k.encode(), v.encode(), db=self._secrets)
             for name, state in states.items():
                 have = {int.from_bytes(k[-4:], "big"): _dec_ver.decode(raw) for k, raw in self._version_items(txn, name)}
                 want = {} if state is None else {v.version: v for v in state.versions}

@@ -5,11 +5,12 @@ back, delete, keep up with the registry, close. Knows no HTTP framework: the adm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -18,6 +19,7 @@ from hive.capabilities import Capabilities
 from hive.errors import BadRequest, ForbiddenImport, GuestError, InvalidModule
 from hive.httprules import request_id_of
 from hive.invoke import Invoker
+from hive.kv import KvUnavailable
 from hive.kv.lmdb import LmdbKv
 from hive.logs import FunctionLog
 from hive.manifest import Manifest, grant_hint
@@ -31,6 +33,9 @@ from hive.telemetry import Telemetry
 from hive.telemetry import install as install_telemetry_patch
 
 log = logging.getLogger("hive.app")
+
+if TYPE_CHECKING:
+    from hive.cluster.node import ClusterNode
 
 
 @dataclass
@@ -46,8 +51,11 @@ class Hive:
     invoker: Invoker
     marks: SyncMarks
     capabilities: Capabilities
+    cluster: ClusterNode | None = None  # cluster mode (hive/cluster): PostgreSQL is the source of truth
 
     async def aclose(self) -> None:
+        if self.cluster is not None:  # cluster mode: its replicator writes to the registry, so first
+            self.cluster.close()
         self.marks.remove()
         self.invoker.close()
         await self.capabilities.aclose()
@@ -74,12 +82,18 @@ def open_hive(settings: Settings) -> Hive:
     marks = SyncMarks(data)
     marks.publish(-1)  # a change made while this worker warms waits for it
     runtime.on_sync = marks.publish
+    cluster = None
+    if settings.cluster_dsn:  # cluster mode (hive/cluster): the node catches up before this worker warms
+        from hive.cluster.node import ClusterNode
+
+        cluster = ClusterNode(settings, registry, sandbox)
+        cluster.start()
     runtime.sync(force=True)  # every function warm before this worker takes a connection
-    limiter = RateLimiter(data / "ratelimit.lmdb")
+    limiter = RateLimiter(data / "ratelimit.lmdb") if cluster is None else cluster.rate_limiter(data / "ratelimit.lmdb")
     # Its own environment: a full KV store can never stop deploys. Commits are not fsynced one by one
     # (5 ms each here); the watcher syncs every second, and a process crash loses nothing written.
     kv = LmdbKv(data / "kv.lmdb", map_size_mb=settings.kv_map_size_mb, quota_bytes=settings.kv_quota_mb << 20,
-                sync=False)
+                sync=False) if cluster is None else cluster.kv()
     capabilities = Capabilities(settings, kv, telemetry)
     invoker = Invoker(runtime, limiter, telemetry, admin_token=token, capabilities=capabilities)
     # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
@@ -90,7 +104,7 @@ def open_hive(settings: Settings) -> Hive:
     except Exception:
         log.exception("the call-path warm-up failed; serving anyway")
     return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker, marks,
-                capabilities)
+                capabilities, cluster)
 
 
 async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, Any]]:
@@ -113,22 +127,30 @@ async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tupl
         if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
             hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
         raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
-    rec = hive.registry.deploy(name, wasm, manifest, sha)
-    live = await live_everywhere(hive)
+    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
+        rec, live = await hive.cluster.deploy(name, wasm, manifest, sha)
+    else:
+        rec = hive.registry.deploy(name, wasm, manifest, sha)
+        live = await live_everywhere(hive)
     hive.telemetry.m.deploys.labels(name, "deploy").inc()
     log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
     return rec, live
 
 
 async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionRecord, dict[str, Any]]:
-    rec = hive.registry.set_current(name, version)
-    live = await live_everywhere(hive)
+    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
+        rec, live = await hive.cluster.rollback(name, version)
+    else:
+        rec = hive.registry.set_current(name, version)
+        live = await live_everywhere(hive)
     hive.telemetry.m.deploys.labels(name, "rollback").inc()
     log.info("rolled %s back to v%d", name, rec.version)
     return rec, live
 
 
 async def delete(hive: Hive, name: str) -> dict[str, Any]:
+    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
+        return await hive.cluster.delete(name)
     hive.registry.delete(name)
     return await live_everywhere(hive)
 
@@ -143,12 +165,20 @@ async def set_secrets(hive: Hive, values: dict[str, str]) -> dict[str, Any]:
         if not isinstance(k, str) or not _SECRET_NAME.match(k) or not isinstance(v, str) or "\x00" in v:
             raise BadRequest(f"a secret needs a NAME of letters, digits and '_' (not starting with a digit) and a "
                              f"text value without NUL; got {str(k)[:40]!r}")
+    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
+        live = await hive.cluster.set_secrets(values)
+        log.info("secrets set: %s", ", ".join(sorted(values)))
+        return live
     hive.registry.set_secrets(values)
     log.info("secrets set: %s", ", ".join(sorted(values)))
     return await live_everywhere(hive)
 
 
 async def unset_secrets(hive: Hive, names: list[str]) -> tuple[list[str], dict[str, Any]]:
+    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
+        gone, live = await hive.cluster.unset_secrets(names)
+        log.info("secrets unset: %s", ", ".join(sorted(gone)) or "none were set")
+        return gone, live
     gone = hive.registry.unset_secrets(names)
     log.info("secrets unset: %s", ", ".join(sorted(gone)) or "none were set")
     return gone, await live_everywhere(hive)
@@ -185,8 +215,9 @@ async def watch(hive: Hive) -> None:
             if ticks % max(1, int(1 / interval)) == 0:  # about once a second
                 rss.set(proc.memory_info().rss)
                 kv = hive.capabilities.kv
-                kv.purge_expired(limit=1000)
-                kv.sync()
+                with contextlib.suppress(KvUnavailable):  # cluster mode: PostgreSQL is down, serving goes on
+                    kv.purge_expired(limit=1000)
+                    kv.sync()
             ticks += 1
         except Exception:
             log.exception("registry sync failed")

@@ -79,6 +79,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("function_log", _bool, True, "write a JSON line per invocation and guest output to <data>/logs"),
     Setting("log_level", str, "info", "server log level"),
     Setting("access_log", _bool, False, "log every HTTP request in gunicorn's access log"),
+    # Cluster mode (docs/cluster.md): off while cluster_dsn is empty.
+    Setting("cluster_dsn", str, "", "PostgreSQL DSN of the cluster's registry and KV (empty: single node, no database)"),
+    Setting("cluster_node_name", str, "", "this node's name in the cluster (default: host name and bind port)"),
+    Setting("cluster_wait_ms", int, 10_000, "how long a change waits for every live node to load it"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -143,6 +147,9 @@ class Settings:
     function_log: bool
     log_level: str
     access_log: bool
+    cluster_dsn: str
+    cluster_node_name: str
+    cluster_wait_ms: int
 
     @property
     def data_path(self) -> Path:

@@ -15,16 +15,20 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
 from hive.cluster import store
 from hive.cluster.pg import Pool, is_connection_error
+from hive.cluster.ratelimit import SharedRateLimiter
 from hive.cluster.replicator import NODE_TIMEOUT_S, Replicator, Seat, read_state, server_identity
 from hive.errors import RegistryError, RegistryUnavailable
+from hive.kv.postgres import PgKv
 from hive.manifest import Manifest
 from hive.registry import Registry, VersionRecord
+from hive.sandbox import Sandbox
 from hive.settings import Settings
 
 log = logging.getLogger("hive.cluster")
@@ -40,8 +44,8 @@ def node_name(settings: Settings) -> str:
 
 
 class ClusterNode:
-    def __init__(self, settings: Settings, registry: Registry,
-                 precompile: Callable[[VersionRecord, bytes], None] | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox | None = None) -> None:
+        self.settings = settings
         self.name = node_name(settings)
         self.data_dir = settings.data_path
         self.wait_s = settings.cluster_wait_ms / 1000
@@ -52,7 +56,7 @@ class ClusterNode:
         self._schema = False
         self.seat = Seat(self.data_dir, lambda: Replicator(
             dsn=settings.cluster_dsn, node=self.name, registry=registry, data_dir=self.data_dir, bind=settings.bind,
-            sync_wait_s=settings.sync_wait_ms / 1000, precompile=precompile))
+            sync_wait_s=settings.sync_wait_ms / 1000, precompile=None if sandbox is None else _precompiler(sandbox)))
 
     def start(self, boot_wait_s: float = BOOT_WAIT_S) -> bool:
         """Start this worker's seat, and wait (bounded) until the node has caught up with the cluster."""
@@ -67,8 +71,19 @@ class ClusterNode:
         return False
 
     def close(self) -> None:
-        self.seat.stop()
+        self.seat.stop(timeout_s=10)  # before the registry closes: the replicator writes to it
         self.pool.close()
+
+    # What the worker uses instead of its single-node parts
+
+    def kv(self) -> PgKv:
+        """The KV stores, shared by every node."""
+        return PgKv(self.settings.cluster_dsn, quota_bytes=self.settings.kv_quota_mb << 20,
+                    application_name=f"edge-hive-kv {self.name}")
+
+    def rate_limiter(self, path: Path) -> SharedRateLimiter:
+        """This node's buckets, with its share of each limit (hive.cluster.ratelimit)."""
+        return SharedRateLimiter(path, self.data_dir)
 
     # Readiness and shares
 
@@ -85,7 +100,7 @@ class ClusterNode:
         if current and state is not None:
             cluster.update(generation=state.generation, loaded=state.loaded,
                            cluster_generation=state.cluster_generation, connected=state.connected,
-                           live_nodes=state.live_nodes, error=state.error or None)
+                           live_nodes=state.live_nodes)
         return ok and caught_up, {**detail, "cluster": cluster}
 
     # Changes
@@ -111,14 +126,28 @@ class ClusterNode:
                 return fn(conn)
         return await asyncio.to_thread(run)
 
-    async def deploy(self, name: str, wasm: bytes, manifest: Manifest, sha: str) -> tuple[VersionRecord, int]:
-        return await self._call(lambda c: store.deploy(c, name, wasm, manifest, sha, self.keep_versions))
+    # Each: one PostgreSQL transaction, then the wait for every live node (the answer's live part).
 
-    async def rollback(self, name: str, version: int | None) -> tuple[VersionRecord, int]:
-        return await self._call(lambda c: store.set_current(c, name, version))
+    async def deploy(self, name: str, wasm: bytes, manifest: Manifest, sha: str) -> tuple[VersionRecord, dict[str, Any]]:
+        rec, gen = await self._call(lambda c: store.deploy(c, name, wasm, manifest, sha, self.keep_versions))
+        return rec, await self.live_everywhere(gen)
 
-    async def delete(self, name: str) -> int:
-        return await self._call(lambda c: store.delete(c, name))
+    async def rollback(self, name: str, version: int | None) -> tuple[VersionRecord, dict[str, Any]]:
+        rec, gen = await self._call(lambda c: store.set_current(c, name, version))
+        return rec, await self.live_everywhere(gen)
+
+    async def delete(self, name: str) -> dict[str, Any]:
+        return await self.live_everywhere(await self._call(lambda c: store.delete(c, name)))
+
+    async def set_secrets(self, values: dict[str, str]) -> dict[str, Any]:
+        return await self.live_everywhere(await self._call(lambda c: store.set_secrets(c, values)))
+
+    async def unset_secrets(self, names: list[str]) -> tuple[list[str], dict[str, Any]]:
+        gone, gen = await self._call(lambda c: store.unset_secrets(c, names))
+        if gen is None:
+            head = await self._call(store.head)
+            return gone, {"generation": head.generation, "nodes_behind": 0, "behind": []}
+        return gone, await self.live_everywhere(gen)
 
     async def live_everywhere(self, generation: int) -> dict[str, Any]:
         """Wait (bounded by cluster_wait_ms) until every live node serves `generation`, this one included."""
@@ -160,6 +189,13 @@ class ClusterNode:
                           "started_at": round(started, 3)})
         return {"enabled": True, "cluster_id": head.id, "generation": head.generation, "node": self.name,
                 "nodes": nodes}
+
+
+def _precompiler(sandbox: Sandbox) -> Callable[[VersionRecord, bytes], None]:
+    def precompile(rec: VersionRecord, wasm: bytes) -> None:
+        m = rec.manifest
+        sandbox.compile(wasm, rec.sha256, m.allowed_wasi_imports(), m.limits.fuel is not None)
+    return precompile
 
 
 def _live_nodes(conn: psycopg.Connection) -> dict[str, int]:

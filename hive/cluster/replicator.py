@@ -195,8 +195,10 @@ class Replicator:
                 return False
             if full:
                 names = sorted(set(store.function_names(conn)) | set(self.registry.snapshot()[1]))
+                secrets: dict[str, str] | None = store.secrets(conn)
             else:
-                names = store.changed_since(conn, applied)
+                names, secrets_changed = store.changed_since(conn, applied)
+                secrets = store.secrets(conn) if secrets_changed else None
             wanted = store.states(conn, names)
             batches = self._batches(wanted)
             local = self.registry.generation()
@@ -209,7 +211,8 @@ class Replicator:
                 # Until the last batch the mark keeps the old position (-1 when copying everything),
                 # so a crash in between repeats the catch-up.
                 mark = Mark(head.id, head.generation if last else (-1 if full else applied))
-                local = self.registry.apply_replica(batch, blobs, msgspec.json.encode(mark))
+                local = self.registry.apply_replica(batch, blobs, msgspec.json.encode(mark),
+                                                    secrets if last else None)
         self.catch_ups += 1
         log.info("node %s: registry at cluster generation %d (%s%d functions, %.1f ms)", self.node,
                  head.generation, "full copy, " if full else "", len(names), (time.monotonic() - started) * 1000)

@@ -5,6 +5,7 @@ Tables (created on first use, under an advisory lock):
   hive_functions  name -> current, latest, created_at
   hive_versions   (name, version) -> sha256, size, deployed_at, manifest (JSON, exactly as encoded)
   hive_blobs      sha256 -> module bytes, stored once, with the count of versions that use them
+  hive_secrets    name -> value: the server-wide secrets (hive.registry's, for every node)
   hive_changes    generation -> op, name, version: what each change touched, for replicas catching up
   hive_nodes      name -> the generation its workers serve, heartbeat, ... (hive.cluster.nodes)
 
@@ -54,6 +55,9 @@ CREATE TABLE IF NOT EXISTS hive_versions (
     deployed_at double precision NOT NULL,
     manifest json NOT NULL,
     PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS hive_secrets (
+    name text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL);
 CREATE TABLE IF NOT EXISTS hive_changes (
     generation bigint PRIMARY KEY,
     op text NOT NULL,
@@ -195,6 +199,35 @@ def delete(conn: psycopg.Connection, name: str) -> int:
     return gen
 
 
+class _NoChange(Exception):
+    pass
+
+
+def set_secrets(conn: psycopg.Connection, values: dict[str, str]) -> int:
+    with conn.transaction():
+        gen = _begin_change(conn)
+        for k, v in values.items():
+            conn.execute("INSERT INTO hive_secrets (name, value) VALUES (%s, %s) "
+                         "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (k, v))
+        _end_change(conn, Change(gen, "secrets", ""))
+    return gen
+
+
+def unset_secrets(conn: psycopg.Connection, names: list[str]) -> tuple[list[str], int | None]:
+    """The names that were set (and are now gone), and the change's generation (None: nothing was set)."""
+    try:
+        with conn.transaction():
+            gen = _begin_change(conn)
+            gone = [r[0] for r in conn.execute("DELETE FROM hive_secrets WHERE name = ANY(%s) RETURNING name",
+                                               (names,))]
+            if not gone:
+                raise _NoChange  # rolls the generation back: nothing changed
+            _end_change(conn, Change(gen, "secrets", ""))
+    except _NoChange:
+        return [], None
+    return sorted(gone), gen
+
+
 # --- reads for replicas: inside one REPEATABLE READ transaction, so they agree with one generation ---
 
 
@@ -218,9 +251,15 @@ def head(conn: psycopg.Connection) -> Head:
     return Head(*row)
 
 
-def changed_since(conn: psycopg.Connection, generation: int) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT DISTINCT name FROM hive_changes WHERE generation > %s ORDER BY name",
-                                       (generation,))]
+def changed_since(conn: psycopg.Connection, generation: int) -> tuple[list[str], bool]:
+    """The functions changed after `generation`, and whether the secrets were."""
+    rows = conn.execute("SELECT DISTINCT op = 'secrets', name FROM hive_changes WHERE generation > %s ORDER BY 2",
+                        (generation,)).fetchall()
+    return [name for is_secrets, name in rows if not is_secrets], any(is_secrets for is_secrets, _ in rows)
+
+
+def secrets(conn: psycopg.Connection) -> dict[str, str]:
+    return {r[0]: r[1] for r in conn.execute("SELECT name, value FROM hive_secrets ORDER BY name")}
 
 
 def function_names(conn: psycopg.Connection) -> list[str]:
