@@ -125,6 +125,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     kv: list[str] = msgspec.field(default_factory=list)  # KV stores granted by name
     isolation: str = "warm"  # warm: instances are reused between requests; request: a fresh one each time
     cors: Cors | None = None
+    kind: str = "wasm"  # wasm: a core module; js: JavaScript source for the shared engine (hive/js/server.py)
 
     def allowed_wasi_imports(self) -> frozenset[str]:
         names = set(WASI_GROUPS["process"])
@@ -172,6 +173,7 @@ _FETCH_RANGES = {
     "max_request_bytes": (0, 1 << 30),
 }
 ISOLATION_MODES = ("warm", "request")
+KINDS = ("wasm", "js")
 AUTH_MODES = ("public", "api_key", "jwt")
 
 
@@ -193,6 +195,8 @@ def parse_manifest(raw: bytes | str | None) -> Manifest:
             v = getattr(m.limits.fetch, key)
             if v is not None and not lo <= v <= hi:
                 raise InvalidManifest(f"limits.fetch.{key} must be between {lo} and {hi}, got {v}")
+    if m.kind not in KINDS:
+        raise InvalidManifest(f"kind must be one of {', '.join(KINDS)}, got {m.kind!r}")
     if m.isolation not in ISOLATION_MODES:
         raise InvalidManifest(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {m.isolation!r}")
     _check_grants(m)

@@ -15,6 +15,7 @@ from hive import abi
 from hive.capabilities import fetch_limits, rules_of
 from hive.cors import CorsPolicy
 from hive.errors import FunctionNotFound, GuestError
+from hive.js.server import JsEngines, engine_dir
 from hive.jwks import JwksCache
 from hive.manifest import Manifest, burst_of
 from hive.outbound import FetchLimits, HostRule
@@ -61,6 +62,7 @@ class Loaded:
     does_io: bool = False  # its calls may wait on fetch or KV: they run on guest threads
     fresh_each_request: bool = False  # isolation = "request"
     cors: CorsPolicy | None = None
+    guest_log: Callable[[str, int, str, int, str, str], None] | None = None  # JS: maps stack frames
     idle: list[GuestInstance] = field(default_factory=list)
     retired: bool = False
 
@@ -84,6 +86,7 @@ class Runtime:
         self._refill: set[str] = set()
         self.secrets: dict[str, str] = {}
         self.jwks = JwksCache()  # one per worker: every function naming a JWKS URL shares its fetches
+        self.js = JsEngines(sandbox, engine_dir(settings.data_path))  # one engine for every JS function
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
         self.instantiations = 0
@@ -125,10 +128,14 @@ class Runtime:
     def _load(self, rec: VersionRecord) -> Loaded:
         allowed = rec.manifest.allowed_wasi_imports()
         fuel = rec.manifest.limits.fuel is not None
-        try:
-            compiled = self.sandbox.load(rec.sha256, None, allowed, fuel)
-        except FileNotFoundError:  # not cached here, or the cached artifact was unusable
-            compiled = self.sandbox.load(rec.sha256, self.registry.blob(rec.sha256), allowed, fuel)
+        guest_log = None
+        if rec.manifest.kind == "js":  # the shared engine, loading this version's bytecode (hive/js/server.py)
+            compiled, guest_log = self.js.function(rec, self.registry.blob(rec.sha256), self.guest_log)
+        else:
+            try:
+                compiled = self.sandbox.load(rec.sha256, None, allowed, fuel)
+            except FileNotFoundError:  # not cached here, or the cached artifact was unusable
+                compiled = self.sandbox.load(rec.sha256, self.registry.blob(rec.sha256), allowed, fuel)
         m = rec.manifest
         max_req = m.limits.max_request_bytes
         rate = None if m.rate_limit is None else (m.rate_limit.rps, burst_of(m.rate_limit))
@@ -138,7 +145,7 @@ class Runtime:
                         InvokeAuth(m.auth, self.jwks), rate, rules_of(m.allowed_hosts), frozenset(m.kv), fetch_limits(lim.fetch),
                         lim.wall_timeout_ms or st.wall_timeout_ms, lim.max_concurrency or st.max_concurrency,
                         st.max_queue if lim.max_queue is None else lim.max_queue, m.does_io,
-                        m.isolation == "request", None if m.cors is None else CorsPolicy(m.cors))
+                        m.isolation == "request", None if m.cors is None else CorsPolicy(m.cors), guest_log)
         loaded.idle.append(self._instantiate(loaded))  # warm before it serves
         self.loads += 1
         return loaded
@@ -146,7 +153,8 @@ class Runtime:
     def _instantiate(self, loaded: Loaded) -> GuestInstance:
         rec = loaded.record
         self.instantiations += 1
-        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest, self.secrets), sink=self.guest_log)
+        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest, self.secrets),
+                           sink=loaded.guest_log or self.guest_log)
         return GuestInstance(self.sandbox, loaded.compiled, loaded.limits, ctx)
 
     # Serving

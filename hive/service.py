@@ -109,6 +109,25 @@ def open_hive(settings: Settings) -> Hive:
 
 async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, Any]]:
     """Compile, trial-start and record a new version; the previous one serves until this succeeds."""
+    if manifest.kind == "js":  # source for the shared engine: the blob is its bytecode (hive/js/server.py)
+        wasm, manifest = await asyncio.to_thread(hive.runtime.js.prepare, name, wasm, manifest,
+                                                 limits_for(manifest, hive.settings),
+                                                 env_for(manifest, hive.runtime.secrets))
+        sha = sha256_hex(wasm)
+    else:
+        sha = await _compile_module(hive, name, wasm, manifest)
+    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
+        rec, live = await hive.cluster.deploy(name, wasm, manifest, sha)
+    else:
+        rec = hive.registry.deploy(name, wasm, manifest, sha)
+        live = await live_everywhere(hive)
+    hive.telemetry.m.deploys.labels(name, "deploy").inc()
+    log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
+    return rec, live
+
+
+async def _compile_module(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> str:
+    """A core module compiled (the .cwasm cache) and trial-started: its sha256."""
     sha = sha256_hex(wasm)
     # Compiling is slow and runs no guest code: a thread keeps the loop serving.
     try:
@@ -127,14 +146,7 @@ async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tupl
         if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
             hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
         raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
-    if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
-        rec, live = await hive.cluster.deploy(name, wasm, manifest, sha)
-    else:
-        rec = hive.registry.deploy(name, wasm, manifest, sha)
-        live = await live_everywhere(hive)
-    hive.telemetry.m.deploys.labels(name, "deploy").inc()
-    log.info("deployed %s v%d sha256=%s (%d bytes)", name, rec.version, sha[:12], len(wasm))
-    return rec, live
+    return sha
 
 
 async def rollback(hive: Hive, name: str, version: int | None) -> tuple[VersionRecord, dict[str, Any]]:

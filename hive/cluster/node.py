@@ -194,6 +194,8 @@ class ClusterNode:
 def _precompiler(sandbox: Sandbox) -> Callable[[VersionRecord, bytes], None]:
     def precompile(rec: VersionRecord, wasm: bytes) -> None:
         m = rec.manifest
+        if m.kind == "js":  # bytecode for the shared JS engine (hive/js/server.py): nothing to compile
+            return
         sandbox.compile(wasm, rec.sha256, m.allowed_wasi_imports(), m.limits.fuel is not None)
     return precompile
 
