@@ -44,7 +44,7 @@ from hive.cors import open_error, open_preflight
 from hive.errors import ClientGone, HiveError, RateLimited
 from hive.gates import Gates
 from hive.guestthreads import guest_pool
-from hive.httprules import body_too_large, check_content_length, head_error, request_id_of
+from hive.httprules import body_too_large, check_content_length, check_head, request_id_of
 from hive.jwks import KeysNeeded
 from hive.policy import CLAIMS_HEADER, claims_header
 from hive.ratelimit import RateLimiter, retry_after
@@ -65,8 +65,9 @@ _thread_time_ns = time.thread_time_ns
 _CLAIMS = CLAIMS_HEADER.encode()
 _RELAY_ERROR = (b"x-relay-error", b"true")
 # The request headers begin() reads, by their index in its one pass.
+_HOST = 5
 _READ = {b"x-request-id": 0, b"content-length": 1, b"origin": 2, b"access-control-request-method": 3,
-         b"access-control-request-headers": 4}
+         b"access-control-request-headers": 4, b"host": _HOST}
 
 
 class _HeaderMap(Mapping[str, str]):
@@ -106,7 +107,7 @@ class Invocation:
         self.reply: Reply | None = None
         self.claims: bytes | None = None  # the verified JWT claims, for the x-hive-auth-claims header
         self.keys_needed: KeysNeeded | None = None  # admission waits for a JWKS fetch
-        self.started = time.monotonic()
+        self.started = 0.0  # set for functions with I/O: their wall-clock limit counts from here
         self.origin: bytes | None = None  # a browser's Origin: CORS headers go on the reply
 
     def feed(self, chunk: bytes) -> bool:
@@ -219,17 +220,22 @@ class Invoker:
               http_11: bool = True) -> Invocation:
         """An invocation with its head checked and admitted; `reply` is already set when it was refused."""
         inv = Invocation(self, method, path, query, headers)
+        found: list[bytes | None] = [None, None, None, None, None]
+        size = hosts = 0
+        for k, v in headers:  # one pass: the head's size and Host count, and the headers the core reads
+            size += len(k) + len(v)
+            i = _READ.get(k)
+            if i is not None:
+                if i == _HOST:
+                    hosts += 1
+                elif found[i] is None:
+                    found[i] = v
         max_headers, max_header_bytes, max_url = self._head_limits
-        err = head_error(headers, max_headers, max_header_bytes, len(path) + len(query) + (1 if query else 0),
-                         max_url, http_11)
+        err = check_head(len(headers), size, hosts, len(path) + len(query) + (1 if query else 0), max_headers,
+                         max_header_bytes, max_url, http_11)
         if err is not None:
             inv.refuse(err)
             return inv
-        found: list[bytes | None] = [None, None, None, None, None]
-        for k, v in headers:  # one pass for the headers the core reads
-            i = _READ.get(k)
-            if i is not None and found[i] is None:
-                found[i] = v
         rid, cl, origin, preflight, asked_headers = found
         inv.request_id = request_id_of(None if rid is None else rid.decode("latin-1"))
         inv.origin = origin
@@ -237,6 +243,8 @@ class Invoker:
             rt = self.runtime
             rt.sync()  # one key read; makes a deploy visible to the next request on every worker
             loaded = inv.loaded = rt.lookup(name)
+            if loaded.does_io:
+                inv.started = time.monotonic()
             if preflight is not None and origin is not None and method == b"OPTIONS":
                 # A CORS preflight: a browser never sends credentials on one, so it never meets auth.
                 if loaded.cors is not None:
