@@ -41,7 +41,7 @@ class GuestInstance:
         self.ctx = ctx
         self._ticks = sandbox.deadline_ticks(limits.timeout_ms)
         self._sandbox = sandbox
-        self._segment = 0.0  # when guest execution last resumed (calls with I/O only)
+        self._segment = 0.0  # this thread's CPU time when guest execution last resumed (calls with I/O only)
         self._left_ms = float(limits.timeout_ms)
         store = Store(compiled.engine)
         store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
@@ -104,13 +104,14 @@ class GuestInstance:
     @contextlib.contextmanager
     def _waiting(self, io: object) -> Iterator[None]:
         """Around a host call that blocks on I/O: the time limit counts guest execution only, so the
-        epoch deadline is set again to what was left of it when the guest resumes."""
-        now = time.monotonic()
-        self._left_ms -= (now - self._segment) * 1000
+        epoch deadline is set again to what was left of it when the guest resumes. What was used is
+        this thread's CPU time, not the wall clock: with many guest threads, time spent waiting for
+        the GIL or a core is not the guest's."""
+        self._left_ms -= (time.thread_time() - self._segment) * 1000
         try:
             yield
         finally:
-            self._segment = time.monotonic()
+            self._segment = time.thread_time()
             self._fstore.set_epoch_deadline(self._sandbox.deadline_ticks(max(self._left_ms, 0.0)))
 
     def call(self, envelope: bytes, request_id: str = "", io: object = None) -> abi.Response:
@@ -120,7 +121,7 @@ class GuestInstance:
         self.calls += 1
         fstore.set_epoch_deadline(self._ticks)
         if io is not None:
-            self._segment = time.monotonic()
+            self._segment = time.thread_time()
             self._left_ms = float(self.limits.timeout_ms)
         fuel = self._fuel
         if fuel is not None:
