@@ -1,0 +1,173 @@
+"""Outbound fetch under load, side by side in one run (not collected by pytest; no test asserts a time).
+
+    .venv/bin/python loadtests/io_bench.py [--rounds 3] [--seconds 6]
+
+1. A proxy (fetch a local upstream, answer its body): Edge Hive's loadtests/proxy (C, hive_fetch) against
+   Node doing the same with fetch() (loadtests/node_proxy.js). Each server alone on CPU 0, wrk and the
+   upstream (loadtests/node_upstream.js) on CPU 1, c64: server CPU per request and req/s, interleaved.
+2. 256 invocations at once of a function whose upstream answers after 200 ms, on one worker: the time
+   until all 256 have answered.
+3. hello's latency on that worker while those bursts run, against the same wrk load without them (p50,
+   p99 and the ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HERE, HiveServer, ensure_wrk, free_port, log, run_wrk, taskset, tmpdir  # noqa: E402
+
+
+def node(script: str, cpus: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*taskset(cpus), "node", str(HERE / script), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def burst(port: int, path: str, n: int) -> tuple[float, list[int]]:
+    async def one() -> int:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(f"GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n".encode())
+        data = await r.read()
+        w.close()
+        return int(data.split(b" ", 2)[1])
+
+    t = time.monotonic()
+    statuses = await asyncio.gather(*[one() for _ in range(n)])
+    return time.monotonic() - t, list(statuses)
+
+
+def build_proxy(work: Path) -> bytes:
+    from hive.build import build_function
+
+    dest = work / "proxy"
+    shutil.copytree(HERE / "proxy", dest, ignore=shutil.ignore_patterns("*.wasm"))
+    return build_function(dest).read_bytes()
+
+
+def build_hello(work: Path) -> bytes:
+    from hive.build import build_function
+
+    dest = work / "hello"
+    shutil.copytree(HERE.parent / "functions" / "hello", dest, ignore=shutil.ignore_patterns("*.wasm"))
+    return build_function(dest).read_bytes()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=6)
+    args = ap.parse_args()
+    ensure_wrk()
+    work = tmpdir("hive-io-")
+    proxy_wasm, hello_wasm = build_proxy(work), build_hello(work)
+    up_port = free_port()
+    upstream = node("node_upstream.js", "1", str(up_port))
+    wait_port(up_port)
+    up = f"http://127.0.0.1:{up_port}"
+    out: dict[str, object] = {}
+    try:
+        # 1. proxy against Node
+        srv = HiveServer(work / "data", workers=1, cpus="0").start()
+        manifest = {"allowed_hosts": [up], "config": {"UPSTREAM": f"{up}/rates"}, "limits": {"max_concurrency": 256}}
+        status, body, _ = srv.deploy("proxy", proxy_wasm, json.dumps(manifest))
+        assert status == 201, body
+        slow = {**manifest, "config": {"UPSTREAM": f"{up}/rates?ms=200"}, "limits": {"max_concurrency": 256,
+                                                                                    "max_queue": 256}}
+        assert srv.deploy("slow", proxy_wasm, json.dumps(slow))[0] == 201
+        assert srv.deploy("hello", hello_wasm, None)[0] == 201
+        np_port = free_port()
+        nodeproxy = node("node_proxy.js", "0", str(np_port), f"{up}/rates")
+        wait_port(np_port)
+        cpu: dict[str, list[float]] = {"edge-hive": [], "node": []}
+        rps: dict[str, list[float]] = {"edge-hive": [], "node": []}
+        targets = {"edge-hive": (srv.port, "/api/v1/edge/proxy", srv.all_pids()),
+                   "node": (np_port, "/", [nodeproxy.pid])}
+        for port, path, _ in targets.values():
+            run_wrk(port, conns=64, seconds=1, cpus="1", path=path)
+        for r in range(args.rounds):
+            for name in (list(targets) if r % 2 == 0 else list(reversed(targets))):
+                port, path, pids = targets[name]
+                res = run_wrk(port, conns=64, seconds=args.seconds, cpus="1", path=path, server_pids=pids)
+                cpu[name].append(res["cpu_us_per_req"])
+                rps[name].append(res["rps"])
+                log(f"proxy round {r + 1} {name}: {res['cpu_us_per_req']:.1f} us/req {res['rps']:.0f} req/s "
+                    f"non-2xx {res.get('errors_status', 0)}")
+        stop(nodeproxy)
+        out["proxy_cpu_us_per_req"] = {k: statistics.median(v) for k, v in cpu.items()}
+        out["proxy_rps"] = {k: statistics.median(v) for k, v in rps.items()}
+
+        # 2. 256 slow invocations at once
+        times = []
+        for _ in range(args.rounds):
+            took, statuses = asyncio.run(burst(srv.port, "/api/v1/edge/slow", 256))
+            assert statuses == [200] * 256, statuses
+            times.append(took * 1000)
+            log(f"256 x 200 ms upstream: all answered in {took * 1000:.0f} ms")
+        out["slow_256_ms"] = statistics.median(times)
+
+        # 3. hello's latency with and without those bursts on the same worker
+        def hello_run() -> dict[str, float]:
+            return run_wrk(srv.port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello")
+
+        quiet, loud = [], []
+        for _ in range(args.rounds):
+            quiet.append(hello_run())
+            done = threading.Event()
+
+            def bursts(stop_at: threading.Event = done) -> None:
+                while not stop_at.is_set():
+                    asyncio.run(burst(srv.port, "/api/v1/edge/slow", 256))
+
+            t = threading.Thread(target=bursts)
+            t.start()
+            try:
+                loud.append(hello_run())
+            finally:
+                done.set()
+                t.join(60)
+        p99q = statistics.median(r["p99"] / 1000 for r in quiet)
+        p99l = statistics.median(r["p99"] / 1000 for r in loud)
+        out["hello_p99_ms"] = {"alone": p99q, "with_slow_bursts": p99l, "ratio": p99l / p99q}
+        out["hello_p50_ms"] = {"alone": statistics.median(r["p50"] / 1000 for r in quiet),
+                               "with_slow_bursts": statistics.median(r["p50"] / 1000 for r in loud)}
+        srv.stop()
+    finally:
+        stop(upstream)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
