@@ -3,8 +3,9 @@
  * One runtime and context per instance. hive_js_load evaluates the prelude (the files of hive/js/prelude,
  * compiled in as HIVE_PRELUDE) and then the function's bundle once; hive_handle turns each request
  * envelope into a call of the prelude's dispatch(), runs the job queue and timers until its promise
- * settles, and writes the response envelope. The only imports are the WASI calls wasi-libc makes for
- * clocks, random bytes, stdout/stderr and the environment: no new host calls.
+ * settles, and writes the response envelope. The imports are the WASI calls wasi-libc makes for
+ * clocks, random bytes, stdout/stderr and the environment, and the host's outbound fetch calls
+ * (hive.fetch_send, fetch_wait, result_read: docs/abi.md, "Host calls for I/O") behind fetch().
  */
 #include <malloc.h>
 #include <sched.h>
@@ -53,7 +54,7 @@ static const char BYTECODE_MAGIC[] = "\0hive-qjs-bc\1"; /* + kind byte (0 script
 static JSRuntime *rt;
 static JSContext *ctx;
 static JSValue api = JS_UNDEFINED; /* what the prelude returns: dispatch, nextTimer, fireTimer, ... */
-static JSValue fn_dispatch, fn_next_timer, fn_fire_timer, fn_end, fn_format, fn_has_handler;
+static JSValue fn_dispatch, fn_next_timer, fn_fire_timer, fn_end, fn_format, fn_has_handler, fn_fetch_done;
 static int loaded;
 static bool oom;
 
@@ -218,6 +219,12 @@ static void report_rejections(void) {
 
 /* ---- the event loop ---- */
 
+/* Fetches sent and not yet delivered to the prelude (the host drops them when an invocation ends). */
+#define MAX_PENDING_FETCHES 64
+static int32_t pending_fetches[MAX_PENDING_FETCHES];
+static int n_pending_fetches;
+static void deliver_fetch(void);
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -258,20 +265,28 @@ static void call_void(JSValueConst fn) {
     JS_FreeValue(ctx, v);
 }
 
-/* After a load or a request: timers still pending are dropped (the next invocation starts clean). */
+/* After a load or a request: timers still pending are dropped (the next invocation starts clean), and
+ * so are fetches in flight (the host forgets them when the call returns). */
 static void end_invocation(void) {
+    n_pending_fetches = 0;
     call_void(fn_end);
     run_jobs();
     report_rejections();
 }
 
-/* Run microtasks and timers until `p` settles or nothing is left that could settle it. */
+/* Run microtasks, timers and fetch results until `p` settles or nothing is left that could settle it.
+ * With no microtask or timer due and a fetch in flight, the guest waits in the host (fetch_wait(0)),
+ * which does not count as execution time: a timer due later then waits for that answer. */
 static JSPromiseStateEnum settle(JSValueConst p) {
     for (;;) {
         run_jobs();
         JSPromiseStateEnum st = JS_PromiseState(ctx, p);
         if (st != JS_PROMISE_PENDING) return st;
         double wait = call_number(fn_next_timer);
+        if (wait != 0 && n_pending_fetches > 0) {
+            deliver_fetch();
+            continue;
+        }
         if (wait < 0) return JS_PROMISE_PENDING;
         if (wait > 0) wait_ms(wait);
         call_void(fn_fire_timer);
@@ -433,11 +448,13 @@ static JSValue nat_env(JSContext *c, JSValueConst this_val, int argc, JSValueCon
     return arr;
 }
 
+static JSValue nat_fetch_send(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv);
+
 static const JSCFunctionListEntry NATIVES[] = {
     JS_CFUNC_DEF("write", 2, nat_write),   JS_CFUNC_DEF("encode", 1, nat_encode),
     JS_CFUNC_DEF("decode", 2, nat_decode), JS_CFUNC_DEF("digest", 2, nat_digest),
     JS_CFUNC_DEF("hmac", 3, nat_hmac),     JS_CFUNC_DEF("random", 1, nat_random),
-    JS_CFUNC_DEF("env", 0, nat_env),
+    JS_CFUNC_DEF("env", 0, nat_env),       JS_CFUNC_DEF("fetchSend", 4, nat_fetch_send),
 };
 
 /* ---- modules: a bundle is self-contained ---- */
@@ -498,6 +515,7 @@ static int engine_init(bool with_prelude) {
     fn_end = api_fn("endInvocation");
     fn_format = api_fn("formatError");
     fn_has_handler = api_fn("hasHandler");
+    fn_fetch_done = api_fn("fetchDone");
     if (!JS_IsFunction(ctx, fn_dispatch) || !JS_IsFunction(ctx, fn_next_timer) ||
         !JS_IsFunction(ctx, fn_fire_timer) || !JS_IsFunction(ctx, fn_end) || !JS_IsFunction(ctx, fn_has_handler)) {
         fail_load("the engine's prelude is incomplete");
@@ -847,6 +865,133 @@ static int64_t encode_response(JSValueConst res) {
     if (JS_HasException(ctx)) JS_FreeValue(ctx, JS_GetException(ctx));
     if (!out) return static_error(500, "out_of_memory", "the function ran out of memory building its response");
     return out;
+}
+
+/* ---- outbound fetch through the host (docs/abi.md, "Host calls for I/O") ---- */
+
+__attribute__((import_module("hive"), import_name("fetch_send"))) int32_t host_fetch_send(const uint8_t *rec, int32_t len);
+__attribute__((import_module("hive"), import_name("fetch_wait"))) int64_t host_fetch_wait(int32_t handle);
+__attribute__((import_module("hive"), import_name("result_read"))) int32_t host_result_read(int32_t handle, uint8_t *ptr,
+                                                                                                 int32_t len);
+
+/* fetchSend(method, url, [name, value, ...], body | null) -> the host's handle, or -1 when the guest holds
+ * 64 results it has not read. Values are strings (UTF-8) or Uint8Arrays (Latin-1 header values). */
+static JSValue nat_fetch_send(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    int64_t hn = 0;
+    if (JS_GetLength(c, argv[2], &hn) < 0) return JS_EXCEPTION;
+    if (hn < 0 || hn > 2 * 256 || (hn & 1)) return JS_ThrowTypeError(c, "fetch: at most 256 request headers");
+    bytes_ref method = {0}, url = {0}, body = {0};
+    bytes_ref *hs = calloc((size_t)hn + 1, sizeof *hs);
+    bool ok = hs && get_bytes(argv[0], &method) && get_bytes(argv[1], &url) && get_bytes(argv[3], &body);
+    size_t total = 4 + method.n + 4 + url.n + 4 + 4 + body.n;
+    for (int64_t i = 0; ok && i < hn; i++) {
+        JSValue v = JS_GetPropertyUint32(c, argv[2], (uint32_t)i);
+        ok = get_bytes(v, &hs[i]);
+        JS_FreeValue(c, v);
+        total += 4 + hs[i].n;
+    }
+    uint8_t *rec = ok ? malloc(total) : NULL;
+    int32_t handle = 0;
+    if (rec) {
+        uint8_t *q = rec;
+        put_bytes(&q, &method);
+        put_bytes(&q, &url);
+        put_u32(q, (uint32_t)(hn / 2));
+        q += 4;
+        for (int64_t i = 0; i < hn; i++) put_bytes(&q, &hs[i]);
+        put_bytes(&q, &body);
+        handle = host_fetch_send(rec, (int32_t)total);
+        free(rec);
+    }
+    if (hs) {
+        for (int64_t i = 0; i < hn; i++)
+            if (hs[i].cstr) JS_FreeCString(c, hs[i].cstr);
+        free(hs);
+    }
+    bytes_ref *own[] = {&method, &url, &body};
+    for (size_t i = 0; i < countof(own); i++)
+        if (own[i]->cstr) JS_FreeCString(c, own[i]->cstr);
+    if (!rec) return JS_HasException(c) ? JS_EXCEPTION : JS_ThrowOutOfMemory(c);
+    if (handle > 0 && n_pending_fetches < MAX_PENDING_FETCHES) pending_fetches[n_pending_fetches++] = handle;
+    return JS_NewInt32(c, handle > 0 ? handle : -1);
+}
+
+static JSValue fetch_error(const char *code, const char *message) {
+    JSValue r = JS_NewArray(ctx);
+    JS_SetPropertyUint32(ctx, r, 0, JS_NewInt32(ctx, 1));
+    JS_SetPropertyUint32(ctx, r, 1, JS_NewString(ctx, code));
+    JS_SetPropertyUint32(ctx, r, 2, JS_NewString(ctx, message));
+    return r;
+}
+
+/* A result record as [0, status, [name, value, ...], body] or [1, code, message]. */
+static JSValue decode_fetch_result(const uint8_t *p, size_t n) {
+    reader r = {p, p + n, false};
+    uint32_t kind = rd_u32(&r);
+    JSValue out = JS_NewArray(ctx);
+    JS_SetPropertyUint32(ctx, out, 0, JS_NewInt32(ctx, kind == 0 ? 0 : 1));
+    if (kind != 0) {
+        JS_SetPropertyUint32(ctx, out, 1, rd_string(&r));
+        JS_SetPropertyUint32(ctx, out, 2, rd_string(&r));
+    } else {
+        uint32_t status = rd_u32(&r), nh = rd_u32(&r);
+        JSValue flat = JS_NewArray(ctx);
+        for (uint32_t i = 0; !r.bad && i < nh; i++) {
+            JS_SetPropertyUint32(ctx, flat, 2 * i, rd_string(&r));
+            JS_SetPropertyUint32(ctx, flat, 2 * i + 1, rd_latin1(&r));
+        }
+        uint32_t bn;
+        const uint8_t *b = rd_bytes(&r, &bn);
+        JS_SetPropertyUint32(ctx, out, 1, JS_NewInt32(ctx, (int32_t)status));
+        JS_SetPropertyUint32(ctx, out, 2, flat);
+        JS_SetPropertyUint32(ctx, out, 3, b ? JS_NewUint8ArrayCopy(ctx, b, bn) : JS_NULL);
+    }
+    if (r.bad || r.p != r.end) {
+        JS_FreeValue(ctx, out);
+        return fetch_error("protocol_error", "the host's fetch result is malformed");
+    }
+    return out;
+}
+
+/* Wait in the host for the first fetch to finish, read its result and hand it to the prelude. Timers
+ * that fell due meanwhile run first: an AbortSignal.timeout that passed wins over a late answer. */
+static void deliver_fetch(void) {
+    int64_t r = host_fetch_wait(0);
+    if (r < 0) r = host_fetch_wait(pending_fetches[0]); /* only results that were ready at once are left */
+    if (r < 0) {                                        /* the host knows none of them: nothing to wait for */
+        n_pending_fetches = 0;
+        return;
+    }
+    int32_t handle = (int32_t)(r >> 32);
+    uint32_t n = (uint32_t)(r & 0xffffffff);
+    for (int i = 0; i < n_pending_fetches; i++) {
+        if (pending_fetches[i] == handle) {
+            pending_fetches[i] = pending_fetches[--n_pending_fetches];
+            break;
+        }
+    }
+    uint8_t *buf = malloc(n ? n : 1);
+    JSValue result;
+    if (!buf) {
+        host_result_read(handle, NULL, 0); /* forget it all the same */
+        result = fetch_error("out_of_memory", "the function ran out of memory reading the response");
+    } else {
+        int32_t got = host_result_read(handle, buf, (int32_t)n);
+        result = got == (int32_t)n ? decode_fetch_result(buf, n)
+                                   : fetch_error("protocol_error", "the host's fetch result could not be read");
+        free(buf);
+    }
+    for (int i = 0; i < 1000 && call_number(fn_next_timer) == 0; i++) {
+        call_void(fn_fire_timer);
+        run_jobs();
+    }
+    if (JS_IsFunction(ctx, fn_fetch_done)) {
+        JSValue args[2] = {JS_NewInt32(ctx, handle), result};
+        JSValue v = JS_Call(ctx, fn_fetch_done, api, 2, (JSValueConst *)args);
+        if (JS_IsException(v)) log_pending_exception("Uncaught ", false);
+        JS_FreeValue(ctx, v);
+    }
+    JS_FreeValue(ctx, result);
 }
 
 EXPORT(hive_handle) int64_t hive_handle(const uint8_t *req, int32_t len) {

@@ -1,9 +1,68 @@
-// fetch: the one place outbound HTTP plugs in. `hostFetch(request)` takes a Request and resolves to a
-// Response; until the host offers fetch calls it rejects, so a function learns at once, with the URL
-// in the message, that nothing was sent. Replace hostFetch (or call api.setFetch) to wire the host in.
+// fetch over the host's outbound calls (docs/abi.md, "Host calls for I/O"): native.fetchSend starts a
+// request and returns its handle at once; glue.c's loop waits in the host when nothing else can run and
+// hands each result to api.fetchDone, which settles that fetch's promise. The host's allow-list,
+// limits and accounting apply as to any guest: a refusal is a rejected promise (a TypeError naming the
+// URL and the host's error code), never a crash.
 
-let hostFetch = async function hostFetch(request) {
-  throw new TypeError(`fetch is not available yet in Edge Hive: ${request.method} ${request.url} was not sent (outbound HTTP needs the host's fetch calls)`);
+const inflight = new Map(); // handle -> { resolve, reject, request, signal, onAbort }
+
+const STATUS_TEXT = {
+  200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content", 301: "Moved Permanently",
+  302: "Found", 303: "See Other", 304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
+  400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+  406: "Not Acceptable", 409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Payload Too Large",
+  415: "Unsupported Media Type", 416: "Range Not Satisfiable", 422: "Unprocessable Entity", 429: "Too Many Requests",
+  500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+  504: "Gateway Timeout",
+};
+
+function fetchedResponse(request, status, flat, body) {
+  const res = Object.create(Response.prototype);
+  const headers = new Headers();
+  const list = headers[kHeaders];
+  for (let i = 0; i < flat.length; i += 2) list.push([flat[i].toLowerCase(), flat[i + 1]]);
+  const empty = request.method === "HEAD" || NULL_BODY_STATUS.has(status);
+  res[kRes] = { status, statusText: STATUS_TEXT[status] ?? "", headers, type: "basic", url: request.url, redirected: false };
+  res[kBody] = bodyState(empty || body === null ? null : body);
+  return res;
+}
+
+async function hostFetch(request) {
+  const r = request[kReq];
+  const signal = request.signal;
+  const body = request[kBody].src === null ? null : asBytes(await consume(request, "fetch()"));
+  if (signal.aborted) throw signal.reason;
+  const headers = request.headers;
+  if (!headers.has("accept")) headers.set("accept", "*/*");
+  if (!headers.has("user-agent")) headers.set("user-agent", "Edge-Hive");
+  const handle = native.fetchSend(r.method, r.url, headersToWire(headers), body);
+  if (handle < 0) {
+    throw new TypeError(`fetch ${r.method} ${r.url} was not sent: this invocation holds 64 fetch results it has not read (await your fetches)`);
+  }
+  return new Promise((resolve, reject) => {
+    const entry = { resolve, reject, request, signal, onAbort: null };
+    entry.onAbort = () => {
+      if (inflight.get(handle) !== entry) return;
+      inflight.delete(handle); // its answer, when the host has it, is dropped
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", entry.onAbort, { once: true });
+    inflight.set(handle, entry);
+  });
+}
+
+// [0, status, [name, value, ...], body] or [1, code, message] for the fetch with this handle.
+api.fetchDone = (handle, result) => {
+  const e = inflight.get(handle);
+  if (!e) return; // aborted meanwhile
+  inflight.delete(handle);
+  e.signal.removeEventListener("abort", e.onAbort);
+  if (result[0] !== 0) {
+    const [, code, message] = result;
+    e.reject(new TypeError(`fetch ${e.request.method} ${e.request.url} failed: ${message} (${code})`, { cause: { code, message } }));
+    return;
+  }
+  e.resolve(fetchedResponse(e.request, result[1], result[2], result[3]));
 };
 
 function fetch(input, init) {
@@ -15,10 +74,6 @@ function fetch(input, init) {
     return Promise.reject(e);
   }
 }
-
-api.setFetch = (fn) => {
-  hostFetch = fn;
-};
 
 // WebSocket exists (supabase-js's realtime client looks for the constructor when a client is created)
 // but cannot connect: Edge Hive functions have no outbound sockets.

@@ -153,7 +153,12 @@ async function drainWaitUntil(wire) {
 
 const PLAIN_TARGET = /^\/[\x21-\x7e]*$/;
 
+// Supabase's gateway strips its route prefix: a function sees /NAME/rest (so a router's basePath is
+// "/NAME"), whichever of the server's routes (/functions/v1/NAME/..., /api/v1/edge/NAME) it came by.
+const ROUTE_PREFIX = /^\/(?:functions\/v1|api\/v1\/edge)(?=\/)/;
+
 function requestUrl(path, query, flat) {
+  path = path.replace(ROUTE_PREFIX, "");
   let host = "localhost";
   let proto = "http";
   for (let i = 0; i < flat.length; i += 2) {
@@ -216,6 +221,7 @@ function connInfo(flat) {
 api.endInvocation = () => {
   timers.clear();
   waitList.length = 0;
+  inflight.clear(); // fetches in flight (60_fetch.js): the host drops them when the call returns
 };
 
 api.hasHandler = () => handler !== null;
