@@ -10,12 +10,8 @@ from typing import Any
 import httpx
 
 from hive.auth import token_path
-from hive.errors import HiveError
+from hive.errors import ClientError, HiveError  # noqa: F401 - ClientError re-exported
 from hive.settings import setting
-
-
-class ClientError(HiveError):
-    code = "client_error"
 
 
 def resolve_token(explicit: str | None, data_dir: str | None = None) -> str | None:

@@ -1,6 +1,7 @@
-"""One error base; each subclass has a stable snake_case code and an HTTP status.
+"""One error base; each subclass has a stable snake_case code and an HTTP status. Every HiveError of
+the server lives here (the modules that raise them re-export their own).
 
-The mapping to HTTP responses lives in hive.app; the mapping to exit codes in hive.cli.
+The rendering to HTTP responses lives in hive.render; the mapping to exit codes in hive.cli.
 """
 
 from __future__ import annotations
@@ -176,3 +177,123 @@ class InsufficientStorage(HiveError):
 
 class BuildError(HiveError):
     code, status = "build_failed", 500
+
+
+class InvokeUnauthorized(Unauthorized):
+    """A caller refused by a function's auth (the admin routes' refusal is Unauthorized itself)."""
+
+
+class MissingCredentials(InvokeUnauthorized):
+    code = "missing_credentials"
+
+
+class InvalidApiKey(InvokeUnauthorized):
+    code = "invalid_api_key"
+
+
+class InvalidToken(InvokeUnauthorized):
+    code = "invalid_token"
+
+
+class TokenExpired(InvokeUnauthorized):
+    code = "token_expired"
+
+
+class TokenNotYetValid(InvokeUnauthorized):
+    code = "token_not_yet_valid"
+
+
+# --- invoke auth (hive.policy, hive.jwks) ---
+
+
+class JwksUnavailable(HiveError):
+    """The function's signing keys can't be fetched: no token is accepted until they can."""
+
+    code, status = "jwks_unavailable", 503
+    detail = ""  # for the server's log (the URL and what failed); never sent to the client
+
+
+class KeysNeeded(JwksUnavailable):
+    """Raised by a synchronous check that needs `url` fetched first: await refresh, then check again.
+
+    A 503 jwks_unavailable if it ever escapes (a caller that never fetches fails closed)."""
+
+    def __init__(self, url: str, generation: int) -> None:
+        super().__init__("this function's signing keys are being fetched; try again", headers={"retry-after": "1"})
+        self.url = url
+        self.generation = generation
+
+
+# --- KV stores (hive.kv): a guest sees these as error values ---
+
+
+class KvError(HiveError):
+    code, status = "kv_error", 500
+
+
+class InvalidStore(KvError):
+    code, status = "invalid_store", 400
+
+
+class InvalidKey(KvError):
+    code, status = "invalid_key", 400
+
+
+class InvalidArgument(KvError):
+    """A TTL, delta, limit, prefix, cursor or value of the wrong type or range."""
+
+    code, status = "invalid_argument", 400
+
+
+class KeyNotFound(KvError):
+    """For callers that turn an absent key into an error (the admin API); get itself returns None."""
+
+    code, status = "key_not_found", 404
+
+
+class NotANumber(KvError):
+    code, status = "not_a_number", 409
+
+
+class NumberOverflow(KvError):
+    code, status = "number_overflow", 409
+
+
+class KeyTooLarge(KvError):
+    code, status = "key_too_large", 413
+
+
+class ValueTooLarge(KvError):
+    code, status = "value_too_large", 413
+
+
+class QuotaExceeded(KvError):
+    code, status = "quota_exceeded", 507
+
+
+class KvFull(KvError):
+    """The backend as a whole has no room (the LMDB map is full); reads and deletes still work."""
+
+    code, status = "kv_full", 507
+
+
+class KvUnavailable(KvError):
+    """The backend cannot be used right now: closed, not openable, out of reader slots, or a handle used after fork."""
+
+    code, status = "kv_unavailable", 503
+
+
+# --- outbound fetch (hive.outbound) ---
+
+
+class OutboundSetupError(HiveError):
+    """The worker's outbound client could not be set up (e.g. an unreadable outbound_ca_file)."""
+
+    code, status = "outbound_setup_failed", 500
+
+
+# --- the CLI's client (hive.client) ---
+
+
+class ClientError(HiveError):
+    code = "client_error"

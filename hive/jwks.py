@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from hive.errors import HiveError
+from hive.errors import HiveError, JwksUnavailable, KeysNeeded  # noqa: F401 - re-exported
 
 SUPPORTED_ALGS = ("RS256", "ES256", "ES384", "EdDSA")
 MAX_KEYS = 64  # Supabase publishes one to three; more is a mistake, and each is tried at most once
@@ -36,24 +36,6 @@ MAX_JWKS_BYTES = 256 * 1024
 MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _EC_CURVES = {"P-256": "ES256", "P-384": "ES384"}
-
-
-class JwksUnavailable(HiveError):
-    """The function's signing keys can't be fetched: no token is accepted until they can."""
-
-    code, status = "jwks_unavailable", 503
-    detail = ""  # for the server's log (the URL and what failed); never sent to the client
-
-
-class KeysNeeded(JwksUnavailable):
-    """Raised by a synchronous check that needs `url` fetched first: await refresh, then check again.
-
-    A 503 jwks_unavailable if it ever escapes (a caller that never fetches fails closed)."""
-
-    def __init__(self, url: str, generation: int) -> None:
-        super().__init__("this function's signing keys are being fetched; try again", headers={"retry-after": "1"})
-        self.url = url
-        self.generation = generation
 
 
 class VerifyKey(NamedTuple):
@@ -85,6 +67,8 @@ def parse_jwk(jwk: Any) -> VerifyKey:
     ops = jwk.get("key_ops")
     if ops is not None and not (isinstance(ops, list) and "verify" in ops):
         raise ValueError("has key_ops without 'verify'")
+    loader: Callable[[dict[str, Any]], object]  # PyJWT's from_jwk, which returns public or private keys
+    kind: type
     if kty == "RSA":
         expected, loader, kind = "RS256", RSAAlgorithm.from_jwk, RSAPublicKey
     elif kty == "EC":

@@ -13,7 +13,15 @@ from typing import Any
 
 import jwt
 
-from hive.errors import HiveError
+from hive.errors import (  # noqa: F401 - re-exported: the invoke auth errors
+    HiveError,
+    InvalidApiKey,
+    InvalidToken,
+    InvokeUnauthorized,
+    MissingCredentials,
+    TokenExpired,
+    TokenNotYetValid,
+)
 from hive.jwks import SUPPORTED_ALGS, JwksCache, JwksUnavailable, KeysNeeded, VerifyKey, parse_jwks
 from hive.manifest import Auth
 
@@ -23,30 +31,6 @@ __all__ = ["CLAIMS_HEADER", "MAX_CLAIMS_BYTES", "InvokeAuth", "InvokeUnauthorize
 # The verified claims, as the guest sees them. The invocation core removes any client-sent copy.
 CLAIMS_HEADER = "x-hive-auth-claims"
 MAX_CLAIMS_BYTES = 16 * 1024  # the SDKs' (and the host's) largest header value
-
-
-class InvokeUnauthorized(HiveError):
-    code, status = "unauthorized", 401
-
-
-class MissingCredentials(InvokeUnauthorized):
-    code = "missing_credentials"
-
-
-class InvalidApiKey(InvokeUnauthorized):
-    code = "invalid_api_key"
-
-
-class InvalidToken(InvokeUnauthorized):
-    code = "invalid_token"
-
-
-class TokenExpired(InvokeUnauthorized):
-    code = "token_expired"
-
-
-class TokenNotYetValid(InvokeUnauthorized):
-    code = "token_not_yet_valid"
 
 
 def claims_header(claims: Mapping[str, Any]) -> bytes:
@@ -136,7 +120,8 @@ class InvokeAuth:
         """The verified JWT claims (None for API keys), or raise: InvokeUnauthorized (401),
         KeysNeeded (await refresh, then check again) or JwksUnavailable (503)."""
         if self.mode == "api_key":
-            return self._check_key(headers)
+            self._check_key(headers)
+            return None
         return self._check_jwt(headers)
 
     async def refresh(self, need: KeysNeeded) -> None:

@@ -25,7 +25,21 @@ import math
 import re
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from hive.errors import HiveError
+from hive.errors import (  # noqa: F401 - re-exported: the KV errors
+    HiveError,
+    InvalidArgument,
+    InvalidKey,
+    InvalidStore,
+    KeyNotFound,
+    KeyTooLarge,
+    KvError,
+    KvFull,
+    KvUnavailable,
+    NotANumber,
+    NumberOverflow,
+    QuotaExceeded,
+    ValueTooLarge,
+)
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1 << 20
@@ -37,60 +51,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 STORE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
-class KvError(HiveError):
-    code, status = "kv_error", 500
-
-
-class InvalidStore(KvError):
-    code, status = "invalid_store", 400
-
-
-class InvalidKey(KvError):
-    code, status = "invalid_key", 400
-
-
-class InvalidArgument(KvError):
-    """A TTL, delta, limit, prefix, cursor or value of the wrong type or range."""
-
-    code, status = "invalid_argument", 400
-
-
-class KeyNotFound(KvError):
-    """For callers that turn an absent key into an error (the admin API); get itself returns None."""
-
-    code, status = "key_not_found", 404
-
-
-class NotANumber(KvError):
-    code, status = "not_a_number", 409
-
-
-class NumberOverflow(KvError):
-    code, status = "number_overflow", 409
-
-
-class KeyTooLarge(KvError):
-    code, status = "key_too_large", 413
-
-
-class ValueTooLarge(KvError):
-    code, status = "value_too_large", 413
-
-
-class QuotaExceeded(KvError):
-    code, status = "quota_exceeded", 507
-
-
-class KvFull(KvError):
-    """The backend as a whole has no room (the LMDB map is full); reads and deletes still work."""
-
-    code, status = "kv_full", 507
-
-
-class KvUnavailable(KvError):
-    """The backend cannot be used right now: closed, not openable, out of reader slots, or a handle used after fork."""
-
-    code, status = "kv_unavailable", 503
+# The errors live in hive.errors with every other HiveError.
 
 
 class StoreUsage(NamedTuple):

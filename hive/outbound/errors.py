@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hive.errors import HiveError
+from hive.errors import OutboundSetupError  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from hive.outbound.client import FetchRecord
@@ -43,9 +43,3 @@ class FetchRefused(Exception):
         self.message = message
         # Filled in by Outbound.fetch: one record per hop tried, for the function log and metrics.
         self.records: tuple[FetchRecord, ...] = ()
-
-
-class OutboundSetupError(HiveError):
-    """The worker's outbound client could not be set up (e.g. an unreadable outbound_ca_file)."""
-
-    code, status = "outbound_setup_failed", 500
