@@ -35,6 +35,7 @@ log = logging.getLogger("hive.cluster")
 
 BOOT_WAIT_S = 15.0  # a booting worker waits this long for the node's catch-up, then serves its last state
 _POLL_S = 0.005
+CHANGE_TIMEOUT_S = 30.0  # one change's PostgreSQL calls at most (a 50 MiB module included)
 T = TypeVar("T")
 
 
@@ -108,7 +109,7 @@ class ClusterNode:
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
         try:
-            with self.pool.connection(wait_s=self.wait_s) as conn:
+            with self.pool.connection(wait_s=self.wait_s, timeout_s=CHANGE_TIMEOUT_S) as conn:
                 if not self._schema:
                     store.create_schema(conn)
                     self._schema = True

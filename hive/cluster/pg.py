@@ -4,13 +4,20 @@ Connections are opened lazily, so a process starts (and serves from LMDB) while 
 connection that fails with a connection-level error is dropped, and so are the idle ones (after a
 server restart they are all dead); one left idle for a while is checked before it is lent again, so the
 first use after PostgreSQL returns does not fail on a stale connection.
+
+A server that stops answering while the network still acknowledges (a stalled server, a proxy or
+firewall that holds connections open) would leave a call blocked for good: `guard` bounds a block of
+calls by cutting the connection's socket when it overruns, so the blocked call fails like a lost
+connection.
 Open a Pool per process, after fork.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +35,64 @@ def connect(dsn: str, *, application_name: str = "edge-hive", autocommit: bool =
     return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
                            application_name=application_name[:63], tcp_user_timeout=TCP_USER_TIMEOUT_MS,
                            keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+
+
+def cut(conn: psycopg.Connection) -> None:
+    """Shut the connection's socket down under whatever call is blocked on it (which then fails)."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return  # closed already
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Watchdog:
+    """One thread per process that cuts the connections whose guarded block overran."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, psycopg.Connection]] = {}
+        self._ids = itertools.count()
+        self._pid = -1
+
+    @contextlib.contextmanager
+    def guard(self, conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+        token = next(self._ids)
+        with self._cond:
+            if self._pid != os.getpid():  # first use in this process (threads do not survive a fork)
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="hive-pg-watchdog", daemon=True).start()
+            self._due[token] = (time.monotonic() + seconds, conn)
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._due.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                late = [t for t, (at, _) in self._due.items() if at <= now]
+                conns = [self._due.pop(t)[1] for t in late]
+                wait = min((at for at, _ in self._due.values()), default=now + 60) - now
+                if not conns:
+                    self._cond.wait(max(0.01, wait))
+            for conn in conns:
+                cut(conn)
+
+
+_watchdog = _Watchdog()
+
+
+def guard(conn: psycopg.Connection, seconds: float) -> contextlib.AbstractContextManager[None]:
+    """Bound the calls made on `conn` inside the block: past `seconds`, its socket is cut."""
+    return _watchdog.guard(conn, seconds)
 
 
 def is_connection_error(e: BaseException) -> bool:
@@ -49,12 +114,14 @@ class Pool:
         self._closed = False
 
     @contextlib.contextmanager
-    def connection(self, wait_s: float = 10.0) -> Iterator[psycopg.Connection]:
-        """A connection for the block; psycopg errors pass through (the caller maps them)."""
+    def connection(self, wait_s: float = 10.0, timeout_s: float | None = None) -> Iterator[psycopg.Connection]:
+        """A connection for the block (bounded by `timeout_s`, see guard); psycopg errors pass through
+        (the caller maps them)."""
         conn = self._take(wait_s)
         lost = False
         try:
-            yield conn
+            with guard(conn, timeout_s) if timeout_s is not None else contextlib.nullcontext():
+                yield conn
         except BaseException as e:
             if is_connection_error(e):
                 lost = True
@@ -89,7 +156,8 @@ class Pool:
         try:
             if conn is not None and time.monotonic() - since >= self.check_idle_s:
                 try:
-                    conn.execute("SELECT 1")
+                    with guard(conn, CONNECT_TIMEOUT_S):
+                        conn.execute("SELECT 1")
                 except psycopg.Error:
                     conn.close()
                     conn = None

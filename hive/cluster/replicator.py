@@ -9,8 +9,8 @@ The replicator LISTENs on the registry channel, then catches up from the last ge
 (so no change falls between), and after that on every notification that names a newer generation and
 once a second regardless (a lost notification delays a change by a second at most). A catch-up reads,
 in one REPEATABLE READ snapshot, which functions changed since the applied generation (hive_changes)
-and their whole state, and applies it to LMDB (Registry.apply_replica) with the cluster generation as
-the mark; every function is copied instead when the mark does not fit (another cluster, a registry
+and their whole state, then the module blobs the replica lacks (immutable by sha256), and applies it
+all to LMDB (Registry.apply_replica) with the cluster generation as the mark; every function is copied instead when the mark does not fit (another cluster, a registry
 written by something else since, a log pruned past it, or a cluster behind the mark). After any
 reconnect it catches up again before anything else. Changes are applied in generation order by
 construction: each catch-up moves the replica from one snapshot to a later one.
@@ -37,7 +37,7 @@ import psutil
 import psycopg
 
 from hive.cluster import store
-from hive.cluster.pg import connect
+from hive.cluster.pg import connect, guard
 from hive.marks import start_ticks
 from hive.peers import SyncMarks
 from hive.registry import FunctionState, Registry, VersionRecord
@@ -47,6 +47,8 @@ log = logging.getLogger("hive.cluster")
 HEARTBEAT_S = 1.0
 NODE_TIMEOUT_S = 5.0  # a node whose heartbeat is older is not live: deploys do not wait for it
 BATCH_BYTES = 64 << 20  # module bytes one LMDB transaction of a catch-up takes at most
+# A PostgreSQL call that takes longer (a stalled server or network) has its connection cut: reconnect.
+QUERY_TIMEOUT_S = 10.0
 STATE_FILE = "cluster-state.json"
 LOCK_FILE = "replicator.lock"
 
@@ -145,8 +147,9 @@ class Replicator:
     def _session(self, stop: threading.Event) -> None:
         with connect(self.dsn, application_name=f"edge-hive-listen {self.node}") as listen, \
                 connect(self.dsn, application_name=f"edge-hive-node {self.node}") as work:
-            store.create_schema(work)
-            listen.execute(f"LISTEN {store.CHANNEL}")
+            with guard(work, QUERY_TIMEOUT_S), guard(listen, QUERY_TIMEOUT_S):
+                store.create_schema(work)
+                listen.execute(f"LISTEN {store.CHANNEL}")
             self.catch_up(work)  # after LISTEN: a change committed from now on is also notified
             self.state.connected, self.state.error = True, ""
             self.heartbeat(work)
@@ -185,34 +188,41 @@ class Replicator:
     def catch_up(self, conn: psycopg.Connection) -> bool:
         """Bring the LMDB replica to the cluster's generation; whether anything changed."""
         started = time.monotonic()
-        with conn.transaction():
+        # What to apply, from one snapshot (small: no module bytes). Blobs are fetched after it, batch by
+        # batch: they never change under a sha256, and one pruned meanwhile fails this catch-up, which
+        # the next one redoes from a newer snapshot.
+        with guard(conn, QUERY_TIMEOUT_S), conn.transaction():
             head = store.begin_snapshot(conn)
             applied, full = self._position(head)
-            self.state.cluster_generation = head.generation
             if not full and applied == head.generation:
-                if not self.state.caught_up:
-                    self._caught_up(head.generation, self.registry.generation())
-                return False
-            if full:
+                names: list[str] = []
+            elif full:
                 names = sorted(set(store.function_names(conn)) | set(self.registry.snapshot()[1]))
                 secrets: dict[str, str] | None = store.secrets(conn)
             else:
                 names, secrets_changed = store.changed_since(conn, applied)
                 secrets = store.secrets(conn) if secrets_changed else None
-            wanted = store.states(conn, names)
-            batches = self._batches(wanted)
-            local = self.registry.generation()
-            for i, batch in enumerate(batches):
-                last = i == len(batches) - 1
-                need = sorted({v.sha256 for s in batch.values() if s for v in s.versions
-                               if not self.registry.has_blob(v.sha256)})
+            wanted = store.states(conn, names) if names else {}
+        self.state.cluster_generation = head.generation
+        if not full and applied == head.generation:
+            if not self.state.caught_up:
+                self._caught_up(head.generation, self.registry.generation())
+            return False
+        batches = self._batches(wanted)
+        local = self.registry.generation()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            need = sorted({v.sha256 for s in batch.values() if s for v in s.versions
+                           if not self.registry.has_blob(v.sha256)})
+            with guard(conn, QUERY_TIMEOUT_S):
                 blobs = store.blobs(conn, need) if need else {}
-                self._precompile(batch, blobs)
-                # Until the last batch the mark keeps the old position (-1 when copying everything),
-                # so a crash in between repeats the catch-up.
-                mark = Mark(head.id, head.generation if last else (-1 if full else applied))
-                local = self.registry.apply_replica(batch, blobs, msgspec.json.encode(mark),
-                                                    secrets if last else None)
+            if len(blobs) < len(need):
+                raise RuntimeError(f"{len(need) - len(blobs)} module blobs were pruned during the catch-up; retrying")
+            self._precompile(batch, blobs)
+            # Until the last batch the mark keeps the old position (-1 when copying everything), so a
+            # crash in between repeats the catch-up.
+            mark = Mark(head.id, head.generation if last else (-1 if full else applied))
+            local = self.registry.apply_replica(batch, blobs, msgspec.json.encode(mark), secrets if last else None)
         self.catch_ups += 1
         log.info("node %s: registry at cluster generation %d (%s%d functions, %.1f ms)", self.node,
                  head.generation, "full copy, " if full else "", len(names), (time.monotonic() - started) * 1000)
@@ -266,6 +276,11 @@ class Replicator:
             self.state.loaded = self.state.generation  # a slow worker has caught up since
         live = self.marks.live()
         behind = len(self.marks.lagging(self.local))
+        with guard(conn, QUERY_TIMEOUT_S):
+            self._report(conn, len(live), behind)
+        self._publish()
+
+    def _report(self, conn: psycopg.Connection, workers: int, behind: int) -> None:
         conn.execute(
             "INSERT INTO hive_nodes (name, generation, applied, heartbeat_at, started_at, stopped, bind, pid, workers, "
             "workers_behind) VALUES (%s, %s, %s, now(), to_timestamp(%s), false, %s, %s, %s, %s) "
@@ -273,11 +288,10 @@ class Replicator:
             "heartbeat_at = now(), started_at = EXCLUDED.started_at, stopped = false, bind = EXCLUDED.bind, "
             "pid = EXCLUDED.pid, workers = EXCLUDED.workers, workers_behind = EXCLUDED.workers_behind",
             (self.node, self.state.loaded, self.state.generation, self._started_at, self.bind, os.getpid(),
-             len(live), behind))
+             workers, behind))
         row = conn.execute("SELECT count(*) FROM hive_nodes WHERE NOT stopped AND "
                            "heartbeat_at > now() - make_interval(secs => %s)", (NODE_TIMEOUT_S,)).fetchone()
         self.state.live_nodes = max(1, row[0] if row else 1)
-        self._publish()
 
     def _publish(self) -> None:
         self.state.at = time.time()
@@ -286,7 +300,7 @@ class Replicator:
     def _goodbye(self) -> None:
         """This worker stops replicating: deploys need not wait for the node until a successor reports."""
         try:
-            with connect(self.dsn, application_name=f"edge-hive-node {self.node}") as conn:
+            with connect(self.dsn, application_name=f"edge-hive-node {self.node}") as conn, guard(conn, 3):
                 conn.execute("UPDATE hive_nodes SET stopped = true WHERE name = %s AND pid = %s",
                              (self.node, os.getpid()))
         except psycopg.Error:

@@ -61,6 +61,7 @@ CREATE INDEX IF NOT EXISTS hive_kv_items_expiry ON hive_kv_items (expires_us) WH
 _SCHEMA_LOCK = 0x68697665_6b76  # pg_advisory_xact_lock key: nodes creating the tables at once take turns
 _PURGE_BATCH = 500
 _QUOTA_PURGE = 1000  # expired keys of the store a quota refusal first purges
+OP_TIMEOUT_S = 10.0  # one operation's PostgreSQL calls at most (a stalled server: kv_unavailable)
 
 
 def _now_us(now: float | None) -> int:
@@ -114,7 +115,7 @@ class PgKv:
         if os.getpid() != self._pid:
             raise KvUnavailable("this KV handle was opened in another process: open one per process, after fork")
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout_s=OP_TIMEOUT_S) as conn:
                 if not self._ready:
                     self._create(conn)
                 if write:

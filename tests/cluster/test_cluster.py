@@ -3,8 +3,8 @@ dir and loopback port) sharing the session's PostgreSQL, under a bounded load ge
 
 In file order (later tests break things): deploys and rollbacks spread over the nodes, live everywhere
 when they answer; server-wide rate limits across nodes; a node whose LISTEN connection is killed;
-a node SIGKILLed mid-deploy and restarted; PostgreSQL restarted under load. Each prints its figures
-(`-s` shows them)."""
+a node SIGKILLed mid-deploy and restarted; PostgreSQL restarted under load; shared KV; the CLI; a node
+partitioned from PostgreSQL and one started while cut off. Each prints its figures (`-s` shows them)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import pytest
 
 from tests.cluster.cluster import Load, Node, body_of, figures, healthy, module, status
 from tests.cluster.pgserver import PgServer
+from tests.cluster.proxy import StallingProxy
 from tests.support import poll
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -292,3 +293,66 @@ def test_cluster_status_cli(nodes: list[Node], tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.output.splitlines()[2:]]
     assert [(row[0], row[1]) for row in rows] == [(name, "ok") for name in NAMES], r.output
+
+
+def via(proxy: StallingProxy, dsn: str, postgres: PgServer) -> str:
+    return dsn.replace(f"port={postgres.port}", f"port={proxy.port}")
+
+
+def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catch_up(
+        nodes: list[Node], dsn: str, postgres: PgServer, tmp_path: Path) -> None:
+    """A fourth node reaches PostgreSQL through a proxy that can stall (connections kept open, no bytes
+    moved: only the node's own timeouts notice); a fifth starts while its proxy is stalled."""
+    p3, p4 = StallingProxy(postgres.port), StallingProxy(postgres.port)
+    n3 = Node("n3", tmp_path / "n3" / "data", via(p3, dsn, postgres))
+    n4 = Node("n4", tmp_path / "n4" / "data", via(p4, dsn, postgres))
+    everyone = [*nodes, n3]
+    try:
+        n3.start()
+        r = nodes[0].deploy("parted", module("parted", 1))
+        assert r.status_code == 201 and (r.json()["nodes"], r.json()["nodes_behind"]) == (4, 0), r.text
+        serves_everywhere(everyone, "parted", body_of("parted", 1))
+        p3.stall()
+        started = time.monotonic()
+        r = nodes[0].deploy("parted", module("parted", 2))  # waits for n3 only while its heartbeat is fresh
+        assert r.status_code == 201 and (r.json()["nodes"], r.json()["nodes_behind"]) == (3, 0), r.text
+        dropped_ms = (time.monotonic() - started) * 1000
+        serves_everywhere(nodes, "parted", body_of("parted", 2))
+        serves_everywhere([n3], "parted", body_of("parted", 1))  # cut off: it serves what it last knew
+        poll("n3 to notice it is cut off", lambda: not httpx.get(n3.url + "/readyz", timeout=10)
+             .json()["cluster"]["connected"], timeout=60)
+        noticed_ms = (time.monotonic() - started) * 1000
+        p3.resume()
+        back = time.monotonic()
+        poll("n3 to converge", lambda: n3.invoke("parted").content == body_of("parted", 2), timeout=60)
+        converge_ms = (time.monotonic() - back) * 1000
+        serves_everywhere(everyone, "parted", body_of("parted", 2))
+        versions_everywhere(everyone, "parted")
+        poll("n3 to be healthy", lambda: healthy(nodes[0], [*NAMES, "n3"]), timeout=30)
+
+        p4.stall()
+        server = n4.launch()
+        launched = time.monotonic()
+        answers: list[int] = []
+        while time.monotonic() - launched < 4:  # while it cannot reach PostgreSQL: never ready
+            assert server.proc.poll() is None, server.log()
+            try:
+                answers.append(httpx.get(n4.url + "/readyz", timeout=5).status_code)
+            except httpx.HTTPError:
+                answers.append(0)  # not accepting yet: its workers wait for the catch-up
+            time.sleep(0.05)  # polling interval
+        assert 200 not in answers, answers
+        p4.resume()
+        resumed = time.monotonic()
+        server.wait_ready(2, timeout=90)
+        ready_ms = (time.monotonic() - resumed) * 1000
+        serves_everywhere([n4], "parted", body_of("parted", 2))
+        serves_everywhere([n4], "steady", body_of("steady", 1))
+    finally:
+        n3.stop()
+        n4.stop()
+        p3.close()
+        p4.close()
+    print(f"\n[cluster figures] partitioned node: deploys stopped waiting for it after {dropped_ms:.0f} ms, it "
+          f"noticed after {noticed_ms:.0f} ms, converged {converge_ms:.0f} ms after the partition ended; a node "
+          f"started while cut off ({len(answers)} probes, none ready) was ready {ready_ms:.0f} ms after", flush=True)

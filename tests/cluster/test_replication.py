@@ -226,3 +226,21 @@ def test_replicator_converges_after_its_listen_connection_is_killed(dsn: str, co
         seat.stop()
     poll("the rival to take over", lambda: rival.holding)
     rival.stop()
+
+
+def test_guard_cuts_a_connection_whose_server_stalls(postgres: PgServer, dsn: str) -> None:
+    from hive.cluster.pg import guard
+    from tests.cluster.proxy import StallingProxy
+
+    proxy = StallingProxy(postgres.port)
+    try:
+        with connect(dsn.replace(f"port={postgres.port}", f"port={proxy.port}")) as c:
+            c.execute("SELECT 1")
+            with guard(c, 5):
+                c.execute("SELECT 1")  # in time: untouched
+            proxy.stall()
+            with pytest.raises(psycopg.OperationalError), guard(c, 0.3):
+                c.execute("SELECT 1")  # would wait forever: the server never answers
+            assert c.broken
+    finally:
+        proxy.close()
