@@ -561,7 +561,7 @@ def kv_delete(client: Any, store: str, key: str, as_json: bool) -> None:
         click.echo(f"deleted {store}/{key}" if data["deleted"] else f"{store}/{key} did not exist")
 
 
-LANGUAGES = ("c", "rust", "zig", "assemblyscript")
+LANGUAGES = ("c", "rust", "zig", "assemblyscript", "ts", "js")  # ts, js: hive/templates/ts|js (TypeScript/JavaScript)
 
 
 @function.command()
