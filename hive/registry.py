@@ -32,6 +32,7 @@ from hive.errors import (
     RegistryError,
     RegistryFull,
 )
+from hive.lmdbfiles import check_not_truncated  # noqa: F401 - re-exported
 from hive.manifest import Manifest
 
 _GEN = b"generation"
@@ -76,21 +77,6 @@ def _u(raw: bytes | None) -> int:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def check_not_truncated(env: lmdb.Environment, path: Path) -> None:
-    """Refuse an LMDB data.mdb shorter than the pages its meta page says are in use (a truncated copy
-    or restore): every process would die of SIGBUS on its first read. Call it right after
-    lmdb.open, before any read (the rate-limit and KV stores can use it too)."""
-    data = path / "data.mdb"
-    used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    size = data.stat().st_size
-    if size < used:
-        raise RegistryDamaged(
-            f"the registry {data} is damaged: the file has {size} bytes but LMDB's meta page says "
-            f"{used} are in use (it was truncated, e.g. by a copy that did not finish or a full disk). "
-            f"Stop the server and restore {path} from a backup (or an `mdb_copy` of a good one), "
-            f"or move it aside to start with an empty registry and deploy again")
 
 
 def free_bytes(path: Path) -> int:
@@ -141,12 +127,19 @@ class Registry:
         with self.env.begin() as txn:
             return self._current(txn, name)
 
-    def _current(self, txn: lmdb.Transaction, name: str) -> VersionRecord | None:
+    def _current(self, txn: lmdb.Transaction[bytes], name: str) -> VersionRecord | None:
         raw = txn.get(name.encode(), db=self._functions)
         if raw is None:
             return None
         fn = _dec_fn.decode(raw)
-        return _dec_ver.decode(txn.get(_vkey(name, fn.current), db=self._versions))
+        return self._version(txn, name, fn.current)
+
+    def _version(self, txn: lmdb.Transaction[bytes], name: str, version: int) -> VersionRecord:
+        raw = txn.get(_vkey(name, version), db=self._versions)
+        if raw is None:  # the integrity walker reports this too; a write transaction never leaves it
+            raise RegistryDamaged(f"the registry is damaged: function {name!r} points at v{version}, which is "
+                                  f"missing; deploy {name!r} again, or restore the data dir from a backup")
+        return _dec_ver.decode(raw)
 
     def snapshot(self) -> tuple[int, dict[str, VersionRecord]]:
         """The generation and every function's current version, read in one transaction."""
@@ -155,7 +148,7 @@ class Registry:
             out = {}
             for key, raw in txn.cursor(db=self._functions):
                 fn = _dec_fn.decode(raw)
-                out[key.decode()] = _dec_ver.decode(txn.get(_vkey(fn.name, fn.current), db=self._versions))
+                out[key.decode()] = self._version(txn, fn.name, fn.current)
             return gen, out
 
     # --- server-wide secrets (every function sees them in its config; its own values win) ---
@@ -206,7 +199,7 @@ class Registry:
     # Writes: each is one transaction.
 
     @contextlib.contextmanager
-    def _write(self, adds: int = 0) -> Iterator[tuple[lmdb.Transaction, list[str]]]:
+    def _write(self, adds: int = 0) -> Iterator[tuple[lmdb.Transaction[bytes], list[str]]]:
         """One write transaction; a full map or a full disk is its own error, not a 500. `adds` is
         about how many bytes the change stores (to tell a full disk from another write error)."""
         dropped: list[str] = []
@@ -273,7 +266,7 @@ class Registry:
             self._bump(txn)
             return _dec_ver.decode(vraw)
 
-    def _version_numbers(self, txn: lmdb.Transaction, name: str) -> list[int]:
+    def _version_numbers(self, txn: lmdb.Transaction[bytes], name: str) -> list[int]:
         prefix = name.encode() + b"\x00"
         cur = txn.cursor(db=self._versions)
         out = []
@@ -291,7 +284,7 @@ class Registry:
             self._prune(txn, name, 1 << 32, dropped)
             self._bump(txn)
 
-    def _prune(self, txn: lmdb.Transaction, name: str, keep_from: int, dropped: list[str]) -> None:
+    def _prune(self, txn: lmdb.Transaction[bytes], name: str, keep_from: int, dropped: list[str]) -> None:
         prefix = name.encode() + b"\x00"
         cur = txn.cursor(db=self._versions)
         doomed = []
@@ -304,7 +297,7 @@ class Registry:
             txn.delete(key, db=self._versions)
             self._incref(txn, sha.encode(), -1, dropped)
 
-    def _incref(self, txn: lmdb.Transaction, key: bytes, delta: int, dropped: list[str]) -> None:
+    def _incref(self, txn: lmdb.Transaction[bytes], key: bytes, delta: int, dropped: list[str]) -> None:
         n = _u(txn.get(key, db=self._refs)) + delta
         if n > 0:
             txn.put(key, n.to_bytes(4, "big"), db=self._refs)
@@ -313,7 +306,7 @@ class Registry:
             txn.delete(key, db=self._blobs)
             dropped.append(key.decode())
 
-    def _bump(self, txn: lmdb.Transaction) -> None:
+    def _bump(self, txn: lmdb.Transaction[bytes]) -> None:
         gen = _u(txn.get(_GEN, db=self._meta)) + 1
         txn.put(_GEN, gen.to_bytes(8, "big"), db=self._meta)
 
@@ -370,7 +363,7 @@ class Registry:
             txn.put(_REPLICA, gen.to_bytes(8, "big") + mark, db=self._meta)
         return gen
 
-    def _version_items(self, txn: lmdb.Transaction, name: str) -> list[tuple[bytes, bytes]]:
+    def _version_items(self, txn: lmdb.Transaction[bytes], name: str) -> list[tuple[bytes, bytes]]:
         prefix = name.encode() + b"\x00"
         cur = txn.cursor(db=self._versions)
         out = []

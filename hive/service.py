@@ -28,6 +28,7 @@ from hive.ratelimit import RateLimiter
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
 from hive.sandbox import GuestContext, GuestInstance, Sandbox, fastcall, warm_up
+from hive.sandbox.compiler import CompileLimits
 from hive.settings import Settings
 from hive.telemetry import Telemetry
 from hive.telemetry import install as install_telemetry_patch
@@ -73,7 +74,9 @@ def open_hive(settings: Settings) -> Hive:
         log.debug("admin token: %s", token_file)
     registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
                         keep_versions=settings.keep_versions)
-    sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms)
+    sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms,
+                      compile_limits=CompileLimits.from_settings(settings))
+    registry.on_drop = sandbox.forget  # artifacts of pruned or deleted versions go with them
     function_log = FunctionLog(data / "logs" / "functions.jsonl")
     install_telemetry_patch()  # both are idempotent; HiveWorker installs them first under gunicorn
     fastcall.install()
@@ -144,7 +147,7 @@ async def _compile_module(hive: Hive, name: str, wasm: bytes, manifest: Manifest
                       GuestContext(name, 0, env_for(manifest, hive.runtime.secrets)))
     except GuestError as e:
         if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
-            hive.sandbox.artifact_path(sha, compiled.fuel).unlink(missing_ok=True)
+            hive.sandbox.forget([sha])
         raise InvalidModule(f"the module fails to start: {e.message}", cause=e.code) from None
     return sha
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeGuard
 
 import lmdb
 
@@ -54,6 +55,7 @@ from hive.kv import (
     check_value,
     parse_counter,
 )
+from hive.lmdbfiles import check_not_truncated
 
 _FORMAT = b"1"
 _HDR = struct.Struct(">Q")  # expires_us; 0 = never
@@ -88,14 +90,14 @@ def _expires(rec: bytes | memoryview) -> int:
     return _HDR.unpack_from(rec)[0]
 
 
-def _live(rec: bytes | memoryview | None, now_us: int) -> bool:
+def _live(rec: bytes | memoryview | None, now_us: int) -> TypeGuard[bytes | memoryview]:
     if rec is None:
         return False
     exp = _expires(rec)
     return exp == 0 or exp > now_us
 
 
-def _pages(stat: dict[str, int]) -> int:
+def _pages(stat: lmdb._StatDict) -> int:  # the stubs' name for stat()'s dict (annotations are not evaluated)
     return stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
 
 
@@ -118,7 +120,8 @@ class LmdbKv:
         try:
             path.mkdir(parents=True, exist_ok=True)
             self.env = env = lmdb.open(str(path), map_size=map_size_mb << 20, max_dbs=8, subdir=True, readahead=False,
-                                 max_readers=512, sync=sync, metasync=sync)
+                                 max_readers=512, sync=sync, metasync=sync, mode=0o600)
+            check_not_truncated(env, path, "the KV store")  # a truncated data.mdb is SIGBUS on the first read
             self._meta = self.env.open_db(b"meta")
             self._items = self.env.open_db(b"items")
             self._long = self.env.open_db(b"long")
@@ -168,7 +171,7 @@ class LmdbKv:
         if os.getpid() != self._pid:
             raise KvUnavailable("this KV handle was opened in another process: open one per process, after fork")
         try:
-            with self.env.begin(write=write, buffers=not write) as txn:
+            with self.env.begin(write=True) if write else self.env.begin(buffers=True) as txn:
                 yield txn
         except lmdb.MapFullError as e:
             raise self._full() from e
@@ -235,8 +238,8 @@ class LmdbKv:
             return txn.get(ident, db=self._items)
         return txn.get(_long_id(ident), db=self._long)
 
-    def _walk(self, txn: lmdb.Transaction, start: bytes) -> Iterator[tuple[bytes, bytes | memoryview]]:
-        """(ident, record) for every ident >= start, in order."""
+    def _walk(self, txn: lmdb.Transaction, start: bytes) -> Iterator[tuple[bytes, bytes | memoryview | None]]:
+        """(ident, record) for every ident >= start, in order (None: a long ident without its record)."""
         cur = txn.cursor(db=self._items)
         # A head is the first 511 bytes of its long idents, so a start inside a head's range begins at it.
         if not cur.set_range(start[:_HEAD]):
@@ -249,7 +252,8 @@ class LmdbKv:
                 if ident >= start:
                     yield ident, v
 
-    def _members(self, txn: lmdb.Transaction, head: bytes, start: bytes) -> Iterator[tuple[bytes, bytes | memoryview]]:
+    def _members(self, txn: lmdb.Transaction, head: bytes,
+                 start: bytes) -> Iterator[tuple[bytes, bytes | memoryview | None]]:
         cur = txn.cursor(db=self._heads)
         if len(start) >= _HEAD and start[:_HEAD] == head:
             found = cur.set_range_dup(head, b"\x00" + start[_HEAD:])
@@ -369,11 +373,11 @@ class LmdbKv:
         self._account(txn, store_b, -1, -size)
 
     def _purge(self, txn: lmdb.Transaction, now_us: int, limit: int) -> int:
-        doomed = []
+        doomed: builtins.list[tuple[bytes, bytes]] = []
         for k, ident in txn.cursor(db=self._expiry):
             if _HDR.unpack_from(k)[0] > now_us or len(doomed) >= limit:
                 break
-            doomed.append((k, ident))
+            doomed.append((bytes(k), bytes(ident)))  # bytes already (a write transaction): no copy
         for k, ident in doomed:
             rec = self._record(txn, ident)
             if rec is None or _exp_key(_expires(rec), ident) != k:
