@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(SUPABASE_PREFIX + "/{function}/{rest:path}", invoke, methods=list(SUPABASE_METHODS)),
     ]
     handlers = {HiveError: hive_error, HTTPException: http_error, Exception: internal_error}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
                     middleware=[Middleware(RequestGuard, settings=settings)])
     app.state.draining = False
     return app

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -21,7 +21,7 @@ from hive.settings import DEFAULT_URL, SETTINGS, Setting, load_settings, reachab
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
@@ -73,7 +73,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
     env["HIVE_DATA_DIR"] = str(settings.data_path)
     hand_over(env)  # the token travels in a pipe, not in the server's environment (hive.auth)
     # A file path (not python:module) makes gunicorn re-read the settings on SIGHUP.
-    conf = importlib.util.find_spec("workers.gunicorn_conf").origin
+    spec = importlib.util.find_spec("workers.gunicorn_conf")
+    if spec is None or spec.origin is None:
+        _fail("workers.gunicorn_conf is missing: reinstall edge-hive (pip install -e .)")
+    conf = spec.origin
     argv = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
     # exec: this process becomes the gunicorn master, so its PID is the server's.
     os.execvpe(argv[0], argv, env)
@@ -126,11 +129,11 @@ def status(data_dir: str | None, as_json: bool) -> None:
     pid = _master_pid(data_dir)
     master = psutil.Process(pid)
     now = time.time()
-    workers = []
-    for w in master.children():
+    workers: list[dict[str, float]] = []
+    for child in master.children():
         try:
-            workers.append({"pid": w.pid, "rss_mib": round(w.memory_info().rss / 2**20, 1),
-                            "uptime_s": round(now - w.create_time(), 1)})
+            workers.append({"pid": child.pid, "rss_mib": round(child.memory_info().rss / 2**20, 1),
+                            "uptime_s": round(now - child.create_time(), 1)})
         except psutil.NoSuchProcess:  # a worker that exits while we look (reload, recycle)
             continue
     bind = _listening(master) or load_settings(overrides={"data_dir": data_dir}).bind
@@ -139,12 +142,12 @@ def status(data_dir: str | None, as_json: bool) -> None:
         functions = httpx.get(url_of(bind) + "/readyz", timeout=5).json().get("warm")
     except (httpx.HTTPError, ValueError):
         pass
-    info = {"master": {"pid": pid, "uptime_s": round(now - master.create_time(), 1)}, "bind": bind,
-            "workers": workers, "functions": functions}
+    uptime_s = round(now - master.create_time(), 1)
+    info = {"master": {"pid": pid, "uptime_s": uptime_s}, "bind": bind, "workers": workers, "functions": functions}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"master  pid {pid}  up {info['master']['uptime_s']:.0f}s  listening on {bind}")
+    click.echo(f"master  pid {pid}  up {uptime_s:.0f}s  listening on {bind}")
     for w in workers:
         click.echo(f"worker  pid {w['pid']:<7} rss {w['rss_mib']:>7.1f} MiB  up {w['uptime_s']:.0f}s")
     click.echo(f"functions {functions if functions is not None else 'unknown (server not answering)'}")

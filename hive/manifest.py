@@ -178,7 +178,7 @@ AUTH_MODES = ("public", "api_key", "jwt")
 
 
 def parse_manifest(raw: bytes | str | None) -> Manifest:
-    if raw in (None, b"", ""):
+    if not raw:  # None, b"" or ""
         return Manifest()
     try:
         m = msgspec.json.decode(raw, type=Manifest)

@@ -136,6 +136,7 @@ class Pool:
         if os.getpid() != self._pid:
             raise psycopg.InterfaceError("this pool was opened in another process: open one per process, after fork")
         deadline = time.monotonic() + wait_s
+        conn: psycopg.Connection | None  # None: a free slot, connected below
         with self._cond:
             while True:
                 if self._closed:

@@ -184,6 +184,7 @@ def set_current(conn: psycopg.Connection, name: str, version: int | None) -> tup
         conn.execute("UPDATE hive_functions SET current = %s WHERE name = %s", (version, name))
         v = conn.execute("SELECT sha256, size, deployed_at, manifest::text FROM hive_versions "
                          "WHERE name = %s AND version = %s", (name, version)).fetchone()
+        assert v is not None, "a kept version, read in this transaction"
         _end_change(conn, Change(gen, "rollback", name, version))
     return _version(name, version, *v), gen
 

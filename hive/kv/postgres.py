@@ -256,6 +256,7 @@ class PgKv:
         if row is None:
             conn.execute("INSERT INTO hive_kv_stores (store) VALUES (%s) ON CONFLICT DO NOTHING", (store,))
             row = conn.execute(sql, (store,)).fetchone()
+            assert row is not None, "inserted just above (or by the writer it waited for)"
         return row[0], row[1]
 
     def _write(self, conn: psycopg.Connection, store: str, key: bytes, value: bytes, exp_us: int, now_us: int,
@@ -279,6 +280,7 @@ class PgKv:
 
     def _usage_locked(self, conn: psycopg.Connection, store: str) -> tuple[int, int]:
         row = conn.execute("SELECT keys, bytes FROM hive_kv_stores WHERE store = %s", (store,)).fetchone()
+        assert row is not None, "the caller holds this row's lock"
         return row[0], row[1]
 
     def _account(self, conn: psycopg.Connection, store: str, keys: int, size: int) -> None:

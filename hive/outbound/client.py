@@ -100,7 +100,8 @@ class _Trace:
 
     def __init__(self, function: str, method: str, hook: Callable[[FetchRecord], None] | None) -> None:
         self.function, self.method, self.hook = function, method, hook
-        self.host, self.rule = "", None
+        self.host = ""
+        self.rule: str | None = None  # the allowed_hosts entry of the hop in progress
         self.started = time.monotonic()
         self.records: list[FetchRecord] = []
 

@@ -137,7 +137,7 @@ def _pid_alive(pid: int) -> bool:
 
 def sweep_tmp(cache_dir: Path, max_age_s: float = 86_400) -> list[Path]:
     """Remove temp files left by processes that died while writing (or older than a day)."""
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     try:
         entries = list(os.scandir(cache_dir))

@@ -93,7 +93,7 @@ class Sandbox:
     def close(self) -> None:
         self.ticker.stop()
 
-    def deadline_ticks(self, timeout_ms: int) -> int:
+    def deadline_ticks(self, timeout_ms: float) -> int:
         # +1: the current tick may be about to end.
         return int(-(-timeout_ms // self.tick_ms)) + 1
 

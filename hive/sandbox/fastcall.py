@@ -71,7 +71,7 @@ _get_fuel = _proto("wasmtime_context_get_fuel", c_void_p, [c_void_p, c_void_p])
 
 _VAL_SIZE = ctypes.sizeof(ffi.wasmtime_val_t)
 _VAL_OF = ffi.wasmtime_val_t.of.offset
-_KIND = {"i32": ffi.WASMTIME_I32.value, "i64": ffi.WASMTIME_I64.value}
+_KIND = {"i32": ffi.WASMTIME_I32, "i64": ffi.WASMTIME_I64}  # c_uint8, the type of wasmtime_val_t.kind
 _VIEW = {"i32": c_int32, "i64": c_int64}
 _TRAP_P = POINTER(ffi.wasm_trap_t)
 _ERROR_P = POINTER(ffi.wasmtime_error_t)
@@ -125,8 +125,8 @@ class _Caller(_wfunc.Caller):
         return _wextern.wrap_extern(item)
 
 
-@ffi.wasmtime_func_callback_t  # type: ignore[misc]
-def _trampoline(idx, caller, params, nparams, results, nresults):  # type: ignore[no-untyped-def]
+@ffi.wasmtime_func_callback_t
+def _trampoline(idx, caller, params, nparams, results, nresults):
     # wasmtime._func.trampoline (wasmtime-py 50.0.1) with three changes: an exception is kept for the
     # thread that called the guest (not in a process-wide global), i32/i64 values skip the generic
     # Val conversions (same values: ctypes wraps integers the same way Val.i32/i64 do), and the
@@ -182,8 +182,12 @@ def maybe_raise_last_exn() -> None:
     _original_maybe_raise_last_exn()
 
 
+# Set on wasmtime._func by install(): a module attribute of our own, so a second import sees it.
+_INSTALLED_MARK = "_hive_thread_local_exceptions"
+
+
 def installed() -> bool:
-    return getattr(_wfunc, "_hive_thread_local_exceptions", False) is True
+    return getattr(_wfunc, _INSTALLED_MARK, False) is True
 
 
 def install() -> bool:
@@ -207,7 +211,7 @@ def install() -> bool:
     _wfunc.trampoline = _trampoline
     _wlinker.trampoline = _trampoline
     _wfunc.maybe_raise_last_exn = maybe_raise_last_exn
-    _wfunc._hive_thread_local_exceptions = True
+    setattr(_wfunc, _INSTALLED_MARK, True)
     return True
 
 
@@ -225,6 +229,8 @@ def _raise_failure(err: int | None, trap_slot: c_void_p) -> None:
         error = WasmtimeError._from_ptr(cast(err, _ERROR_P))
         maybe_raise_last_exn()
         raise error
+    if trap_addr is None:  # pragma: no cover - the callers come here only on an error or a trap
+        raise WasmtimeError("wasmtime_func_call failed without an error or a trap")
     trap = Trap._from_ptr(cast(trap_addr, _TRAP_P))
     maybe_raise_last_exn()
     raise trap
@@ -300,13 +306,11 @@ class FastFunc:
         base = ctypes.addressof(vals)
         self._params_ptr = base
         self._results_ptr = base + len(params) * _VAL_SIZE
-        if results:
-            view = _VIEW[results[0]]
-            self._res = (view * (ctypes.sizeof(vals) // ctypes.sizeof(view))).from_buffer(vals)
-            self._ridx = (len(params) * _VAL_SIZE + _VAL_OF) // ctypes.sizeof(view)
-        else:
-            self._res = None
-            self._ridx = 0
+        # Without a result the view exists too (never read: _nresults says so), so _res is never None.
+        view = _VIEW[results[0]] if results else c_int64
+        # Array[Any]: an element of a c_int32/c_int64 array reads as a Python int.
+        self._res: ctypes.Array[Any] = (view * (ctypes.sizeof(vals) // ctypes.sizeof(view))).from_buffer(vals)
+        self._ridx = (len(params) * _VAL_SIZE + _VAL_OF) // ctypes.sizeof(view) if results else 0
         self._trap = c_void_p()
         self._trap_ptr = ctypes.addressof(self._trap)
 
@@ -320,7 +324,7 @@ class FastFunc:
                          self._nresults, self._trap_ptr)
         if err or self._trap.value:
             _raise_failure(err, self._trap)
-        return None if self._res is None else self._res[self._ridx]
+        return self._res[self._ridx] if self._nresults else None
 
     def call1(self, x: int) -> int:
         """One parameter, one result: the allocator."""
@@ -328,7 +332,7 @@ class FastFunc:
         err = _func_call(self._ctx, self._ref, self._params_ptr, 1, self._results_ptr, 1, self._trap_ptr)
         if err or self._trap.value:
             _raise_failure(err, self._trap)
-        return self._res[self._ridx]  # type: ignore[index]
+        return self._res[self._ridx]
 
     def call2(self, x: int, y: int) -> int:
         """Two parameters, one result: the handler."""
@@ -339,4 +343,4 @@ class FastFunc:
         err = _func_call(self._ctx, self._ref, self._params_ptr, 2, self._results_ptr, 1, self._trap_ptr)
         if err or self._trap.value:
             _raise_failure(err, self._trap)
-        return self._res[self._ridx]  # type: ignore[index]
+        return self._res[self._ridx]

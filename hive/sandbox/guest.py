@@ -7,6 +7,7 @@ import ctypes
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from wasmtime import ExitTrap, Func, Memory, Store, Trap, TrapCode, WasmtimeError
 
@@ -170,7 +171,7 @@ class _guest_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: type | None, e: BaseException | None, tb: object) -> bool:
+    def __exit__(self, et: type | None, e: BaseException | None, tb: object) -> Literal[False]:
         if e is None or isinstance(e, GuestError):
             return False
         if isinstance(e, ExitTrap):

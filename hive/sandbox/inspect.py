@@ -23,7 +23,7 @@ REQUIRED_EXPORTS = {
     abi.HANDLE_EXPORT: (["i32", "i32"], ["i64"]),
     abi.MARKER_EXPORT: ([], []),
 }
-OPTIONAL_EXPORTS = {abi.FREE_EXPORT: (["i32", "i32"], []), "_initialize": ([], [])}
+OPTIONAL_EXPORTS: dict[str, tuple[list[str], list[str]]] = {abi.FREE_EXPORT: (["i32", "i32"], []), "_initialize": ([], [])}
 # What the SDKs export (the builds name them to the linker, or re-export them).
 SDK_EXPORTS = (abi.MARKER_EXPORT, abi.ALLOC_EXPORT, abi.FREE_EXPORT, abi.HANDLE_EXPORT)
 # Every WASI function a manifest can grant: a build checks against all of them, since the grants
@@ -80,7 +80,7 @@ def check_interface(module: Module, allowed_wasi: frozenset[str]) -> Interface:
         )
         if not ok:
             raise ForbiddenImport(f"the module imports {qualified}, which this function is not allowed", import_name=qualified)
-        assert isinstance(imp.type, FuncType)
+        assert isinstance(imp.type, FuncType) and imp.name is not None  # both checked by `ok`
         want = host.signature_names(host.HOST_FUNCTIONS[(imp.module, imp.name)][0])
         if _sig(imp.type) != want:
             raise InvalidModule(f"import {qualified} has the wrong type {_sig(imp.type)}, expected {want}")
