@@ -122,7 +122,7 @@ class DrainingServer(Server):
             gc.collect()
             gc.freeze()
 
-        self.lifespan.startup = startup_then_settle  # type: ignore[method-assign]
+        self.lifespan.startup = startup_then_settle
         await super().startup(sockets)
         if self.started:  # every function is warm (lifespan) and the sockets are served
             if self.marks is not None:
