@@ -6,6 +6,7 @@ module; in a single process (tests, TestClient) the default in-memory registry i
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _mp
+from prometheus_client import values as _values
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -42,21 +44,42 @@ class Metrics:
 
 @lru_cache(maxsize=1)
 def metrics() -> Metrics:
+    try:
+        return _metrics(REGISTRY)
+    except OSError as e:
+        # The multiprocess files cannot be made (a read-only or broken data dir): count in this
+        # process's memory instead, so that requests are served; /metrics then shows nothing of it.
+        logging.getLogger("hive.metrics").error("cannot write metrics to %s (%s): serving without them; make "
+                                                "the data dir writable", os.environ.get("PROMETHEUS_MULTIPROC_DIR"), e)
+        _values.ValueClass = _values.MutexValue
+        return _metrics(CollectorRegistry())
+
+
+def _metrics(registry: CollectorRegistry) -> Metrics:
+    def counter(*a: Any, **k: Any) -> Counter:
+        return Counter(*a, registry=registry, **k)
+
+    def gauge(*a: Any, **k: Any) -> Gauge:
+        return Gauge(*a, registry=registry, **k)
+
+    def histogram(*a: Any, **k: Any) -> Histogram:
+        return Histogram(*a, registry=registry, **k)
+
     return Metrics(
-        invocations=Counter("hive_invocations", "Invocations by function and HTTP status", ["function", "status"]),
-        errors=Counter("hive_errors", "Failed invocations by function and error code", ["function", "code"]),
-        duration=Histogram("hive_invocation_duration_seconds", "Time in the host and the guest per invocation",
+        invocations=counter("hive_invocations", "Invocations by function and HTTP status", ["function", "status"]),
+        errors=counter("hive_errors", "Failed invocations by function and error code", ["function", "code"]),
+        duration=histogram("hive_invocation_duration_seconds", "Time in the host and the guest per invocation",
                            ["function"], buckets=BUCKETS),
-        fuel=Counter("hive_fuel_consumed", "Fuel the guests consumed, for functions with a fuel budget",
+        fuel=counter("hive_fuel_consumed", "Fuel the guests consumed, for functions with a fuel budget",
                      ["function"]),
-        deploys=Counter("hive_deploys", "Deploys and rollbacks by function", ["function", "kind"]),
-        warm=Gauge("hive_warm_instances", "Warm guest instances", multiprocess_mode="livesum"),
-        rss=Gauge("hive_worker_rss_bytes", "Resident memory of each worker", ["worker"], multiprocess_mode="liveall"),
-        outbound=Counter("hive_outbound_requests", "Outbound fetch requests by function, host and status "
+        deploys=counter("hive_deploys", "Deploys and rollbacks by function", ["function", "kind"]),
+        warm=gauge("hive_warm_instances", "Warm guest instances", multiprocess_mode="livesum"),
+        rss=gauge("hive_worker_rss_bytes", "Resident memory of each worker", ["worker"], multiprocess_mode="liveall"),
+        outbound=counter("hive_outbound_requests", "Outbound fetch requests by function, host and status "
                          "(the refusal code when there was no response)", ["function", "host", "status"]),
-        outbound_duration=Histogram("hive_outbound_duration_seconds", "Time of each outbound fetch hop",
+        outbound_duration=histogram("hive_outbound_duration_seconds", "Time of each outbound fetch hop",
                                     ["function"], buckets=BUCKETS),
-        admin_token_stripped=Counter("hive_admin_token_stripped", "Invoke requests whose Authorization header carried "
+        admin_token_stripped=counter("hive_admin_token_stripped", "Invoke requests whose Authorization header carried "
                                      "the admin token, removed before the guest saw it", ["function"]),
     )
 

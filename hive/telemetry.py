@@ -126,6 +126,8 @@ class Telemetry:
         # Guest calls may run in threads (hive.invoke): FunctionLog's write and its occasional
         # reopen (rotation) must not interleave.
         self._log_lock = threading.Lock()
+        self.lost = 0  # records that could not be written
+        self._lost_logged = -1e9
 
     def series(self, function: str, status: int) -> _Series:
         """The metric children of (function, status), created once (labels() lookups are slow)."""
@@ -142,8 +144,25 @@ class Telemetry:
         FunctionLog.line({"ts": _now_iso(), "kind": "invocation", "function": "warm-up", "version": 0,
                           "status": 200, "duration_us": 0, "pid": self.pid, "request_id": ""})
 
+    def _lost(self, e: OSError) -> None:
+        """Telemetry could not be written (a read-only or full data dir): the request is served all the
+        same; say so at most once a minute."""
+        self.lost += 1
+        now = time.monotonic()
+        if now - self._lost_logged > 60:
+            self._lost_logged = now
+            log.error("could not write metrics or the function log (%s); serving without them, %d records lost "
+                      "so far: make the data dir writable", e, self.lost)
+
     def invocation(self, function: str, version: int, status: int, started_ns: int, request_id: str,
                    error: str | None = None, fuel: int | None = None) -> None:
+        try:
+            self._invocation(function, version, status, started_ns, request_id, error, fuel)
+        except OSError as e:
+            self._lost(e)
+
+    def _invocation(self, function: str, version: int, status: int, started_ns: int, request_id: str,
+                    error: str | None, fuel: int | None) -> None:
         elapsed_ns = time.perf_counter_ns() - started_ns
         children = self._children.get((function, status)) or self.series(function, status)
         children.record(elapsed_ns / 1e9)
@@ -164,6 +183,12 @@ class Telemetry:
 
     def outbound(self, function: str, version: int, request_id: str, r: Any) -> None:
         """One outbound fetch hop or refusal (a hive.outbound.FetchRecord)."""
+        try:
+            self._outbound(function, version, request_id, r)
+        except OSError as e:
+            self._lost(e)
+
+    def _outbound(self, function: str, version: int, request_id: str, r: Any) -> None:
         status = str(r.status) if r.status is not None else (r.code or "error")
         self.m.outbound.labels(function, r.host or "-", status).inc()
         self.m.outbound_duration.labels(function).observe(r.ms / 1000)
@@ -179,6 +204,9 @@ class Telemetry:
     def guest_output(self, function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
         if self.log is not None:
             with self._log_lock:
-                self.log.write({"ts": now_iso(), "kind": "output", "function": function, "version": version,
-                                "stream": stream, "level": logging.getLevelName(level).lower(), "text": text,
-                                "pid": self.pid, "request_id": request_id})
+                try:
+                    self.log.write({"ts": now_iso(), "kind": "output", "function": function, "version": version,
+                                    "stream": stream, "level": logging.getLevelName(level).lower(), "text": text,
+                                    "pid": self.pid, "request_id": request_id})
+                except OSError as e:
+                    self._lost(e)

@@ -113,8 +113,11 @@ class DrainingServer(Server):
             await lifespan_startup()
             hive = getattr(self.config.app.state, "hive", None)  # type: ignore[union-attr]
             if hive is not None:
-                for name in hive.runtime.functions:
-                    hive.telemetry.series(name, 200)
+                try:
+                    for name in hive.runtime.functions:
+                        hive.telemetry.series(name, 200)
+                except OSError:  # an unwritable data dir: serve without metrics (hive.telemetry says so)
+                    pass
             # Everything loaded so far (modules, the app, every warm function) lives as long as the
             # worker: collect once and freeze it, so the cyclic GC never walks it again. Without
             # this the first requests pay for a full collection (about 20 ms here), and later full
