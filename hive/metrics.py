@@ -56,14 +56,15 @@ def metrics() -> Metrics:
 
 
 def _metrics(registry: CollectorRegistry) -> Metrics:
-    def counter(*a: Any, **k: Any) -> Counter:
-        return Counter(*a, registry=registry, **k)
+    def counter(name: str, doc: str, labels: list[str] | None = None) -> Counter:
+        return Counter(name, doc, labels or (), registry=registry)
 
-    def gauge(*a: Any, **k: Any) -> Gauge:
-        return Gauge(*a, registry=registry, **k)
+    def gauge(name: str, doc: str, labels: list[str] | None = None, *, multiprocess_mode: str) -> Gauge:
+        return Gauge(name, doc, labels or (), registry=registry,
+                     multiprocess_mode=multiprocess_mode)  # type: ignore[arg-type]  # a Literal in the stubs
 
-    def histogram(*a: Any, **k: Any) -> Histogram:
-        return Histogram(*a, registry=registry, **k)
+    def histogram(name: str, doc: str, labels: list[str], *, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, doc, labels, registry=registry, buckets=buckets)
 
     return Metrics(
         invocations=counter("hive_invocations", "Invocations by function and HTTP status", ["function", "status"]),
