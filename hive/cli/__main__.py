@@ -1,0 +1,5 @@
+"""`python -m hive.cli`."""
+
+from hive.cli import main
+
+main()
