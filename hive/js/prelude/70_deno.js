@@ -155,10 +155,14 @@ const PLAIN_TARGET = /^\/[\x21-\x7e]*$/;
 
 // Supabase's gateway strips its route prefix: a function sees /NAME/rest (so a router's basePath is
 // "/NAME"), whichever of the server's routes (/functions/v1/NAME/..., /api/v1/edge/NAME) it came by.
-const ROUTE_PREFIX = /^\/(?:functions\/v1|api\/v1\/edge)(?=\/)/;
+function unprefixed(path) {
+  if (path.startsWith("/functions/v1/")) return path.slice(13);
+  if (path.startsWith("/api/v1/edge/")) return path.slice(12);
+  return path;
+}
 
 function requestUrl(path, query, flat) {
-  path = path.replace(ROUTE_PREFIX, "");
+  path = unprefixed(path);
   let host = "localhost";
   let proto = "http";
   for (let i = 0; i < flat.length; i += 2) {
