@@ -22,21 +22,27 @@ from tests.support import BIN, Server, free_port
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 ANON_KEY = "anon-key-for-tests-0123456789"
 ROWS = [{"id": 1, "name": "ada"}, {"id": 2, "name": "grace"}, {"id": 3, "name": "edsger"}]
+TODOS = [{"id": 1, "title": "migrate"}, {"id": 2, "title": "deploy unchanged"}]
 DENO_VERSION = "2.9.6"
 
 
 class Api(Upstream):
-    """tests/io's upstream plus a PostgREST-shaped table `t` at /rest/v1/t (the anon key required)."""
+    """tests/io's upstream plus PostgREST-shaped tables `t` and `todos` at /rest/v1/ (the anon key required)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, str]] = []  # the headers of each PostgREST request
 
     async def _route(self, method: str, target: str, headers: dict[str, str], body: bytes
                      ) -> tuple[int, str, bytes, dict[str, str]]:
         url = urllib.parse.urlsplit(target)
-        if url.path == "/rest/v1/t":
+        if url.path in ("/rest/v1/t", "/rest/v1/todos"):
+            self.seen.append(headers)
             if headers.get("apikey") != ANON_KEY:
                 return 401, "application/json", b'{"message":"Invalid API key"}', {}
             q = urllib.parse.parse_qs(url.query)
-            cols = q.get("select", ["*"])[0]
-            rows = ROWS
+            cols = q.get("select", ["*"])[0].replace(" ", "")
+            rows = ROWS if url.path == "/rest/v1/t" else TODOS
             if "id" in q:  # id=eq.N
                 rows = [r for r in rows if f"eq.{r['id']}" == q["id"][0]]
             if cols != "*":

@@ -18,12 +18,17 @@ WEBHOOK_SECRET = "whsec_test_0123456789"
 
 
 @pytest.fixture(scope="session")
-def api() -> Iterator[str]:
+def stub() -> Iterator[Api]:
     up = Api()
     up.thread.start()
     assert up.ready.wait(10)
-    yield f"http://127.0.0.1:{up.port}"
+    yield up
     up.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stub: Api) -> str:
+    return f"http://127.0.0.1:{stub.port}"
 
 
 def secrets(api: str) -> dict[str, dict[str, str]]:
