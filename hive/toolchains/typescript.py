@@ -7,8 +7,10 @@ imports (`npm:` specifiers, bare imports mapped by a deno.json/import_map.json o
 package.json, esm.sh URLs) are installed from the npm registry into the cache too, one node_modules per
 set of packages, shared by every function that imports the same set.
 
-The output is <folder>/<name>.js: the bundle with its source map inline at its end (one upload carries
-both; the server keeps the map to point stack traces at the .ts lines), and <name>.js.map beside it.
+The output is <folder>/dist/<name>.js: the bundle with its source map inline at its end (one upload
+carries both; the server keeps the map to point stack traces at the .ts lines), and <name>.js.map beside
+it. dist/, not the folder itself: a JavaScript function's own index.js must never be overwritten, and
+`edge-hive dev` ignores dist/ (a build's output must not trigger the next build).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ BUNDLER = SDK_DIR / "bundle.mjs"
 DEFAULT_ENTRIES = ("index.ts", "index.js", "index.tsx", "index.mjs")
 IMPORT_MAPS = ("deno.json", "import_map.json")
 CACHE_ENV = "HIVE_TS_CACHE_DIR"
+OUT_DIR = "dist"
 INSTALL_HINT = "install Node.js 18+ and npm (Debian: `apt-get install nodejs npm`)"
 NPM_QUIET = ("--no-audit", "--no-fund", "--loglevel=error", "--no-update-notifier")
 
@@ -161,7 +164,8 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     node = _which("node")
     entry = _entry(folder, fn)
     imports, imports_base = _import_map(folder, fn)
-    out = folder / f"{fn['name']}.js"
+    out = folder / OUT_DIR / f"{fn['name']}.js"
+    out.parent.mkdir(exist_ok=True)
     out.unlink(missing_ok=True)  # never mistake an old bundle for this build's
     esbuild = install_esbuild(echo)
     base = {"esbuild": str(esbuild), "folder": str(folder), "entry": str(entry), "imports": imports,

@@ -33,8 +33,9 @@ def test_new_build_deploy_invoke_logs(ts_server: Server, tmp_path: Path, lang: s
 
     built = cli(ts_server, "build", str(folder))
     assert built.returncode == 0, built.stderr
-    assert f"built {folder / (name + '.js')}" in built.stdout and "bytes" in built.stdout
-    assert (folder / f"{name}.js").is_file() and (folder / f"{name}.js.map").is_file()
+    out = folder / "dist" / f"{name}.js"
+    assert f"built {out}" in built.stdout and "bytes" in built.stdout
+    assert out.is_file() and out.with_suffix(".js.map").is_file() and (folder / entry).is_file()
 
     deployed = cli(ts_server, "deploy", str(folder), "--config", "GREETING=Hej")
     assert deployed.returncode == 0, deployed.stderr

@@ -66,10 +66,10 @@ def test_a_throwing_top_level_is_reported_at_its_ts_line(ts_server: Server, tmp_
                        "if (!key) {\n  throw new Error(\"KEY is not set\");\n}\n"
                        "Deno.serve(() => new Response(key));\n")
     assert build(folder).returncode == 0
-    r = deploy_js(ts_server, "toplevel", (folder / "toplevel.js").read_bytes())
+    r = deploy_js(ts_server, "toplevel", (folder / "dist" / "toplevel.js").read_bytes())
     assert r.status_code == 422 and "Error: KEY is not set" in r.json()["message"]
     assert "index.ts:3:" in r.json()["message"] and "function.js" not in r.json()["message"], r.json()
-    ok = deploy_js(ts_server, "toplevel", (folder / "toplevel.js").read_bytes(), '{"kind": "js", "config": {"KEY": "k"}}')
+    ok = deploy_js(ts_server, "toplevel", (folder / "dist" / "toplevel.js").read_bytes(), '{"kind": "js", "config": {"KEY": "k"}}')
     assert ok.status_code == 201
     with ts_server.client() as c:
         assert c.get("/functions/v1/toplevel").text == "k"
@@ -99,7 +99,7 @@ def test_imports_a_build_cannot_fetch_fail_naming_them(tmp_path: Path) -> None:
     assert 'cannot bundle "https://deno.land/x/zod/mod.ts"' in text and "npm:" in text and "copy the file" in text
     assert 'cannot bundle "node:buffer"' in text
     assert "index.ts:1:" in text  # esbuild shows where
-    assert not (folder / "imports.js").exists()
+    assert not (folder / "dist" / "imports.js").exists()
 
 
 def test_deno_std_serve_esm_sh_and_type_imports_bundle(ts_server: Server, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_deno_std_serve_esm_sh_and_type_imports_bundle(ts_server: Server, tmp_pa
                        "serve(app.fetch);\n")
     out = build(folder)
     assert out.returncode == 0, out.stderr
-    assert deploy_js(ts_server, "stdserve", (folder / "stdserve.js").read_bytes()).status_code == 201
+    assert deploy_js(ts_server, "stdserve", (folder / "dist" / "stdserve.js").read_bytes()).status_code == 201
     with ts_server.client() as c:
         assert c.get("/functions/v1/stdserve/x").text == "std serve + esm.sh hono"
 
@@ -128,7 +128,7 @@ def test_deploy_time_of_a_typescript_function(ts_server: Server, tmp_path: Path)
     examples = Path(__file__).resolve().parent / "functions"
     times = {}
     for name in ("browser-with-cors", "hono-app", "supabase-select"):
-        bundle = (examples / name / f"{name}.js")
+        bundle = examples / name / "dist" / f"{name}.js"
         if not bundle.is_file():
             assert build(examples / name).returncode == 0
         body = bundle.read_bytes()

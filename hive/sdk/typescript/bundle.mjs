@@ -124,12 +124,14 @@ const hivePlugin = {
   },
 };
 
-// Map sources as a reader wants them: the function's files relative to its folder, packages as node_modules/...
+// Map sources as a reader wants them: the function's files relative to its folder (esbuild writes them
+// relative to the output's dir), packages as node_modules/...
 function tidySources(map) {
   map.sources = map.sources.map((s) => {
     const at = s.lastIndexOf("node_modules/");
     if (at >= 0) return s.slice(at);
-    return s.replace(/^hive-shim:/, "edge-hive:").replace(/^hive-empty:/, "edge-hive:");
+    if (/^hive-(shim|empty):/.test(s)) return s.replace(/^hive-(shim|empty):/, "edge-hive:");
+    return path.relative(cfg.folder, path.resolve(path.dirname(cfg.outFile), s)).split(path.sep).join("/");
   });
   return map;
 }
