@@ -86,7 +86,9 @@ class Runtime:
         self._refill: set[str] = set()
         self.secrets: dict[str, str] = {}
         self.jwks = JwksCache()  # one per worker: every function naming a JWKS URL shares its fetches
-        self.js = JsEngines(sandbox, engine_dir(settings.data_path))  # one engine for every JS function
+        # One engine for every JS function; built in the background when missing, then sync loads them.
+        self.js = JsEngines(sandbox, engine_dir(settings.data_path), on_ready=self._load_again)
+        self._stale = False
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
         self.instantiations = 0
@@ -96,8 +98,9 @@ class Runtime:
 
     def sync(self, force: bool = False) -> bool:
         """Load what changed since the last sync. Returns True when anything changed."""
-        if not force and self.registry.generation() == self.generation:
+        if not force and not self._stale and self.registry.generation() == self.generation:
             return False
+        self._stale = False
         gen, current = self.registry.snapshot()
         secrets = self.registry.secrets()
         every = secrets != self.secrets  # a secret changed: every function gets a new environment
@@ -124,6 +127,10 @@ class Runtime:
         if self.on_sync is not None:
             self.on_sync(gen, self.failed)
         return True
+
+    def _load_again(self) -> None:
+        """From another thread: the next sync retries what could not load (JS functions waiting for the engine)."""
+        self._stale = True
 
     def _load(self, rec: VersionRecord) -> Loaded:
         allowed = rec.manifest.allowed_wasi_imports()

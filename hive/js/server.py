@@ -10,7 +10,10 @@ never depends on the engine that deployed it.
 
 The engine is built from source once per machine (hive/js/engine.py, cached in $HIVE_JS_BUILD_DIR or
 <data dir>/js-engine) and compiled by wasmtime once per server (the .cwasm cache); each worker loads
-it once, for every JS function.
+it once, for every JS function. A worker that boots before the engine is built (a new machine, a new
+engine version) must not wait for the build (about 35 s, longer than gunicorn lets a worker boot): it
+builds in a background thread, its JS functions wait as not loaded, and it loads them when the engine
+is there.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from pathlib import Path
 
 import msgspec
 
-from hive.errors import InvalidModule
+from hive.errors import HiveError, InvalidModule
 from hive.manifest import Manifest
 from hive.registry import VersionRecord
 from hive.sandbox import CompiledModule, GuestContext, GuestLimits, Sandbox
 
-from .engine import ENGINE_WASI_GROUPS, build_engine
+from .engine import ENGINE_NAME, ENGINE_WASI_GROUPS, build_engine
+from .engine import engine_dir as built_engine_dir
 from .instance import BYTECODE_MAGIC, JsFunction, JsLoadError, compile_bundle, load_engine
 from .sourcemap import SourceMap, rewriting, split_inline
 
@@ -118,20 +122,55 @@ def _mapped_error(e: JsLoadError, smap: SourceMap | None) -> JsLoadError:
     return JsLoadError(smap.rewrite(e.message), **e.extra)
 
 
+class EngineBuilding(HiveError):
+    code, status = "js_engine_building", 503
+
+
 class JsEngines:
     """The worker's engine: built (or found built) and loaded once, per fuel flavor, on first use."""
 
-    def __init__(self, sandbox: Sandbox, build_dir: Path) -> None:
+    def __init__(self, sandbox: Sandbox, build_dir: Path, on_ready: Callable[[], None] | None = None) -> None:
         self.sandbox = sandbox
         self.build_dir = build_dir
+        self.on_ready = on_ready  # told (on the builder's thread) when a background build is done
         self._lock = threading.Lock()
         self._wasm: Path | None = None
         self._loaded: dict[bool, CompiledModule] = {}
+        self._builder: threading.Thread | None = None
+        self.build_error: str | None = None
 
-    def engine(self, fuel: bool = False) -> CompiledModule:
+    def _built(self) -> bool:
+        return self._wasm is not None or (built_engine_dir(self.build_dir) / ENGINE_NAME).is_file()
+
+    def _build_in_background(self) -> None:
+        def build() -> None:
+            try:
+                build_engine(self.build_dir)
+                self.build_error = None
+            except Exception as e:  # the functions stay unloaded, and say why
+                log.exception("building the JavaScript engine failed")
+                self.build_error = str(e)
+            if self.on_ready is not None:
+                self.on_ready()
+
+        with self._lock:
+            if self._builder is None or not self._builder.is_alive():
+                log.warning("the JavaScript engine is not built yet in %s: building it in the background",
+                            self.build_dir)
+                self._builder = threading.Thread(target=build, name="hive-js-engine-build", daemon=True)
+                self._builder.start()
+
+    def engine(self, fuel: bool = False, *, wait: bool = True) -> CompiledModule:
+        """The engine; with wait=False, an engine that is not built yet starts building in the background
+        and this raises EngineBuilding (a worker's load must not block on a build)."""
         have = self._loaded.get(fuel)
         if have is not None:
             return have
+        if not wait and not self._built():
+            self._build_in_background()
+            why = f" (the last build failed: {self.build_error})" if self.build_error else ""
+            raise EngineBuilding("the JavaScript engine is being built (once per machine and engine version, "
+                                 f"about 35 s){why}: JavaScript functions load when it is done")
         with self._lock:
             if fuel not in self._loaded:
                 if self._wasm is None:
@@ -158,7 +197,7 @@ class JsEngines:
         """Load: the CompiledModule a GuestInstance of this version takes, and the guest-output sink that
         points its stack traces at the author's files."""
         js = JsBlob.unpack(blob)
-        engine = self.engine(rec.manifest.limits.fuel is not None)
+        engine = self.engine(rec.manifest.limits.fuel is not None, wait=False)
         bytecode = js.bytecode
         if js.engine_sha256 != engine.sha256:  # deployed on another engine: its bytecode is not for this one
             log.info("%s v%d was compiled for another JS engine: compiling its source again", rec.name, rec.version)
