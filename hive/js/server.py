@@ -92,8 +92,14 @@ def with_engine_grants(manifest: Manifest) -> Manifest:
     return msgspec.structs.replace(manifest, wasi=wasi)
 
 
+MAX_SOURCE_MAP_BYTES = 16 << 20  # a bigger one is dropped: decoding it would stall a worker
+
+
 def _parse_map(raw: bytes | None) -> SourceMap | None:
     if raw is None:
+        return None
+    if len(raw) > MAX_SOURCE_MAP_BYTES:
+        log.warning("ignoring a source map of %d bytes (at most %d)", len(raw), MAX_SOURCE_MAP_BYTES)
         return None
     try:
         return SourceMap.from_json(raw)

@@ -27,7 +27,9 @@ def _vlq(text: str, pos: int, end: int) -> tuple[list[int], int]:
     out = []
     value = shift = 0
     while pos < end:
-        digit = _B64[text[pos]]
+        digit = _B64.get(text[pos], -1)
+        if digit < 0:  # not base64: a broken map maps nothing here
+            return [], end
         pos += 1
         value += (digit & 31) << shift
         if digit & 32:
@@ -133,7 +135,12 @@ def split_inline(source: bytes) -> tuple[bytes, bytes | None]:
 
 def rewriting(sink: Callable[[str, int, str, int, str, str], None], smap: SourceMap
               ) -> Callable[[str, int, str, int, str, str], None]:
-    """A guest-output sink (hive.sandbox.host.GuestContext.sink) that maps stack frames first."""
+    """A guest-output sink (hive.sandbox.host.GuestContext.sink) that maps stack frames first. It runs
+    inside the guest's fd_write: whatever a map holds, it never raises."""
     def mapped(function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
-        sink(function, version, stream, level, smap.rewrite(text), request_id)
+        try:
+            text = smap.rewrite(text)
+        except Exception:  # a map that does not fit its bundle: the line as the engine wrote it
+            pass
+        sink(function, version, stream, level, text, request_id)
     return mapped

@@ -10,7 +10,7 @@ import pytest
 
 from hive.errors import InvalidModule
 from hive.js.server import JsBlob, check_source, with_engine_grants
-from hive.js.sourcemap import SourceMap, split_inline
+from hive.js.sourcemap import SourceMap, rewriting, split_inline
 from hive.manifest import Manifest
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -79,6 +79,15 @@ def test_bad_maps_are_refused() -> None:
     for doc in ({"version": 2, "sources": [], "mappings": ""}, {"version": 3, "mappings": ""}, [1, 2]):
         with pytest.raises(ValueError):
             SourceMap.from_json(json.dumps(doc))
+
+
+def test_a_broken_map_never_breaks_logging() -> None:
+    lines: list[str] = []
+    m = SourceMap({"version": 3, "sources": ["index.ts"], "mappings": "A!!A;AAAA,%%;AAjjjjjjj"})
+    sink = rewriting(lambda *a: lines.append(a[4]), m)
+    for frame in ("at f (function.js:1:1)", "at g (function.js:2:5)", "at h (function.js:3:1)", "at i (function.js:9:9)"):
+        sink("fn", 1, "stderr", 40, frame, "")
+    assert len(lines) == 4 and all("(" in line for line in lines)
 
 
 def test_the_inline_map_is_split_off() -> None:
