@@ -55,9 +55,12 @@ class Response:
 
 def encode_request(method: bytes, path: bytes, query: bytes, headers: Headers, body: bytes) -> bytes:
     parts = [
-        _pack_u32(len(method)), method,
-        _pack_u32(len(path)), path,
-        _pack_u32(len(query)), query,
+        _pack_u32(len(method)),
+        method,
+        _pack_u32(len(path)),
+        path,
+        _pack_u32(len(query)),
+        query,
         _pack_u32(len(headers)),
     ]
     append = parts.append
@@ -97,7 +100,7 @@ class Reader:
     def raw(self, n: int, what: str) -> bytes:
         if self.pos + n > self.end:
             raise AbiViolation(f"envelope truncated reading {what} at byte {self.pos}")
-        out = bytes(self.buf[self.pos:self.pos + n])
+        out = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return out
 
@@ -107,7 +110,7 @@ class Reader:
             raise over(f"{what} length {n} exceeds the limit of {limit}")
         if self.pos + n > self.end:
             raise AbiViolation(f"{what} length {n} runs past the end of the envelope")
-        out = bytes(self.buf[self.pos:self.pos + n])
+        out = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return out
 
@@ -157,13 +160,13 @@ def _decode_response_fast(buf: bytes, max_body: int) -> Response | None:
         pos += 4
         if n > MAX_HEADER_NAME or pos + n + 4 > end:
             return None
-        name = buf[pos:pos + n].lower()
+        name = buf[pos : pos + n].lower()
         pos += n
         (n,) = _unpack_u32(buf, pos)
         pos += 4
         if n > MAX_HEADER_VALUE or pos + n > end:
             return None
-        value = buf[pos:pos + n]
+        value = buf[pos : pos + n]
         pos += n
         if _token_fullmatch(name) is None or _bad_value_search(value) is not None:
             return None

@@ -34,12 +34,14 @@ Handler = Callable[[Request, Hive], Awaitable[Response]]
 
 def admin_only(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """A route that needs 'Authorization: Bearer <admin token>'; the handler gets the Hive too."""
+
     @functools.wraps(handler)
     async def route(request: Request) -> Response:
         hive: Hive = request.app.state.hive
         if not bearer_matches(request.headers.get("authorization"), hive.admin_token):
             raise Unauthorized("admin routes need 'Authorization: Bearer <admin token>'")
         return await handler(request, hive)
+
     return route
 
 
@@ -95,7 +97,9 @@ async def deploy(request: Request, hive: Hive) -> Response:
             raise BadRequest("field 'wasm' must be a file part (curl -F wasm=@function.wasm)")
         wasm = await upload.read()
         manifest_field = form.get("manifest")
-        manifest = parse_manifest(await manifest_field.read() if isinstance(manifest_field, UploadFile) else manifest_field)
+        manifest = parse_manifest(
+            await manifest_field.read() if isinstance(manifest_field, UploadFile) else manifest_field
+        )
     if len(wasm) > limit:
         raise PayloadTooLarge(f"module of {len(wasm)} bytes exceeds the limit of {limit} bytes", limit=limit)
     rec, live = await service.deploy(hive, name, wasm, manifest)
@@ -107,8 +111,9 @@ async def list_functions(request: Request, hive: Hive) -> Response:
     _, current = hive.registry.snapshot()
     stats = function_stats()
     empty = {"invocations": 0, "errors": 0, "p50_ms": None, "p99_ms": None}
-    return JSONResponse({"functions": [{**version_json(r), **stats.get(name, empty)}
-                                       for name, r in sorted(current.items())]})
+    return JSONResponse(
+        {"functions": [{**version_json(r), **stats.get(name, empty)} for name, r in sorted(current.items())]}
+    )
 
 
 @admin_only
@@ -155,8 +160,13 @@ async def list_versions(request: Request, hive: Hive) -> Response:
     name = validate_name(request.path_params["function"])
     current = hive.registry.current(name)
     versions = hive.registry.versions(name)
-    return JSONResponse({"function": name, "current": current.version if current else None,
-                         "versions": [version_json(v) for v in versions]})
+    return JSONResponse(
+        {
+            "function": name,
+            "current": current.version if current else None,
+            "versions": [version_json(v) for v in versions],
+        }
+    )
 
 
 @admin_only
@@ -196,10 +206,14 @@ async def kv_keys(request: Request, hive: Hive) -> Response:
     except ValueError:
         raise BadRequest("limit must be an integer") from None
     cursor = q.get("cursor")
-    page = hive.capabilities.kv.list(store, q.get("prefix", "").encode(), cursor.encode() if cursor else None,
-                                     limit)
-    return JSONResponse({"store": store, "keys": [_text(k) for k in page.keys],
-                         "cursor": None if page.next_cursor is None else _text(page.next_cursor)})
+    page = hive.capabilities.kv.list(store, q.get("prefix", "").encode(), cursor.encode() if cursor else None, limit)
+    return JSONResponse(
+        {
+            "store": store,
+            "keys": [_text(k) for k in page.keys],
+            "cursor": None if page.next_cursor is None else _text(page.next_cursor),
+        }
+    )
 
 
 @admin_only

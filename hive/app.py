@@ -45,8 +45,14 @@ async def invoke(request: Request) -> Response:
     hive: Hive = request.app.state.hive
     scope = request.scope
     raw_path = scope.get("raw_path") or scope["path"].encode()
-    inv = hive.invoker.begin(request.path_params["function"], scope["method"].encode(), raw_path,
-                             scope["query_string"], scope["headers"], scope.get("http_version") == "1.1")
+    inv = hive.invoker.begin(
+        request.path_params["function"],
+        scope["method"].encode(),
+        raw_path,
+        scope["query_string"],
+        scope["headers"],
+        scope.get("http_version") == "1.1",
+    )
     if inv.reply is None:
         try:
             async for chunk in request.stream():
@@ -107,8 +113,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hive = service.open_hive(settings or load_settings())
         app.state.hive = hive
         hive.capabilities.bind(asyncio.get_running_loop())
-        log.info("worker %d ready: %d functions warm in %.1f ms", os.getpid(),
-                 len(hive.runtime.functions), (time.monotonic() - started) * 1000)
+        log.info(
+            "worker %d ready: %d functions warm in %.1f ms",
+            os.getpid(),
+            len(hive.runtime.functions),
+            (time.monotonic() - started) * 1000,
+        )
         watcher = asyncio.create_task(service.watch(hive))
         try:
             yield
@@ -126,8 +136,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(SUPABASE_PREFIX + "/{function}/{rest:path}", invoke, methods=list(SUPABASE_METHODS)),
     ]
     handlers = {HiveError: hive_error, HTTPException: http_error, Exception: internal_error}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                    middleware=[Middleware(RequestGuard, settings=settings)])
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=handlers,
+        middleware=[Middleware(RequestGuard, settings=settings)],
+    )
     app.state.draining = False
     return app
 
@@ -148,8 +162,18 @@ class RequestGuard:
         max_headers, max_header_bytes, max_url = self.limits
         path, query = scope.get("raw_path") or scope["path"].encode(), scope["query_string"]
         invocation = invoke_target(scope["method"].encode(), scope["path"].encode()) is not None
-        err = None if invocation else head_error(scope["headers"], max_headers, max_header_bytes, len(path) + len(query) + (1 if query else 0),
-                         max_url, scope.get("http_version") == "1.1")
+        err = (
+            None
+            if invocation
+            else head_error(
+                scope["headers"],
+                max_headers,
+                max_header_bytes,
+                len(path) + len(query) + (1 if query else 0),
+                max_url,
+                scope.get("http_version") == "1.1",
+            )
+        )
         if err is not None:
             return await ReplyResponse(error_reply(err))(scope, receive, send)
         if not scope["app"].state.draining:

@@ -18,8 +18,10 @@ from hive.manifest import validate_name
 
 MANIFEST = "hive.toml"
 C_SDK_DIR = Path(__file__).resolve().parent / "sdk" / "c"
-C_IMPORTS_HINT = ("use the SDK's hive_log and hive_config (hive/sdk/c/edge_hive.h) instead of libc functions "
-                  "that need files, sockets or processes")
+C_IMPORTS_HINT = (
+    "use the SDK's hive_log and hive_config (hive/sdk/c/edge_hive.h) instead of libc functions "
+    "that need files, sockets or processes"
+)
 WASM_CFLAGS = ("--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-s")
 # The first compile builds wasi-libc into zig's cache, which takes about 20 s.
 COMPILE_TIMEOUT_S = 600
@@ -121,8 +123,9 @@ def run_tool(cmd: list[str], cwd: Path, what: str, echo: Echo | None, env: dict[
     if echo:
         echo(shlex.join(cmd))
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise BuildError(f"{what}: {cmd[0]} not found") from None
     output: list[str] = []
@@ -159,8 +162,10 @@ def check_built_module(path: Path, imports_hint: str = "", interface_hint: str =
         module = inspect.compile_module(inspect.build_engine(), wasm)
         bad = inspect.unknown_imports(module)
         if bad:
-            raise BuildError(f"{path.name} imports {listed(bad)}, which Edge Hive does not provide"
-                             + (f": {imports_hint}" if imports_hint else ""))
+            raise BuildError(
+                f"{path.name} imports {listed(bad)}, which Edge Hive does not provide"
+                + (f": {imports_hint}" if imports_hint else "")
+            )
         inspect.check_interface(module, inspect.ALL_WASI)
     except BuildError:
         path.unlink(missing_ok=True)

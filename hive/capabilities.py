@@ -38,8 +38,9 @@ class Capabilities:
         self.kv = kv
         self.telemetry = telemetry
         # Enough connections for every in-flight invocation of a function to have one.
-        self.outbound = Outbound(ca_file=settings.outbound_ca_file,
-                                 max_connections_per_function=max(100, settings.io_threads))
+        self.outbound = Outbound(
+            ca_file=settings.outbound_ca_file, max_connections_per_function=max(100, settings.io_threads)
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -76,8 +77,10 @@ class InvocationIO:
         return max(0.0, self.deadline - time.monotonic())
 
     def timeout_message(self) -> str:
-        return (f"the invocation ran past its wall-clock limit of {self.loaded.wall_timeout_ms} ms while it "
-                "waited on I/O; raise limits.wall_timeout_ms or use faster upstreams")
+        return (
+            f"the invocation ran past its wall-clock limit of {self.loaded.wall_timeout_ms} ms while it "
+            "waited on I/O; raise limits.wall_timeout_ms or use faster upstreams"
+        )
 
     # --- fetch ---
 
@@ -88,14 +91,22 @@ class InvocationIO:
         except AbiViolation as e:
             return hostio.error("bad_request", f"malformed fetch record: {e.message}")
         if not loaded.rules:
-            return hostio.error("host_not_allowed", (
-                f"function {loaded.name!r} may not fetch: grant hosts with \"allowed_hosts\" in its deploy "
-                "manifest or allowed_hosts in hive.toml [permissions]"))
+            return hostio.error(
+                "host_not_allowed",
+                (
+                    f'function {loaded.name!r} may not fetch: grant hosts with "allowed_hosts" in its deploy '
+                    "manifest or allowed_hosts in hive.toml [permissions]"
+                ),
+            )
         caps = self.caps
         if caps.loop is None or threading.get_ident() == caps._loop_thread:
             return hostio.error("no_io", "fetch is not available on the event loop thread")
-        req = FetchRequest(call.method.decode("latin-1"), call.url.decode("utf-8", "replace"),
-                           [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers], call.body)
+        req = FetchRequest(
+            call.method.decode("latin-1"),
+            call.url.decode("utf-8", "replace"),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers],
+            call.body,
+        )
         return asyncio.run_coroutine_threadsafe(self._fetch(req), caps.loop)
 
     async def _fetch(self, req: FetchRequest) -> bytes:
@@ -104,8 +115,14 @@ class InvocationIO:
             r = await caps.outbound.fetch(loaded.name, loaded.rules, req, loaded.fetch_limits, self.budget)
         except FetchRefused as e:
             caps.record(loaded, self.request_id, e.records)
-            log.info("[%s v%d fetch %s] refused %s: %s", loaded.name, loaded.record.version, self.request_id,
-                     e.code, e.message)
+            log.info(
+                "[%s v%d fetch %s] refused %s: %s",
+                loaded.name,
+                loaded.record.version,
+                self.request_id,
+                e.code,
+                e.message,
+            )
             return hostio.error(e.code, e.message)
         except Exception:
             log.exception("fetch failed unexpectedly for %s", loaded.name)
@@ -123,9 +140,13 @@ class InvocationIO:
             return hostio.error("invalid_argument", f"malformed KV record: {e.message}")
         store = call.store.decode("utf-8", "replace")
         if store not in self.loaded.kv_stores:
-            return hostio.error("store_not_granted", (
-                f"function {self.loaded.name!r} was not granted the KV store {store!r}: add it to \"kv\" in "
-                "its deploy manifest or kv in hive.toml [permissions]"))
+            return hostio.error(
+                "store_not_granted",
+                (
+                    f'function {self.loaded.name!r} was not granted the KV store {store!r}: add it to "kv" in '
+                    "its deploy manifest or kv in hive.toml [permissions]"
+                ),
+            )
         backend = self.caps.kv
         ttl = call.ttl_ms / 1000 if call.ttl_ms else None
         try:

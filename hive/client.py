@@ -39,8 +39,9 @@ class Client:
         try:
             return httpx.request(method, self.url.rstrip("/") + path, headers=headers, timeout=self.timeout, **kw)
         except httpx.ConnectError:
-            raise ClientError(f"cannot reach the server at {self.url}: is `edge-hive serve` running? "
-                              "(set --url or HIVE_URL)") from None
+            raise ClientError(
+                f"cannot reach the server at {self.url}: is `edge-hive serve` running? (set --url or HIVE_URL)"
+            ) from None
         except httpx.HTTPError as e:
             raise ClientError(f"request to {self.url} failed: {e}") from None
 
@@ -55,8 +56,9 @@ class Client:
         if manifest_json:
             data["manifest"] = manifest_json
         with open(wasm, "rb") as f:
-            return self.admin("POST", "/api/v1/edge/deploy", data=data,
-                              files={"wasm": (wasm.name, f, "application/wasm")})
+            return self.admin(
+                "POST", "/api/v1/edge/deploy", data=data, files={"wasm": (wasm.name, f, "application/wasm")}
+            )
 
 
 def api_error(r: httpx.Response) -> ClientError:

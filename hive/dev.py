@@ -70,8 +70,9 @@ def _check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise DevError(f"{host}:{port} is in use (another edge-hive dev or server?): "
-                               "pass --port to choose another") from None
+                raise DevError(
+                    f"{host}:{port} is in use (another edge-hive dev or server?): pass --port to choose another"
+                ) from None
             raise DevError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
@@ -95,11 +96,28 @@ class DevServer:
         _check_port_free(host, port)
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, setting("function_log").env: "true"}  # the terminal shows it
-        argv = [sys.executable, "-m", "hive.cli", "serve", "--bind", f"{host}:{port}",
-                "--workers", str(workers), "--data-dir", str(data_dir)]
+        argv = [
+            sys.executable,
+            "-m",
+            "hive.cli",
+            "serve",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(workers),
+            "--data-dir",
+            str(data_dir),
+        ]
         with open(data_dir / SERVER_LOG, "wb") as log:  # this session's log only
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         return cls(proc, f"http://{host}:{port}", data_dir)
 
     @property
@@ -270,8 +288,10 @@ class Dev:
         """Track new function folders and drop removed ones; returns the new ones."""
         found = find_functions(self.root)
         for gone in set(self.functions) - set(found):
-            self.out(f"[{self.functions.pop(gone).label}] {gone / MANIFEST} is gone: no longer watched "
-                     "(its last version stays deployed)")
+            self.out(
+                f"[{self.functions.pop(gone).label}] {gone / MANIFEST} is gone: no longer watched "
+                "(its last version stays deployed)"
+            )
         new = [Function(folder) for folder in found if folder not in self.functions]
         self.functions.update({f.folder: f for f in new})
         return new
@@ -302,8 +322,10 @@ class Dev:
             return False
         t2 = time.perf_counter()
         fn.version, fn.digest, fn.deployed_name = rec["version"], digest.hexdigest(), name
-        self.out(f"[{name}] v{rec['version']} serving in {(t2 - t0) * 1000:.0f} ms "
-                 f"(build {(t1 - t0) * 1000:.0f}, deploy {(t2 - t1) * 1000:.0f})")
+        self.out(
+            f"[{name}] v{rec['version']} serving in {(t2 - t0) * 1000:.0f} ms "
+            f"(build {(t1 - t0) * 1000:.0f}, deploy {(t2 - t1) * 1000:.0f})"
+        )
         return True
 
     def _failed(self, fn: Function, what: str, message: str) -> None:
@@ -349,9 +371,11 @@ def source_digests(folder: Path, keep: Any) -> dict[str, str]:
 def watch_filter(ignore_paths: Iterable[Path]) -> Any:
     from watchfiles import DefaultFilter
 
-    return DefaultFilter(ignore_dirs=(*DefaultFilter.ignore_dirs, *IGNORE_DIRS),
-                         ignore_entity_patterns=(*DefaultFilter.ignore_entity_patterns, *IGNORE_FILES),
-                         ignore_paths=[str(p) for p in ignore_paths])
+    return DefaultFilter(
+        ignore_dirs=(*DefaultFilter.ignore_dirs, *IGNORE_DIRS),
+        ignore_entity_patterns=(*DefaultFilter.ignore_entity_patterns, *IGNORE_FILES),
+        ignore_paths=[str(p) for p in ignore_paths],
+    )
 
 
 def run(root: Path, *, port: int, data_dir: Path, workers: int, echo: Echo) -> None:
@@ -379,8 +403,10 @@ def run(root: Path, *, port: int, data_dir: Path, workers: int, echo: Echo) -> N
         tail.start()
         dev.rescan()
         if not dev.functions:
-            out(f"no function folders (with {MANIFEST}) in {root} yet: create one with "
-                f"`edge-hive function new NAME --dir {root}`; watching for it")
+            out(
+                f"no function folders (with {MANIFEST}) in {root} yet: create one with "
+                f"`edge-hive function new NAME --dir {root}`; watching for it"
+            )
         for fn in dev.functions.values():
             dev.deploy(fn)
         out(f"\nEdge Hive dev server on {server.url} (admin token in {data_dir / 'admin.token'})")
@@ -415,8 +441,9 @@ def _watch(dev: Dev, root: Path, keep: Any) -> None:
     # step: a batch ends after 50 ms without events, so an editor's write-and-rename is one change.
     # An empty batch every second (yield_on_timeout) checks that the server still runs.
     first = True
-    for changes in watch(root, watch_filter=keep, step=50, rust_timeout=1000, yield_on_timeout=True,
-                         raise_interrupt=True):
+    for changes in watch(
+        root, watch_filter=keep, step=50, rust_timeout=1000, yield_on_timeout=True, raise_interrupt=True
+    ):
         if dev.server.proc.poll() is not None:
             raise DevError(f"the server {dev.server.exit_status()}:\n{dev.server.log_tail()}")
         paths = [Path(path) for _, path in changes]

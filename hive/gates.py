@@ -49,10 +49,13 @@ class Gates:
         if gate.in_flight < loaded.max_concurrency:
             return self._start(inv, body, gate)
         if len(gate.queue) >= loaded.max_queue:
-            inv.refuse(Overloaded(
-                f"function {loaded.name!r} has {loaded.max_concurrency} invocations in flight and "
-                f"{len(gate.queue)} waiting on this worker; retry, or raise limits.max_concurrency / max_queue",
-                headers={"retry-after": "1"}))
+            inv.refuse(
+                Overloaded(
+                    f"function {loaded.name!r} has {loaded.max_concurrency} invocations in flight and "
+                    f"{len(gate.queue)} waiting on this worker; retry, or raise limits.max_concurrency / max_queue",
+                    headers={"retry-after": "1"},
+                )
+            )
             assert inv.reply is not None
             return inv.reply
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -91,14 +94,15 @@ class Gates:
             loaded = inv.loaded
             assert loaded is not None
             if time.monotonic() - inv.started > loaded.wall_timeout_ms / 1000:
-                e = WallTimeout(f"the invocation waited past its wall-clock limit of {loaded.wall_timeout_ms} ms "
-                                "for a free slot; raise limits.max_concurrency or limits.wall_timeout_ms")
+                e = WallTimeout(
+                    f"the invocation waited past its wall-clock limit of {loaded.wall_timeout_ms} ms "
+                    "for a free slot; raise limits.max_concurrency or limits.wall_timeout_ms"
+                )
                 inv.refuse(e)
                 assert inv.reply is not None
                 waiter.set_result(inv.reply)
                 continue
-            self._start(inv, body, gate).add_done_callback(
-                lambda f, w=waiter: w.done() or w.set_result(f.result()))  # type: ignore[misc]
+            self._start(inv, body, gate).add_done_callback(lambda f, w=waiter: w.done() or w.set_result(f.result()))  # type: ignore[misc]
             break
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -110,4 +114,3 @@ class Gates:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-

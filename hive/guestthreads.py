@@ -15,15 +15,21 @@ GUEST_THREAD_SLICE_NS = 100_000  # EEVDF slice request: a guest thread yields th
 
 
 class _SchedAttr(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32), ("sched_flags", ctypes.c_uint64),
-                ("sched_nice", ctypes.c_int32), ("sched_priority", ctypes.c_uint32),
-                ("sched_runtime", ctypes.c_uint64), ("sched_deadline", ctypes.c_uint64),
-                ("sched_period", ctypes.c_uint64), ("sched_util_min", ctypes.c_uint32),
-                ("sched_util_max", ctypes.c_uint32)]
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("sched_policy", ctypes.c_uint32),
+        ("sched_flags", ctypes.c_uint64),
+        ("sched_nice", ctypes.c_int32),
+        ("sched_priority", ctypes.c_uint32),
+        ("sched_runtime", ctypes.c_uint64),
+        ("sched_deadline", ctypes.c_uint64),
+        ("sched_period", ctypes.c_uint64),
+        ("sched_util_min", ctypes.c_uint32),
+        ("sched_util_max", ctypes.c_uint32),
+    ]
 
 
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
-
 
 
 def _lower_priority() -> None:
@@ -37,8 +43,12 @@ def _lower_priority() -> None:
         return
     if _SYS_SCHED_SETATTR is None:  # pragma: no cover
         return
-    attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=0, sched_nice=GUEST_THREAD_NICE,
-                      sched_runtime=GUEST_THREAD_SLICE_NS)
+    attr = _SchedAttr(
+        size=ctypes.sizeof(_SchedAttr),
+        sched_policy=0,
+        sched_nice=GUEST_THREAD_NICE,
+        sched_runtime=GUEST_THREAD_SLICE_NS,
+    )
     try:
         ctypes.CDLL(None, use_errno=True).syscall(_SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0)
     except (OSError, AttributeError):  # pragma: no cover - an older kernel refuses it: the nice stays

@@ -18,8 +18,9 @@ Headers = list[tuple[bytes, bytes]]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def head_error(headers: Headers, max_headers: int, max_header_bytes: int, url_bytes: int, max_url_bytes: int,
-               http_11: bool) -> HiveError | None:
+def head_error(
+    headers: Headers, max_headers: int, max_header_bytes: int, url_bytes: int, max_url_bytes: int, http_11: bool
+) -> HiveError | None:
     """What is wrong with a request's head, or None (see check_head)."""
     size = hosts = 0
     for k, v in headers:
@@ -29,8 +30,16 @@ def head_error(headers: Headers, max_headers: int, max_header_bytes: int, url_by
     return check_head(len(headers), size, hosts, url_bytes, max_headers, max_header_bytes, max_url_bytes, http_11)
 
 
-def check_head(count: int, size: int, hosts: int, url_bytes: int, max_headers: int, max_header_bytes: int,
-               max_url_bytes: int, http_11: bool) -> HiveError | None:
+def check_head(
+    count: int,
+    size: int,
+    hosts: int,
+    url_bytes: int,
+    max_headers: int,
+    max_header_bytes: int,
+    max_url_bytes: int,
+    http_11: bool,
+) -> HiveError | None:
     """Too many or too large headers (431), a URL over the limit (414), and for HTTP/1.1 a missing or
     repeated Host (400, RFC 9112 3.2); from facts the caller gathered in its own pass over the headers."""
     if url_bytes > max_url_bytes:
@@ -38,8 +47,9 @@ def check_head(count: int, size: int, hosts: int, url_bytes: int, max_headers: i
     if count > max_headers or size > max_header_bytes:
         return HeadersTooLarge(f"request headers exceed {max_headers} fields or {max_header_bytes} bytes")
     if http_11 and hosts != 1:
-        return BadRequest("an HTTP/1.1 request needs exactly one Host header" if hosts
-                          else "an HTTP/1.1 request needs a Host header")
+        return BadRequest(
+            "an HTTP/1.1 request needs exactly one Host header" if hosts else "an HTTP/1.1 request needs a Host header"
+        )
     return None
 
 
@@ -76,7 +86,7 @@ def _request_ids() -> Iterator[str]:
     while True:
         block = os.urandom(4096).hex()
         for i in range(0, len(block), 16):
-            yield block[i:i + 16]
+            yield block[i : i + 16]
 
 
 _request_id_stream = _request_ids()

@@ -66,8 +66,14 @@ _CLAIMS = CLAIMS_HEADER.encode()
 _RELAY_ERROR = (b"x-relay-error", b"true")
 # The request headers begin() reads, by their index in its one pass.
 _HOST = 5
-_READ = {b"x-request-id": 0, b"content-length": 1, b"origin": 2, b"access-control-request-method": 3,
-         b"access-control-request-headers": 4, b"host": _HOST}
+_READ = {
+    b"x-request-id": 0,
+    b"content-length": 1,
+    b"origin": 2,
+    b"access-control-request-method": 3,
+    b"access-control-request-headers": 4,
+    b"host": _HOST,
+}
 
 
 class _HeaderMap(Mapping[str, str]):
@@ -91,8 +97,22 @@ class _HeaderMap(Mapping[str, str]):
 class Invocation:
     """One request for a function. `reply` is set as soon as the outcome is known."""
 
-    __slots__ = ("invoker", "method", "path", "query", "headers", "request_id", "loaded", "chunks", "size",
-                 "reply", "claims", "keys_needed", "started", "origin")
+    __slots__ = (
+        "invoker",
+        "method",
+        "path",
+        "query",
+        "headers",
+        "request_id",
+        "loaded",
+        "chunks",
+        "size",
+        "reply",
+        "claims",
+        "keys_needed",
+        "started",
+        "origin",
+    )
 
     def __init__(self, invoker: Invoker, method: bytes, path: bytes, query: bytes, headers: abi.Headers) -> None:
         self.invoker = invoker
@@ -165,13 +185,15 @@ class Invocation:
         loaded = self.loaded
         assert loaded is not None
         try:
-            resp = self.invoker.call(loaded, self.method, self.path, self.query, self.headers, body, self.request_id,
-                                     self.claims, io)
+            resp = self.invoker.call(
+                loaded, self.method, self.path, self.query, self.headers, body, self.request_id, self.claims, io
+            )
         except HiveError as e:
             self.reply = self.error(e)
         except Exception:
-            self.reply = self.server_error(internal_error_reply(self.method.decode("latin-1"),
-                                                                self.path.decode("latin-1")))
+            self.reply = self.server_error(
+                internal_error_reply(self.method.decode("latin-1"), self.path.decode("latin-1"))
+            )
         else:
             reply = self.reply = guest_reply(resp)
             if self.origin is not None and loaded.cors is not None:
@@ -201,8 +223,14 @@ class Invocation:
 
 
 class Invoker:
-    def __init__(self, runtime: Runtime, limiter: RateLimiter, telemetry: Telemetry,
-                 admin_token: str | None = None, capabilities: Capabilities | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        limiter: RateLimiter,
+        telemetry: Telemetry,
+        admin_token: str | None = None,
+        capabilities: Capabilities | None = None,
+    ) -> None:
         self.runtime = runtime
         self.limiter = limiter
         self.telemetry = telemetry
@@ -216,8 +244,9 @@ class Invoker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.gates = Gates(self, capabilities, s.io_threads)
 
-    def begin(self, name: str, method: bytes, path: bytes, query: bytes, headers: abi.Headers,
-              http_11: bool = True) -> Invocation:
+    def begin(
+        self, name: str, method: bytes, path: bytes, query: bytes, headers: abi.Headers, http_11: bool = True
+    ) -> Invocation:
         """An invocation with its head checked and admitted; `reply` is already set when it was refused."""
         inv = Invocation(self, method, path, query, headers)
         found: list[bytes | None] = [None, None, None, None, None]
@@ -231,8 +260,16 @@ class Invoker:
                 elif found[i] is None:
                     found[i] = v
         max_headers, max_header_bytes, max_url = self._head_limits
-        err = check_head(len(headers), size, hosts, len(path) + len(query) + (1 if query else 0), max_headers,
-                         max_header_bytes, max_url, http_11)
+        err = check_head(
+            len(headers),
+            size,
+            hosts,
+            len(path) + len(query) + (1 if query else 0),
+            max_headers,
+            max_header_bytes,
+            max_url,
+            http_11,
+        )
         if err is not None:
             inv.refuse(err)
             return inv
@@ -255,8 +292,7 @@ class Invoker:
             except KeysNeeded as need:  # finish() fetches the keys, then admits
                 inv.keys_needed = need
                 return inv
-            check_content_length(None if cl is None else cl.decode("latin-1"), loaded.max_request_bytes,
-                                 "request body")
+            check_content_length(None if cl is None else cl.decode("latin-1"), loaded.max_request_bytes, "request body")
         except HiveError as e:
             if inv.loaded is None and preflight is not None and origin is not None and method == b"OPTIONS":
                 inv.reply = open_preflight(asked_headers)  # no function (404): the request that follows reads why
@@ -277,8 +313,10 @@ class Invoker:
         if loaded.rate is not None:
             wait = self.limiter.take(loaded.name, *loaded.rate)
             if wait:
-                raise RateLimited(f"over the rate limit of {loaded.rate[0]:g} requests per second",
-                                  headers={"retry-after": retry_after(wait)})
+                raise RateLimited(
+                    f"over the rate limit of {loaded.rate[0]:g} requests per second",
+                    headers={"retry-after": retry_after(wait)},
+                )
 
     def admit(self, name: str, headers: abi.Headers | Mapping[str, str], request_id: str = "") -> Loaded:
         """The function's current version, once the caller passed its auth and rate limit (for callers
@@ -292,12 +330,22 @@ class Invoker:
 
     def rejected(self, loaded: Loaded, e: HiveError, request_id: str = "") -> None:
         """Count a request refused before the guest ran (auth, rate, body size)."""
-        self.telemetry.invocation(loaded.name, loaded.record.version, e.status, time.perf_counter_ns(),
-                                  request_id, e.code)
+        self.telemetry.invocation(
+            loaded.name, loaded.record.version, e.status, time.perf_counter_ns(), request_id, e.code
+        )
 
-    def call(self, loaded: Loaded, method: bytes, raw_path: bytes, query: bytes, headers: abi.Headers,
-             body: bytes, request_id: str | None = None, claims: bytes | None = None,
-             io: object = None) -> abi.Response:
+    def call(
+        self,
+        loaded: Loaded,
+        method: bytes,
+        raw_path: bytes,
+        query: bytes,
+        headers: abi.Headers,
+        body: bytes,
+        request_id: str | None = None,
+        claims: bytes | None = None,
+        io: object = None,
+    ) -> abi.Response:
         headers = self.guest_headers(loaded.name, headers, claims)
         envelope = abi.encode_request(method, raw_path, query, headers, body)
         request_id = request_id or os.urandom(8).hex()
@@ -309,8 +357,9 @@ class Invoker:
             resp, fuel = rt.invoke(loaded, envelope, request_id, io)
         except HiveError as e:
             self._observe(rec.name, _thread_time_ns() - cpu_started)
-            self.telemetry.invocation(rec.name, rec.version, e.status, started, request_id, e.code,
-                                      e.extra.get("fuel_used"))
+            self.telemetry.invocation(
+                rec.name, rec.version, e.status, started, request_id, e.code, e.extra.get("fuel_used")
+            )
             if rt.needs_refill:
                 self._soon(rt.refill)  # off the request path
             raise

@@ -58,8 +58,9 @@ def parse_jwk(jwk: Any) -> VerifyKey:
     if kid is not None and not (isinstance(kid, str) and 0 < len(kid) <= MAX_KID):
         raise ValueError(f"kid must be a string of 1 to {MAX_KID} characters")
     if kty == "oct":
-        raise ValueError("symmetric (oct) keys are not accepted from a JWKS; put a shared secret in "
-                         "auth.jwt.hs256_secret")
+        raise ValueError(
+            "symmetric (oct) keys are not accepted from a JWKS; put a shared secret in auth.jwt.hs256_secret"
+        )
     if any(m in jwk for m in _PRIVATE_MEMBERS):
         raise ValueError("is a private key: a JWKS must hold only public keys")
     if use is not None and use != "sig":
@@ -171,8 +172,15 @@ class JwksCache:
     timeout_s: the whole fetch (connect, TLS, response) must finish within it.
     """
 
-    def __init__(self, *, ttl_s: float = 300.0, min_refresh_s: float = 10.0, max_stale_s: float = 3600.0,
-                 timeout_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 300.0,
+        min_refresh_s: float = 10.0,
+        max_stale_s: float = 3600.0,
+        timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl_s, self.min_refresh_s, self.max_stale_s, self.timeout_s = ttl_s, min_refresh_s, max_stale_s, timeout_s
         self.clock = clock
         self.fetches = 0  # attempts made, for tests and stats
@@ -201,8 +209,10 @@ class JwksCache:
             raise KeysNeeded(url, e.generation)
         if not usable or (unknown_kid and e.error is not None):
             wait = max(1, math.ceil(self.min_refresh_s - (now - e.attempted_at)))
-            err = JwksUnavailable("this function's JWT signing keys (JWKS) cannot be fetched right now; "
-                                  "try again shortly", headers={"retry-after": str(wait)})
+            err = JwksUnavailable(
+                "this function's JWT signing keys (JWKS) cannot be fetched right now; try again shortly",
+                headers={"retry-after": str(wait)},
+            )
             err.detail = f"{url}: {e.error or 'no keys yet'}"
             raise err
         assert e.keys is not None

@@ -21,4 +21,5 @@ def check_not_truncated(env: lmdb.Environment, path: Path, what: str = "the regi
             f"{what} {data} is damaged: the file has {size} bytes but LMDB's meta page says "
             f"{used} are in use (it was truncated, e.g. by a copy that did not finish or a full disk). "
             f"Stop the server and restore {path} from a backup (or an `mdb_copy` of a good one), "
-            f"or move it aside to start empty")
+            f"or move it aside to start empty"
+        )

@@ -113,9 +113,13 @@ def format_record(rec: dict[str, Any]) -> str:
     head = f"{rec.get('ts', '?')} v{rec.get('version', '?')}"
     kind = rec.get("kind")
     if kind == "invocation":
-        return (f"{head} {rec.get('status')} {rec.get('duration_us')}us pid={rec.get('pid')} "
-                f"req={rec.get('request_id')}{err}")
+        return (
+            f"{head} {rec.get('status')} {rec.get('duration_us')}us pid={rec.get('pid')} "
+            f"req={rec.get('request_id')}{err}"
+        )
     if kind == "outbound":
-        return (f"{head} fetch {rec.get('method')} {rec.get('host')} {rec.get('status') or '-'} "
-                f"{rec.get('ms')}ms req={rec.get('request_id')}{err}")
+        return (
+            f"{head} fetch {rec.get('method')} {rec.get('host')} {rec.get('status') or '-'} "
+            f"{rec.get('ms')}ms req={rec.get('request_id')}{err}"
+        )
     return f"{head} {rec.get('stream')}/{rec.get('level')} req={rec.get('request_id')}: {rec.get('text')}"

@@ -20,8 +20,9 @@ RESERVED_NAMES = frozenset({"deploy"})
 WASI_GROUPS: dict[str, frozenset[str]] = {
     "clocks": frozenset({"clock_time_get", "clock_res_get"}),
     "random": frozenset({"random_get"}),
-    "stdio": frozenset({"fd_write", "fd_read", "fd_close", "fd_seek", "fd_fdstat_get",
-                        "fd_prestat_get", "fd_prestat_dir_name"}),
+    "stdio": frozenset(
+        {"fd_write", "fd_read", "fd_close", "fd_seek", "fd_fdstat_get", "fd_prestat_get", "fd_prestat_dir_name"}
+    ),
     "env": frozenset({"environ_get", "environ_sizes_get"}),
     # Always granted: they expose nothing (empty args, exit, yield).
     "process": frozenset({"args_get", "args_sizes_get", "proc_exit", "sched_yield"}),
@@ -38,11 +39,17 @@ def grant_hint(qualified: str) -> tuple[str, str | None]:
     if module == "wasi_snapshot_preview1":
         for group, names in WASI_GROUPS.items():
             if name in names:
-                return (f'; grant it with "wasi": [..., "{group}"] in the deploy manifest or wasi = [..., '
-                        f'"{group}"] in hive.toml [permissions] (a manifest without a wasi list grants '
-                        f'{", ".join(DEFAULT_WASI)})', group)
-    return ("; nothing can grant it: functions have no file system or sockets; use fetch (allowed_hosts) for "
-            "the network and KV (kv) for storage (docs/abi.md lists the imports)", None)
+                return (
+                    f'; grant it with "wasi": [..., "{group}"] in the deploy manifest or wasi = [..., '
+                    f'"{group}"] in hive.toml [permissions] (a manifest without a wasi list grants '
+                    f"{', '.join(DEFAULT_WASI)})",
+                    group,
+                )
+    return (
+        "; nothing can grant it: functions have no file system or sockets; use fetch (allowed_hosts) for "
+        "the network and KV (kv) for storage (docs/abi.md lists the imports)",
+        None,
+    )
 
 
 def validate_name(name: Any) -> str:
@@ -104,10 +111,12 @@ class Cors(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Applied by the server to preflights (before auth), the function's responses and its own errors."""
 
     allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
-    allow_methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE",
-                                                                      "OPTIONS"])
-    allow_headers: list[str] = msgspec.field(default_factory=lambda: ["authorization", "x-client-info", "apikey",
-                                                                      "content-type"])
+    allow_methods: list[str] = msgspec.field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    )
+    allow_headers: list[str] = msgspec.field(
+        default_factory=lambda: ["authorization", "x-client-info", "apikey", "content-type"]
+    )
     expose_headers: list[str] = msgspec.field(default_factory=list)
     max_age: int = 86400
     allow_credentials: bool = False
@@ -140,9 +149,17 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
         if self.limits.fetch is not None:
             lim["fetch"] = msgspec.structs.asdict(self.limits.fetch)
             lim["fetch"] = {k: v for k, v in lim["fetch"].items() if v is not None}
-        return {"limits": lim, "wasi": self.wasi, "config_keys": sorted(self.config), "rate_limit": rate,
-                "auth": self.auth.mode, "allowed_hosts": self.allowed_hosts, "kv": self.kv,
-                "isolation": self.isolation, "cors": None if self.cors is None else msgspec.to_builtins(self.cors)}
+        return {
+            "limits": lim,
+            "wasi": self.wasi,
+            "config_keys": sorted(self.config),
+            "rate_limit": rate,
+            "auth": self.auth.mode,
+            "allowed_hosts": self.allowed_hosts,
+            "kv": self.kv,
+            "isolation": self.isolation,
+            "cors": None if self.cors is None else msgspec.to_builtins(self.cors),
+        }
 
     @property
     def does_io(self) -> bool:
@@ -224,7 +241,7 @@ def _check_cors(c: Cors) -> None:
         raise InvalidManifest('cors.allow_origins needs at least one origin ("https://app.example.com") or "*"')
     for o in c.allow_origins:
         if o != "*" and not _ORIGIN_RE.match(o.rstrip("/")):
-            raise InvalidManifest(f"cors.allow_origins: {o!r} is not an origin like \"https://app.example.com\" or \"*\"")
+            raise InvalidManifest(f'cors.allow_origins: {o!r} is not an origin like "https://app.example.com" or "*"')
     for field_name in ("allow_methods", "allow_headers", "expose_headers"):
         for v in getattr(c, field_name):
             if v != "*" and not _TOKEN_RE.match(v):
@@ -253,8 +270,9 @@ def _check_auth(auth: Auth) -> None:
     if auth.mode == "jwt":
         j = auth.jwt
         if j is None or not (j.hs256_secret or j.rs256_public_key or j.jwks is not None or j.jwks_url):
-            raise InvalidManifest("auth.mode jwt needs a key: auth.jwt.hs256_secret, rs256_public_key, "
-                                  "jwks (inline) or jwks_url")
+            raise InvalidManifest(
+                "auth.mode jwt needs a key: auth.jwt.hs256_secret, rs256_public_key, jwks (inline) or jwks_url"
+            )
         # RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits).
         if j.hs256_secret is not None and len(j.hs256_secret.encode()) < 32:
             raise InvalidManifest("auth.jwt.hs256_secret must be at least 32 bytes")

@@ -87,7 +87,7 @@ class MarkFiles:
         return out
 
     def _pid_of(self, name: str) -> int | None:
-        digits = name[len(self.prefix):len(name) - len(self.suffix)]
+        digits = name[len(self.prefix) : len(name) - len(self.suffix)]
         return int(digits) if digits.isdigit() else None  # anything else in the run dir is not a mark
 
     def _check(self, mark: Path, pid: int) -> str | None:

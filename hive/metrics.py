@@ -49,8 +49,11 @@ def metrics() -> Metrics:
     except OSError as e:
         # The multiprocess files cannot be made (a read-only or broken data dir): count in this
         # process's memory instead, so that requests are served; /metrics then shows nothing of it.
-        logging.getLogger("hive.metrics").error("cannot write metrics to %s (%s): serving without them; make "
-                                                "the data dir writable", os.environ.get("PROMETHEUS_MULTIPROC_DIR"), e)
+        logging.getLogger("hive.metrics").error(
+            "cannot write metrics to %s (%s): serving without them; make the data dir writable",
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+            e,
+        )
         _values.ValueClass = _values.MutexValue
         return _metrics(CollectorRegistry())
 
@@ -60,8 +63,7 @@ def _metrics(registry: CollectorRegistry) -> Metrics:
         return Counter(name, doc, labels or (), registry=registry)
 
     def gauge(name: str, doc: str, labels: list[str] | None = None, *, multiprocess_mode: str) -> Gauge:
-        return Gauge(name, doc, labels or (), registry=registry,
-                     multiprocess_mode=multiprocess_mode)  # type: ignore[arg-type]  # a Literal in the stubs
+        return Gauge(name, doc, labels or (), registry=registry, multiprocess_mode=multiprocess_mode)  # type: ignore[arg-type]  # a Literal in the stubs
 
     def histogram(name: str, doc: str, labels: list[str], *, buckets: tuple[float, ...]) -> Histogram:
         return Histogram(name, doc, labels, registry=registry, buckets=buckets)
@@ -69,19 +71,29 @@ def _metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(
         invocations=counter("hive_invocations", "Invocations by function and HTTP status", ["function", "status"]),
         errors=counter("hive_errors", "Failed invocations by function and error code", ["function", "code"]),
-        duration=histogram("hive_invocation_duration_seconds", "Time in the host and the guest per invocation",
-                           ["function"], buckets=BUCKETS),
-        fuel=counter("hive_fuel_consumed", "Fuel the guests consumed, for functions with a fuel budget",
-                     ["function"]),
+        duration=histogram(
+            "hive_invocation_duration_seconds",
+            "Time in the host and the guest per invocation",
+            ["function"],
+            buckets=BUCKETS,
+        ),
+        fuel=counter("hive_fuel_consumed", "Fuel the guests consumed, for functions with a fuel budget", ["function"]),
         deploys=counter("hive_deploys", "Deploys and rollbacks by function", ["function", "kind"]),
         warm=gauge("hive_warm_instances", "Warm guest instances", multiprocess_mode="livesum"),
         rss=gauge("hive_worker_rss_bytes", "Resident memory of each worker", ["worker"], multiprocess_mode="liveall"),
-        outbound=counter("hive_outbound_requests", "Outbound fetch requests by function, host and status "
-                         "(the refusal code when there was no response)", ["function", "host", "status"]),
-        outbound_duration=histogram("hive_outbound_duration_seconds", "Time of each outbound fetch hop",
-                                    ["function"], buckets=BUCKETS),
-        admin_token_stripped=counter("hive_admin_token_stripped", "Invoke requests whose Authorization header carried "
-                                     "the admin token, removed before the guest saw it", ["function"]),
+        outbound=counter(
+            "hive_outbound_requests",
+            "Outbound fetch requests by function, host and status (the refusal code when there was no response)",
+            ["function", "host", "status"],
+        ),
+        outbound_duration=histogram(
+            "hive_outbound_duration_seconds", "Time of each outbound fetch hop", ["function"], buckets=BUCKETS
+        ),
+        admin_token_stripped=counter(
+            "hive_admin_token_stripped",
+            "Invoke requests whose Authorization header carried the admin token, removed before the guest saw it",
+            ["function"],
+        ),
     )
 
 

@@ -37,8 +37,11 @@ class SyncMarks(MarkFiles):
 
     def lagging(self, generation: int) -> list[int]:
         """The live workers whose mark is below `generation`. Marks of dead workers are removed."""
-        return [pid for pid, value in self.live().items()
-                if (mark := self._parse(value)) is not None and mark[0] < generation]
+        return [
+            pid
+            for pid, value in self.live().items()
+            if (mark := self._parse(value)) is not None and mark[0] < generation
+        ]
 
     def failures(self, generation: int) -> list[dict[str, object]]:
         """What the workers at `generation` or later could not load: [{pid, function, error}]."""

@@ -25,8 +25,16 @@ from hive.errors import (  # noqa: F401 - re-exported: the invoke auth errors
 from hive.jwks import SUPPORTED_ALGS, JwksCache, JwksUnavailable, KeysNeeded, VerifyKey, parse_jwks
 from hive.manifest import Auth
 
-__all__ = ["CLAIMS_HEADER", "MAX_CLAIMS_BYTES", "InvokeAuth", "InvokeUnauthorized", "JwksCache",
-           "JwksUnavailable", "KeysNeeded", "claims_header"]
+__all__ = [
+    "CLAIMS_HEADER",
+    "MAX_CLAIMS_BYTES",
+    "InvokeAuth",
+    "InvokeUnauthorized",
+    "JwksCache",
+    "JwksUnavailable",
+    "KeysNeeded",
+    "claims_header",
+]
 
 # The verified claims, as the guest sees them. The invocation core removes any client-sent copy.
 CLAIMS_HEADER = "x-hive-auth-claims"
@@ -177,17 +185,26 @@ class InvokeAuth:
                 return exact
         found: list[VerifyKey] = []
         if self.jwks_url is not None and self.jwks is not None and alg in _ASYMMETRIC:
-            found = [k for k in self.jwks.keys(self.jwks_url, kid)
-                     if k.alg == alg and (kid is None or k.kid is None or k.kid == kid)]
+            found = [
+                k
+                for k in self.jwks.keys(self.jwks_url, kid)
+                if k.alg == alg and (kid is None or k.kid is None or k.kid == kid)
+            ]
         return found + [k for k in own if kid is None or k.kid is None]
 
     def _verify(self, token: str, candidates: list[VerifyKey]) -> dict[str, Any]:
         o = self.options
         for i, k in enumerate(candidates):
             try:
-                return jwt.decode(token, k.key, algorithms=[k.alg], audience=o["audience"], issuer=o["issuer"],
-                                  leeway=o["leeway"],
-                                  options={"require": ["exp"], "verify_aud": o["audience"] is not None})
+                return jwt.decode(
+                    token,
+                    k.key,
+                    algorithms=[k.alg],
+                    audience=o["audience"],
+                    issuer=o["issuer"],
+                    leeway=o["leeway"],
+                    options={"require": ["exp"], "verify_aud": o["audience"] is not None},
+                )
             except jwt.InvalidSignatureError:
                 if i + 1 < len(candidates):
                     continue  # another key may have signed it; claims are only checked after a signature holds

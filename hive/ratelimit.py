@@ -21,8 +21,16 @@ _BUCKET = struct.Struct("<dd")  # tokens, last refill (CLOCK_MONOTONIC, the same
 class RateLimiter:
     def __init__(self, path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(path), map_size=64 << 20, subdir=True, sync=False, metasync=False,
-                             max_readers=512, readahead=False, mode=0o600)
+        self.env = lmdb.open(
+            str(path),
+            map_size=64 << 20,
+            subdir=True,
+            sync=False,
+            metasync=False,
+            max_readers=512,
+            readahead=False,
+            mode=0o600,
+        )
         check_not_truncated(self.env, Path(path), "the rate-limit store")
 
     def close(self) -> None:

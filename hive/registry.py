@@ -86,8 +86,14 @@ def free_bytes(path: Path) -> int:
 
 
 class Registry:
-    def __init__(self, path: str | Path, *, map_size_mb: int = 8192, keep_versions: int = 10,
-                 on_drop: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        map_size_mb: int = 8192,
+        keep_versions: int = 10,
+        on_drop: Callable[[list[str]], None] | None = None,
+    ) -> None:
         # Told, after the commit, the sha256 of every blob a change removed (its last version was
         # pruned or deleted), so that their compiled artifacts can go too (Sandbox.forget).
         self.on_drop = on_drop
@@ -97,8 +103,15 @@ class Registry:
         self.keep_versions = max(1, keep_versions)
         try:
             # 0600: it holds config values and API keys (py-lmdb's default is 0755, less the umask).
-            self.env = lmdb.open(str(path), map_size=map_size_mb << 20, max_dbs=8, subdir=True, mode=0o600,
-                                 readahead=False, max_readers=512)
+            self.env = lmdb.open(
+                str(path),
+                map_size=map_size_mb << 20,
+                max_dbs=8,
+                subdir=True,
+                mode=0o600,
+                readahead=False,
+                max_readers=512,
+            )
         except lmdb.Error as e:
             raise RegistryError(f"cannot open registry at {path}: {e}") from e
         self.map_size_mb = map_size_mb
@@ -137,8 +150,10 @@ class Registry:
     def _version(self, txn: lmdb.Transaction[bytes], name: str, version: int) -> VersionRecord:
         raw = txn.get(_vkey(name, version), db=self._versions)
         if raw is None:  # the integrity walker reports this too; a write transaction never leaves it
-            raise RegistryDamaged(f"the registry is damaged: function {name!r} points at v{version}, which is "
-                                  f"missing; deploy {name!r} again, or restore the data dir from a backup")
+            raise RegistryDamaged(
+                f"the registry is damaged: function {name!r} points at v{version}, which is "
+                f"missing; deploy {name!r} again, or restore the data dir from a backup"
+            )
         return _dec_ver.decode(raw)
 
     def snapshot(self) -> tuple[int, dict[str, VersionRecord]]:
@@ -211,14 +226,17 @@ class Registry:
                 f"the registry is full: its map (registry_map_size_mb = {self.map_size_mb} MiB) is used up. "
                 "Raise the server setting registry_map_size_mb (HIVE_REGISTRY_MAP_SIZE_MB; the map is sparse, "
                 "so a large value costs no disk) and restart, or delete functions or lower keep_versions",
-                limit=self.map_size_mb, setting="registry_map_size_mb") from None
+                limit=self.map_size_mb,
+                setting="registry_map_size_mb",
+            ) from None
         except lmdb.Error as e:
             free = free_bytes(self.path)
             # LMDB reports a short write on a full disk as EIO, so look at the disk itself.
             if "No space left" in str(e) or free < adds + (8 << 20):
                 raise InsufficientStorage(
                     f"no space left on the disk of {self.path} ({free} bytes free) to store the change: "
-                    "free some space, then try again") from None
+                    "free some space, then try again"
+                ) from None
             raise RegistryError(f"the registry could not write: {e}") from e
         if dropped and self.on_drop is not None:
             self.on_drop(dropped)
@@ -259,8 +277,10 @@ class Registry:
             # Versions are u32 in the key: a negative or huge number is simply not there (not a 500).
             vraw = txn.get(_vkey(name, version), db=self._versions) if 0 < version < 1 << 32 else None
             if vraw is None:
-                raise NotFound(f"function {name!r} has no version {version} (kept: "
-                               f"{', '.join(map(str, self._version_numbers(txn, name)))})")
+                raise NotFound(
+                    f"function {name!r} has no version {version} (kept: "
+                    f"{', '.join(map(str, self._version_numbers(txn, name)))})"
+                )
             fn.current = version
             txn.put(name.encode(), _enc.encode(fn), db=self._functions)
             self._bump(txn)
@@ -319,8 +339,13 @@ class Registry:
             raw = txn.get(_REPLICA)
         return None if raw is None else (raw[8:], _u(raw[:8]))
 
-    def apply_replica(self, states: Mapping[str, FunctionState | None], blobs: Mapping[str, bytes],
-                      mark: bytes, secrets: Mapping[str, str] | None = None) -> int:
+    def apply_replica(
+        self,
+        states: Mapping[str, FunctionState | None],
+        blobs: Mapping[str, bytes],
+        mark: bytes,
+        secrets: Mapping[str, str] | None = None,
+    ) -> int:
         """In one transaction with one generation bump: make each named function exactly its state
         (None: not deployed), taking the blobs that new versions need from `blobs` unless stored here
         already, replace the secrets when given, and keep `mark` (what the source's state was).
@@ -331,12 +356,19 @@ class Registry:
                 for k, v in secrets.items():
                     txn.put(k.encode(), v.encode(), db=self._secrets)
             for name, state in states.items():
-                have = {int.from_bytes(k[-4:], "big"): _dec_ver.decode(raw) for k, raw in self._version_items(txn, name)}
+                have = {
+                    int.from_bytes(k[-4:], "big"): _dec_ver.decode(raw) for k, raw in self._version_items(txn, name)
+                }
                 want = {} if state is None else {v.version: v for v in state.versions}
-                if state is not None and (state.function.name != name or state.function.current not in want
-                                          or any(v.name != name for v in state.versions)):
-                    raise RegistryError(f"replica state of {name!r} is inconsistent: current "
-                                        f"v{state.function.current}, versions {sorted(want)}")
+                if state is not None and (
+                    state.function.name != name
+                    or state.function.current not in want
+                    or any(v.name != name for v in state.versions)
+                ):
+                    raise RegistryError(
+                        f"replica state of {name!r} is inconsistent: current "
+                        f"v{state.function.current}, versions {sorted(want)}"
+                    )
                 for version, rec in want.items():  # add first: a blob shared with a removed version stays
                     if have.get(version) == rec:
                         continue

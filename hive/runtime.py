@@ -32,7 +32,9 @@ def limits_for(manifest: Manifest, settings: Settings) -> GuestLimits:
     return GuestLimits(
         timeout_ms=lim.timeout_ms or settings.timeout_ms,
         memory_bytes=(lim.memory_mb or settings.memory_mb) << 20,
-        max_response_bytes=lim.max_response_bytes if lim.max_response_bytes is not None else settings.max_response_bytes,
+        max_response_bytes=lim.max_response_bytes
+        if lim.max_response_bytes is not None
+        else settings.max_response_bytes,
         fuel=lim.fuel,
     )
 
@@ -72,8 +74,13 @@ class Loaded:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox,
-                 guest_log: Callable[[str, int, str, int, str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        sandbox: Sandbox,
+        guest_log: Callable[[str, int, str, int, str, str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.guest_log = guest_log
         self.registry = registry
@@ -148,11 +155,24 @@ class Runtime:
         rate = None if m.rate_limit is None else (m.rate_limit.rps, burst_of(m.rate_limit))
         st = self.settings
         lim = m.limits
-        loaded = Loaded(rec, compiled, limits_for(m, st), st.max_request_bytes if max_req is None else max_req,
-                        InvokeAuth(m.auth, self.jwks), rate, rules_of(m.allowed_hosts), frozenset(m.kv), fetch_limits(lim.fetch),
-                        lim.wall_timeout_ms or st.wall_timeout_ms, lim.max_concurrency or st.max_concurrency,
-                        st.max_queue if lim.max_queue is None else lim.max_queue, m.does_io,
-                        m.isolation == "request", None if m.cors is None else CorsPolicy(m.cors), guest_log)
+        loaded = Loaded(
+            rec,
+            compiled,
+            limits_for(m, st),
+            st.max_request_bytes if max_req is None else max_req,
+            InvokeAuth(m.auth, self.jwks),
+            rate,
+            rules_of(m.allowed_hosts),
+            frozenset(m.kv),
+            fetch_limits(lim.fetch),
+            lim.wall_timeout_ms or st.wall_timeout_ms,
+            lim.max_concurrency or st.max_concurrency,
+            st.max_queue if lim.max_queue is None else lim.max_queue,
+            m.does_io,
+            m.isolation == "request",
+            None if m.cors is None else CorsPolicy(m.cors),
+            guest_log,
+        )
         loaded.idle.append(self._instantiate(loaded))  # warm before it serves
         self.loads += 1
         return loaded
@@ -160,8 +180,9 @@ class Runtime:
     def _instantiate(self, loaded: Loaded) -> GuestInstance:
         rec = loaded.record
         self.instantiations += 1
-        ctx = GuestContext(rec.name, rec.version, env_for(rec.manifest, self.secrets),
-                           sink=loaded.guest_log or self.guest_log)
+        ctx = GuestContext(
+            rec.name, rec.version, env_for(rec.manifest, self.secrets), sink=loaded.guest_log or self.guest_log
+        )
         return GuestInstance(self.sandbox, loaded.compiled, loaded.limits, ctx)
 
     # Serving
@@ -172,8 +193,9 @@ class Runtime:
             raise FunctionNotFound(f"function {name!r} is not deployed")
         return loaded
 
-    def invoke(self, loaded: Loaded, envelope: bytes, request_id: str = "",
-               io: object = None) -> tuple[abi.Response, int | None]:
+    def invoke(
+        self, loaded: Loaded, envelope: bytes, request_id: str = "", io: object = None
+    ) -> tuple[abi.Response, int | None]:
         """The guest's response and the fuel it used (None without a fuel budget). Each call owns the
         instance it takes until it returns; with concurrent calls (guest threads) more are made."""
         if loaded.idle:
@@ -228,9 +250,16 @@ class Runtime:
         and error text only with `detail` (the admin's view)."""
         cold = sorted(n for n, f in self.functions.items() if not f.idle)
         ok = self.generation >= 0
-        out: dict[str, object] = {"generation": self.generation, "warm": len(self.functions) - len(cold),
-                                  "cold": len(cold), "failed": len(self.failed), "loads": self.loads,
-                                  "instantiations": self.instantiations, "cold_starts": self.cold, "checked_at": time.time()}
+        out: dict[str, object] = {
+            "generation": self.generation,
+            "warm": len(self.functions) - len(cold),
+            "cold": len(cold),
+            "failed": len(self.failed),
+            "loads": self.loads,
+            "instantiations": self.instantiations,
+            "cold_starts": self.cold,
+            "checked_at": time.time(),
+        }
         if detail:
             out.update(cold=cold, failed=dict(self.failed))
         return ok, out

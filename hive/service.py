@@ -72,10 +72,12 @@ def open_hive(settings: Settings) -> Hive:
     token, token_file = ensure_admin_token(data, settings.admin_token or held_token())
     if token_file is not None:
         log.debug("admin token: %s", token_file)
-    registry = Registry(data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb,
-                        keep_versions=settings.keep_versions)
-    sandbox = Sandbox(data / "cache", epoch_tick_ms=settings.epoch_tick_ms,
-                      compile_limits=CompileLimits.from_settings(settings))
+    registry = Registry(
+        data / "registry.lmdb", map_size_mb=settings.registry_map_size_mb, keep_versions=settings.keep_versions
+    )
+    sandbox = Sandbox(
+        data / "cache", epoch_tick_ms=settings.epoch_tick_ms, compile_limits=CompileLimits.from_settings(settings)
+    )
     registry.on_drop = sandbox.forget  # artifacts of pruned or deleted versions go with them
     function_log = FunctionLog(data / "logs" / "functions.jsonl")
     install_telemetry_patch()  # both are idempotent; HiveWorker installs them first under gunicorn
@@ -95,8 +97,13 @@ def open_hive(settings: Settings) -> Hive:
     limiter = RateLimiter(data / "ratelimit.lmdb") if cluster is None else cluster.rate_limiter(data / "ratelimit.lmdb")
     # Its own environment: a full KV store can never stop deploys. Commits are not fsynced one by one
     # (5 ms each here); the watcher syncs every second, and a process crash loses nothing written.
-    kv = LmdbKv(data / "kv.lmdb", map_size_mb=settings.kv_map_size_mb, quota_bytes=settings.kv_quota_mb << 20,
-                sync=False) if cluster is None else cluster.kv()
+    kv = (
+        LmdbKv(
+            data / "kv.lmdb", map_size_mb=settings.kv_map_size_mb, quota_bytes=settings.kv_quota_mb << 20, sync=False
+        )
+        if cluster is None
+        else cluster.kv()
+    )
     capabilities = Capabilities(settings, kv, telemetry)
     invoker = Invoker(runtime, limiter, telemetry, admin_token=token, capabilities=capabilities)
     # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
@@ -106,16 +113,33 @@ def open_hive(settings: Settings) -> Hive:
         request_id_of(None)
     except Exception:
         log.exception("the call-path warm-up failed; serving anyway")
-    return Hive(settings, registry, sandbox, runtime, token, telemetry, function_log, limiter, invoker, marks,
-                capabilities, cluster)
+    return Hive(
+        settings,
+        registry,
+        sandbox,
+        runtime,
+        token,
+        telemetry,
+        function_log,
+        limiter,
+        invoker,
+        marks,
+        capabilities,
+        cluster,
+    )
 
 
 async def deploy(hive: Hive, name: str, wasm: bytes, manifest: Manifest) -> tuple[VersionRecord, dict[str, Any]]:
     """Compile, trial-start and record a new version; the previous one serves until this succeeds."""
     if manifest.kind == "js":  # source for the shared engine: the blob is its bytecode (hive/js/server.py)
-        wasm, manifest = await asyncio.to_thread(hive.runtime.js.prepare, name, wasm, manifest,
-                                                 limits_for(manifest, hive.settings),
-                                                 env_for(manifest, hive.runtime.secrets))
+        wasm, manifest = await asyncio.to_thread(
+            hive.runtime.js.prepare,
+            name,
+            wasm,
+            manifest,
+            limits_for(manifest, hive.settings),
+            env_for(manifest, hive.runtime.secrets),
+        )
         sha = sha256_hex(wasm)
     else:
         sha = await _compile_module(hive, name, wasm, manifest)
@@ -134,8 +158,9 @@ async def _compile_module(hive: Hive, name: str, wasm: bytes, manifest: Manifest
     sha = sha256_hex(wasm)
     # Compiling is slow and runs no guest code: a thread keeps the loop serving.
     try:
-        compiled = await asyncio.to_thread(hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports(),
-                                           manifest.limits.fuel is not None)
+        compiled = await asyncio.to_thread(
+            hive.sandbox.compile, wasm, sha, manifest.allowed_wasi_imports(), manifest.limits.fuel is not None
+        )
     except ForbiddenImport as e:  # say how to fix it: the manifest grant that allows it, or that none can
         qualified = e.extra.get("import_name", "")
         hint, grant = grant_hint(qualified)
@@ -143,8 +168,12 @@ async def _compile_module(hive: Hive, name: str, wasm: bytes, manifest: Manifest
     # Guest code runs only on the loop thread (wasmtime-py passes host-function exceptions through a
     # global). The trial runs the start function and _initialize under the time limit, so it is bounded.
     try:
-        GuestInstance(hive.sandbox, compiled, limits_for(manifest, hive.settings),
-                      GuestContext(name, 0, env_for(manifest, hive.runtime.secrets)))
+        GuestInstance(
+            hive.sandbox,
+            compiled,
+            limits_for(manifest, hive.settings),
+            GuestContext(name, 0, env_for(manifest, hive.runtime.secrets)),
+        )
     except GuestError as e:
         if not hive.registry.has_blob(sha):  # no version uses this module: drop its artifact
             hive.sandbox.forget([sha])
@@ -178,8 +207,10 @@ async def set_secrets(hive: Hive, values: dict[str, str]) -> dict[str, Any]:
     worker when this returns; never logged or listed with their values."""
     for k, v in values.items():
         if not isinstance(k, str) or not _SECRET_NAME.match(k) or not isinstance(v, str) or "\x00" in v:
-            raise BadRequest(f"a secret needs a NAME of letters, digits and '_' (not starting with a digit) and a "
-                             f"text value without NUL; got {str(k)[:40]!r}")
+            raise BadRequest(
+                f"a secret needs a NAME of letters, digits and '_' (not starting with a digit) and a "
+                f"text value without NUL; got {str(k)[:40]!r}"
+            )
     if hive.cluster is not None:  # cluster mode: PostgreSQL first, then every live node
         live = await hive.cluster.set_secrets(values)
         log.info("secrets set: %s", ", ".join(sorted(values)))

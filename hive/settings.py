@@ -40,11 +40,12 @@ def _optional_str(v: Any) -> str | None:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", str, "./.hive", "registry, compiled artifacts and the admin token live here",
-            cli="--data-dir"),
+    Setting("data_dir", str, "./.hive", "registry, compiled artifacts and the admin token live here", cli="--data-dir"),
     Setting("bind", str, "127.0.0.1:8443", "HOST:PORT the server listens on", cli="--bind"),
     Setting("workers", int, 2, "number of worker processes", cli="--workers"),
-    Setting("admin_token", _optional_str, None, "bearer token for admin routes; generated into the data dir when unset"),
+    Setting(
+        "admin_token", _optional_str, None, "bearer token for admin routes; generated into the data dir when unset"
+    ),
     Setting("max_upload_bytes", int, 50 * MiB, "largest module upload"),
     Setting("max_request_bytes", int, 6 * MiB, "default largest request body"),
     Setting("max_response_bytes", int, 6 * MiB, "default largest response body"),
@@ -80,7 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", str, "info", "server log level"),
     Setting("access_log", _bool, False, "log every HTTP request in gunicorn's access log"),
     # Cluster mode (docs/cluster.md): off while cluster_dsn is empty.
-    Setting("cluster_dsn", str, "", "PostgreSQL DSN of the cluster's registry and KV (empty: single node, no database)"),
+    Setting(
+        "cluster_dsn", str, "", "PostgreSQL DSN of the cluster's registry and KV (empty: single node, no database)"
+    ),
     Setting("cluster_node_name", str, "", "this node's name in the cluster (default: host name and bind port)"),
     Setting("cluster_wait_ms", int, 10_000, "how long a change waits for every live node to load it"),
 )
@@ -169,9 +172,7 @@ def default_config_file() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
-) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     env = os.environ if env is None else env
     values = {s.name: s.default for s in SETTINGS}
     path = env.get("HIVE_CONFIG") or default_config_file()

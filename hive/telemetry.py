@@ -61,8 +61,12 @@ def install() -> bool:
     low, high = PROMETHEUS_TESTED
     tested = low <= (_version(version) or (-1, -1)) <= high
     if not tested or not callable(getattr(_prometheus_values, "MultiProcessValue", None)):
-        _patch_log.warning("metrics keep prometheus-client's own value class: %s is not in the tested range "
-                           "%d.%d-%d.%d", version, *low, *high)
+        _patch_log.warning(
+            "metrics keep prometheus-client's own value class: %s is not in the tested range %d.%d-%d.%d",
+            version,
+            *low,
+            *high,
+        )
         return False
     if metrics.cache_info().currsize:
         _patch_log.warning("metrics keep prometheus-client's own value class: metrics already exist")
@@ -134,15 +138,26 @@ class Telemetry:
         key = (function, status)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = _Series(self.m.invocations.labels(function, str(status)),
-                                                     self.m.duration.labels(function))
+            children = self._children[key] = _Series(
+                self.m.invocations.labels(function, str(status)), self.m.duration.labels(function)
+            )
         return children
 
     def warm_up(self) -> None:
         """Run the log-record code once without writing (its first run costs about 70 µs)."""
         now_iso()
-        FunctionLog.line({"ts": _now_iso(), "kind": "invocation", "function": "warm-up", "version": 0,
-                          "status": 200, "duration_us": 0, "pid": self.pid, "request_id": ""})
+        FunctionLog.line(
+            {
+                "ts": _now_iso(),
+                "kind": "invocation",
+                "function": "warm-up",
+                "version": 0,
+                "status": 200,
+                "duration_us": 0,
+                "pid": self.pid,
+                "request_id": "",
+            }
+        )
 
     def _lost(self, e: OSError) -> None:
         """Telemetry could not be written (a read-only or full data dir): the request is served all the
@@ -151,18 +166,38 @@ class Telemetry:
         now = time.monotonic()
         if now - self._lost_logged > 60:
             self._lost_logged = now
-            log.error("could not write metrics or the function log (%s); serving without them, %d records lost "
-                      "so far: make the data dir writable", e, self.lost)
+            log.error(
+                "could not write metrics or the function log (%s); serving without them, %d records lost "
+                "so far: make the data dir writable",
+                e,
+                self.lost,
+            )
 
-    def invocation(self, function: str, version: int, status: int, started_ns: int, request_id: str,
-                   error: str | None = None, fuel: int | None = None) -> None:
+    def invocation(
+        self,
+        function: str,
+        version: int,
+        status: int,
+        started_ns: int,
+        request_id: str,
+        error: str | None = None,
+        fuel: int | None = None,
+    ) -> None:
         try:
             self._invocation(function, version, status, started_ns, request_id, error, fuel)
         except OSError as e:
             self._lost(e)
 
-    def _invocation(self, function: str, version: int, status: int, started_ns: int, request_id: str,
-                    error: str | None, fuel: int | None) -> None:
+    def _invocation(
+        self,
+        function: str,
+        version: int,
+        status: int,
+        started_ns: int,
+        request_id: str,
+        error: str | None,
+        fuel: int | None,
+    ) -> None:
         elapsed_ns = time.perf_counter_ns() - started_ns
         children = self._children.get((function, status)) or self.series(function, status)
         children.record(elapsed_ns / 1e9)
@@ -171,9 +206,16 @@ class Telemetry:
         if fuel is not None:
             self.m.fuel.labels(function).inc(fuel)
         if self.log is not None:
-            record = {"ts": _now_iso(), "kind": "invocation", "function": function, "version": version,
-                      "status": status, "duration_us": elapsed_ns // 1000, "pid": self.pid,
-                      "request_id": request_id}
+            record = {
+                "ts": _now_iso(),
+                "kind": "invocation",
+                "function": function,
+                "version": version,
+                "status": status,
+                "duration_us": elapsed_ns // 1000,
+                "pid": self.pid,
+                "request_id": request_id,
+            }
             if error is not None:
                 record["error"] = error
             if fuel is not None:
@@ -193,9 +235,20 @@ class Telemetry:
         self.m.outbound.labels(function, r.host or "-", status).inc()
         self.m.outbound_duration.labels(function).observe(r.ms / 1000)
         if self.log is not None:
-            record = {"ts": now_iso(), "kind": "outbound", "function": function, "version": version,
-                      "method": r.method, "host": r.host, "status": r.status, "ms": round(r.ms, 2),
-                      "bytes_out": r.bytes_out, "bytes_in": r.bytes_in, "pid": self.pid, "request_id": request_id}
+            record = {
+                "ts": now_iso(),
+                "kind": "outbound",
+                "function": function,
+                "version": version,
+                "method": r.method,
+                "host": r.host,
+                "status": r.status,
+                "ms": round(r.ms, 2),
+                "bytes_out": r.bytes_out,
+                "bytes_in": r.bytes_in,
+                "pid": self.pid,
+                "request_id": request_id,
+            }
             if r.code is not None:
                 record["error"] = r.code
             with self._log_lock:
@@ -205,8 +258,18 @@ class Telemetry:
         if self.log is not None:
             with self._log_lock:
                 try:
-                    self.log.write({"ts": now_iso(), "kind": "output", "function": function, "version": version,
-                                    "stream": stream, "level": logging.getLevelName(level).lower(), "text": text,
-                                    "pid": self.pid, "request_id": request_id})
+                    self.log.write(
+                        {
+                            "ts": now_iso(),
+                            "kind": "output",
+                            "function": function,
+                            "version": version,
+                            "stream": stream,
+                            "level": logging.getLevelName(level).lower(),
+                            "text": text,
+                            "pid": self.pid,
+                            "request_id": request_id,
+                        }
+                    )
                 except OSError as e:
                     self._lost(e)

@@ -40,10 +40,12 @@ class Hello(asyncio.Protocol):
         except ValueError:
             pass
         self.body = []
-        out = json.dumps({"message": f"Hello, {name}!",
-                          "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
-        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                             % (len(out), out))
+        out = json.dumps(
+            {"message": f"Hello, {name}!", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(out), out)
+        )
 
 
 async def main(port: int) -> None:

@@ -37,8 +37,11 @@ def main() -> None:
         shutil.copytree(ROOT / "functions" / "hello", folder, ignore=shutil.ignore_patterns("*.wasm"))
         wasm = build_function(folder).read_bytes()
         sandbox = Sandbox(work / "cache")
-        compiled = sandbox.compile(wasm, "bench", frozenset({"clock_time_get", "fd_write", "fd_close",
-                                                              "fd_seek", "fd_fdstat_get", "proc_exit"}))
+        compiled = sandbox.compile(
+            wasm,
+            "bench",
+            frozenset({"clock_time_get", "fd_write", "fd_close", "fd_seek", "fd_fdstat_get", "proc_exit"}),
+        )
         guest = GuestInstance(sandbox, compiled, GuestLimits(), GuestContext("hello"))
         headers = [(b"host", b"127.0.0.1:8443"), (b"content-type", b"application/json"), (b"content-length", b"21")]
         body = b'{"name": "Edge Hive"}'
@@ -61,8 +64,10 @@ def main() -> None:
             print(f"run {run + 1}: median {medians[-1]:.1f} us/call over {args.calls} calls")
         print(f"host invocation overhead (hello): median of runs {statistics.median(medians):.1f} us")
         if args.json:
-            print("BENCH " + json.dumps({"median_us": statistics.median(medians), "runs_us": medians,
-                                         "calls": args.calls}))
+            print(
+                "BENCH "
+                + json.dumps({"median_us": statistics.median(medians), "runs_us": medians, "calls": args.calls})
+            )
         sandbox.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

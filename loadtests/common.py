@@ -107,8 +107,11 @@ def build_examples(work: Path, names: Iterable[str] = EXAMPLES) -> dict[str, tup
     out: dict[str, tuple[bytes | None, str]] = {}
     for name in names:
         dest = work / "build" / name
-        shutil.copytree(ROOT / "functions" / name, dest,
-                        ignore=shutil.ignore_patterns("*.wasm", "target", "node_modules", ".zig-cache"))
+        shutil.copytree(
+            ROOT / "functions" / name,
+            dest,
+            ignore=shutil.ignore_patterns("*.wasm", "target", "node_modules", ".zig-cache"),
+        )
         t = time.monotonic()
         try:
             wasm = build_function(dest).read_bytes()
@@ -193,8 +196,9 @@ class RawClient:
         status, headers, body = self.read_response()
         return status, headers, body, time.perf_counter() - t0
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-                ) -> tuple[int, dict[str, str], bytes, float]:
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes, float]:
         return self.send_raw(self.encode(method, path, body, headers))
 
     def _fill(self) -> None:
@@ -220,8 +224,9 @@ class RawClient:
         return status, headers, body
 
 
-def one_shot(port: int, method: str, path: str, body: bytes = b"", timeout: float = 30
-             ) -> tuple[int, dict[str, str], bytes, float]:
+def one_shot(
+    port: int, method: str, path: str, body: bytes = b"", timeout: float = 30
+) -> tuple[int, dict[str, str], bytes, float]:
     """One request on a new connection (Connection: close); the time includes the connect."""
     t0 = time.perf_counter()
     with RawClient(port, timeout) as c:
@@ -236,8 +241,12 @@ def multipart(fields: dict[str, bytes | str], files: dict[str, tuple[str, bytes]
         data = v.encode() if isinstance(v, str) else v
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode() + data + b"\r\n")
     for k, (fname, data) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{fname}"\r\n'
-                     f"Content-Type: application/wasm\r\n\r\n".encode() + data + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{fname}"\r\n'
+            f"Content-Type: application/wasm\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -262,12 +271,28 @@ class HiveServer:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
         env.update({"HIVE_ADMIN_TOKEN": ADMIN_TOKEN, **self.env})
-        cmd = [*taskset(self.cpus), str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{self.port}",
-               "--workers", str(self.workers), "--data-dir", str(self.data_dir)]
+        cmd = [
+            *taskset(self.cpus),
+            str(BIN / "edge-hive"),
+            "serve",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         with open(self.log_path, "ab") as logf:
             self.started_at = time.perf_counter()
-            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=self.data_dir.parent, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.data_dir.parent,
+                start_new_session=True,
+            )
         if wait:
             self.wait_ready()
         return self
@@ -307,8 +332,9 @@ class HiveServer:
             time.sleep(0.01)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
 
-    def deploy(self, name: str, wasm: bytes, manifest: str | None = HELLO_MANIFEST,
-               client: RawClient | None = None) -> tuple[int, bytes, float]:
+    def deploy(
+        self, name: str, wasm: bytes, manifest: str | None = HELLO_MANIFEST, client: RawClient | None = None
+    ) -> tuple[int, bytes, float]:
         fields: dict[str, bytes | str] = {"function": name}
         if manifest:
             fields["manifest"] = manifest
@@ -350,11 +376,18 @@ class RefServer:
 
     def start(self) -> RefServer:
         self.port = free_port()
-        argv = (["node", str(HERE / "node_hello.js")] if self.kind == "node"
-                else [sys.executable, str(HERE / "bare_uvloop.py")])
-        self.proc = subprocess.Popen([*taskset(self.cpus), *argv, str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        argv = (
+            ["node", str(HERE / "node_hello.js")]
+            if self.kind == "node"
+            else [sys.executable, str(HERE / "bare_uvloop.py")]
+        )
+        self.proc = subprocess.Popen(
+            [*taskset(self.cpus), *argv, str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -385,11 +418,29 @@ class RefServer:
 _BENCH_LINE = re.compile(r"^BENCH (\{.*\})$", re.M)
 
 
-def run_wrk(port: int, *, conns: int, seconds: float, cpus: str | None, threads: int = 1,
-            path: str = "/api/v1/edge/hello", server_pids: list[int] | None = None) -> dict[str, float]:
+def run_wrk(
+    port: int,
+    *,
+    conns: int,
+    seconds: float,
+    cpus: str | None,
+    threads: int = 1,
+    path: str = "/api/v1/edge/hello",
+    server_pids: list[int] | None = None,
+) -> dict[str, float]:
     """One wrk run with loadtests/post.lua; adds the server's CPU seconds over the run when given its PIDs."""
-    cmd = [*taskset(cpus), "wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "10s",
-           "-s", str(HERE / "post.lua"), f"http://127.0.0.1:{port}{path}"]
+    cmd = [
+        *taskset(cpus),
+        "wrk",
+        f"-t{min(threads, conns)}",
+        f"-c{conns}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "post.lua"),
+        f"http://127.0.0.1:{port}{path}",
+    ]
     before = cpu_seconds(server_pids) if server_pids else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     after = cpu_seconds(server_pids) if server_pids else 0.0

@@ -26,8 +26,14 @@ from common import ROOT, HiveServer, build_examples, ensure_wrk, run_wrk, tmpdir
 
 def bench_invoke(tree: Path, calls: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, str(tree / "loadtests" / "bench_invoke.py"), "--calls", str(calls),
-                          "--runs", "3", "--json"], capture_output=True, text=True, env=env, cwd=tree, timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(tree / "loadtests" / "bench_invoke.py"), "--calls", str(calls), "--runs", "3", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tree,
+        timeout=900,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")][-1]
@@ -44,8 +50,9 @@ def main() -> None:
     ensure_wrk()
     work = tmpdir("hive-compare-")
     old = work / "before"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before], check=True, capture_output=True
+    )
     try:
         hello = build_examples(work, ["hello"])["hello"][0]
         assert hello
@@ -62,25 +69,38 @@ def main() -> None:
             for srv in servers.values():
                 run_wrk(srv.port, conns=64, seconds=1, cpus="1")  # warm
             for r in range(args.rounds):
-                for label in (trees if r % 2 == 0 else reversed(list(trees))):
+                for label in trees if r % 2 == 0 else reversed(list(trees)):
                     srv = servers[label]
                     res = run_wrk(srv.port, conns=64, seconds=args.seconds, cpus="1", server_pids=srv.all_pids())
                     cpu[label].append(res["cpu_us_per_req"])
                     p99[label].append(res["p99"] / 1000)
-                    print(f"round {r + 1} {label:>6}: {res['cpu_us_per_req']:.1f} us/req, {res['rps']:.0f} req/s, "
-                          f"p99 {res['p99'] / 1000:.2f} ms", flush=True)
+                    print(
+                        f"round {r + 1} {label:>6}: {res['cpu_us_per_req']:.1f} us/req, {res['rps']:.0f} req/s, "
+                        f"p99 {res['p99'] / 1000:.2f} ms",
+                        flush=True,
+                    )
         finally:
             for srv in servers.values():
                 srv.stop()
         for r in range(args.rounds):
-            for label in (trees if r % 2 == 0 else reversed(list(trees))):
+            for label in trees if r % 2 == 0 else reversed(list(trees)):
                 inproc[label].append(bench_invoke(trees[label], args.calls))
         med = {k: statistics.median(v) for k, v in cpu.items()}
         med_in = {k: statistics.median(v) for k, v in inproc.items()}
-        print(json.dumps({"cpu_us_per_req": med, "p99_ms": {k: statistics.median(v) for k, v in p99.items()},
-                          "invoke_us": med_in, "cpu_ratio": med["after"] / med["before"],
-                          "invoke_ratio": med_in["after"] / med_in["before"], "rounds": args.rounds,
-                          "seconds": args.seconds, "before": args.before}))
+        print(
+            json.dumps(
+                {
+                    "cpu_us_per_req": med,
+                    "p99_ms": {k: statistics.median(v) for k, v in p99.items()},
+                    "invoke_us": med_in,
+                    "cpu_ratio": med["after"] / med["before"],
+                    "invoke_ratio": med_in["after"] / med_in["before"],
+                    "rounds": args.rounds,
+                    "seconds": args.seconds,
+                    "before": args.before,
+                }
+            )
+        )
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
 

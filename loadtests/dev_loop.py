@@ -73,9 +73,16 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/v1/edge/hello"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-    proc = subprocess.Popen([str(BIN / "edge-hive"), "dev", "--port", str(port)], cwd=work, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "edge-hive"), "dev", "--port", str(port)],
+        cwd=work,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     reader.start()
@@ -98,12 +105,16 @@ def main() -> None:
         reader.join(timeout=5)
         shutil.rmtree(work, ignore_errors=True)
     reports = [m for m in SERVING.finditer("".join(lines)) if int(m.group(1)) >= 2]
-    print(f"save to new answer, C hello, {len(latencies)} edits: median {statistics.median(latencies) * 1000:.0f} ms, "
-          f"min {min(latencies) * 1000:.0f}, max {max(latencies) * 1000:.0f}")
+    print(
+        f"save to new answer, C hello, {len(latencies)} edits: median {statistics.median(latencies) * 1000:.0f} ms, "
+        f"min {min(latencies) * 1000:.0f}, max {max(latencies) * 1000:.0f}"
+    )
     if reports:
-        print(f"  as edge-hive dev reports it (change seen to deployed): median build "
-              f"{statistics.median(int(m.group(3)) for m in reports)} ms, "
-              f"deploy {statistics.median(int(m.group(4)) for m in reports)} ms")
+        print(
+            f"  as edge-hive dev reports it (change seen to deployed): median build "
+            f"{statistics.median(int(m.group(3)) for m in reports)} ms, "
+            f"deploy {statistics.median(int(m.group(4)) for m in reports)} ms"
+        )
     print(f"  edge-hive dev exited with {proc.returncode}")
 
 

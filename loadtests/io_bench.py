@@ -30,8 +30,13 @@ from common import HERE, HiveServer, ensure_wrk, free_port, log, run_wrk, taskse
 
 
 def node(script: str, cpus: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*taskset(cpus), "node", str(HERE / script), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [*taskset(cpus), "node", str(HERE / script), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_port(port: int) -> None:
@@ -107,8 +112,11 @@ def main() -> None:
         manifest = {"allowed_hosts": [up], "config": {"UPSTREAM": f"{up}/rates"}, "limits": {"max_concurrency": 256}}
         status, body, _ = srv.deploy("proxy", proxy_wasm, json.dumps(manifest))
         assert status == 201, body
-        slow = {**manifest, "config": {"UPSTREAM": f"{up}/rates?ms=200"}, "limits": {"max_concurrency": 256,
-                                                                                    "max_queue": 256}}
+        slow = {
+            **manifest,
+            "config": {"UPSTREAM": f"{up}/rates?ms=200"},
+            "limits": {"max_concurrency": 256, "max_queue": 256},
+        }
         assert srv.deploy("slow", proxy_wasm, json.dumps(slow))[0] == 201
         assert srv.deploy("hello", hello_wasm, None)[0] == 201
         np_port = free_port()
@@ -117,18 +125,22 @@ def main() -> None:
         wait_port(np_port)
         cpu: dict[str, list[float]] = {"edge-hive": [], "node": []}
         rps: dict[str, list[float]] = {"edge-hive": [], "node": []}
-        targets = {"edge-hive": (srv.port, "/api/v1/edge/proxy", srv.all_pids()),
-                   "node": (np_port, "/", [nodeproxy.pid])}
+        targets = {
+            "edge-hive": (srv.port, "/api/v1/edge/proxy", srv.all_pids()),
+            "node": (np_port, "/", [nodeproxy.pid]),
+        }
         for port, path, _ in targets.values():
             run_wrk(port, conns=64, seconds=1, cpus="1", path=path)
         for r in range(args.rounds):
-            for name in (list(targets) if r % 2 == 0 else list(reversed(targets))):
+            for name in list(targets) if r % 2 == 0 else list(reversed(targets)):
                 port, path, pids = targets[name]
                 res = run_wrk(port, conns=64, seconds=args.seconds, cpus="1", path=path, server_pids=pids)
                 cpu[name].append(res["cpu_us_per_req"])
                 rps[name].append(res["rps"])
-                log(f"proxy round {r + 1} {name}: {res['cpu_us_per_req']:.1f} us/req {res['rps']:.0f} req/s "
-                    f"non-2xx {res.get('errors_status', 0)}")
+                log(
+                    f"proxy round {r + 1} {name}: {res['cpu_us_per_req']:.1f} us/req {res['rps']:.0f} req/s "
+                    f"non-2xx {res.get('errors_status', 0)}"
+                )
         stop(nodeproxy)
         out["proxy_cpu_us_per_req"] = {k: statistics.median(v) for k, v in cpu.items()}
         out["proxy_rps"] = {k: statistics.median(v) for k, v in rps.items()}
@@ -166,8 +178,10 @@ def main() -> None:
         p99q = statistics.median(r["p99"] / 1000 for r in quiet)
         p99l = statistics.median(r["p99"] / 1000 for r in loud)
         out["hello_p99_ms"] = {"alone": p99q, "with_slow_bursts": p99l, "ratio": p99l / p99q}
-        out["hello_p50_ms"] = {"alone": statistics.median(r["p50"] / 1000 for r in quiet),
-                               "with_slow_bursts": statistics.median(r["p50"] / 1000 for r in loud)}
+        out["hello_p50_ms"] = {
+            "alone": statistics.median(r["p50"] / 1000 for r in quiet),
+            "with_slow_bursts": statistics.median(r["p50"] / 1000 for r in loud),
+        }
     finally:
         for s in servers:
             s.stop()

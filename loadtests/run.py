@@ -97,8 +97,9 @@ def machine() -> dict[str, str]:
 # --- measurements ---
 
 
-def wrk_series(port: int, pids: list[int], conns: int, runs: int, seconds: float, cpus: str | None,
-               threads: int = 1) -> dict[str, Any]:
+def wrk_series(
+    port: int, pids: list[int], conns: int, runs: int, seconds: float, cpus: str | None, threads: int = 1
+) -> dict[str, Any]:
     run_wrk(port, conns=conns, seconds=min(2.0, seconds), cpus=cpus, threads=threads)  # warm-up
     rs = []
     for i in range(runs):
@@ -106,11 +107,16 @@ def wrk_series(port: int, pids: list[int], conns: int, runs: int, seconds: float
         bad = r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"]
         if bad:
             log(f"  warning: {bad:.0f} errors in run {i + 1}: {r}")
-        log(f"  c{conns} run {i + 1}: {r['rps']:.0f} req/s p50 {r['p50'] / 1000:.2f} ms p99 {r['p99'] / 1000:.2f} ms "
-            f"p99.9 {r['p999'] / 1000:.2f} ms, {r['cpu_us_per_req']:.1f} us CPU/req")
+        log(
+            f"  c{conns} run {i + 1}: {r['rps']:.0f} req/s p50 {r['p50'] / 1000:.2f} ms p99 {r['p99'] / 1000:.2f} ms "
+            f"p99.9 {r['p999'] / 1000:.2f} ms, {r['cpu_us_per_req']:.1f} us CPU/req"
+        )
         rs.append(r)
-    return {"runs": rs, **{k: med([r[k] for r in rs]) for k in ("rps", "p50", "p99", "p999", "cpu_us_per_req")},
-            "errors": sum(r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_timeout"] for r in rs)}
+    return {
+        "runs": rs,
+        **{k: med([r[k] for r in rs]) for k in ("rps", "p50", "p99", "p999", "cpu_us_per_req")},
+        "errors": sum(r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_timeout"] for r in rs),
+    }
 
 
 def grants(wasm: bytes) -> list[str]:
@@ -120,8 +126,9 @@ def grants(wasm: bytes) -> list[str]:
 
     from hive.manifest import WASI_GROUPS
 
-    names = {imp.name for imp in wasmtime.Module(wasmtime.Engine(), wasm).imports
-             if imp.module == "wasi_snapshot_preview1"}
+    names = {
+        imp.name for imp in wasmtime.Module(wasmtime.Engine(), wasm).imports if imp.module == "wasi_snapshot_preview1"
+    }
     return sorted(g for g, members in WASI_GROUPS.items() if names & members and g != "process")
 
 
@@ -235,10 +242,13 @@ def reload_figures(srv: HiveServer, hello: bytes, runs: int) -> dict[str, Any]:
         for c in conns.values():
             c.close()
     out: dict[str, Any] = {
-        "deploy_ms": med(deploy_ms), "deploy_to_first_ms": med(to_first_ms),
-        "first_after_deploy_other_ms": med(first_other) * 1000, "first_after_deploy_same_ms": med(first_same) * 1000,
+        "deploy_ms": med(deploy_ms),
+        "deploy_to_first_ms": med(to_first_ms),
+        "first_after_deploy_other_ms": med(first_other) * 1000,
+        "first_after_deploy_same_ms": med(first_same) * 1000,
         "steady_keepalive_p50_ms": med(steady_ka) * 1000,
-        "idle_other_ms": med(idle_other) * 1000, "idle_same_ms": med(idle_same) * 1000,
+        "idle_other_ms": med(idle_other) * 1000,
+        "idle_same_ms": med(idle_same) * 1000,
     }
     first_deploy = max(out["first_after_deploy_other_ms"], out["first_after_deploy_same_ms"])
     out["first_after_deploy_ratio"] = first_deploy / out["steady_keepalive_p50_ms"]
@@ -270,8 +280,14 @@ def reload_figures(srv: HiveServer, hello: bytes, runs: int) -> dict[str, Any]:
         steady(srv.port, HELLO, 20, fresh=True)
         time.sleep(gap)
         idle_fresh.append(one_shot(srv.port, "POST", HELLO, HELLO_BODY)[3])
-    out.update({"first_after_sighup_ms": med(firsts) * 1000, "first10_after_sighup_max_ms": med(maxes) * 1000,
-                "steady_fresh_p50_ms": med(steady_fresh) * 1000, "idle_fresh_ms": med(idle_fresh) * 1000})
+    out.update(
+        {
+            "first_after_sighup_ms": med(firsts) * 1000,
+            "first10_after_sighup_max_ms": med(maxes) * 1000,
+            "steady_fresh_p50_ms": med(steady_fresh) * 1000,
+            "idle_fresh_ms": med(idle_fresh) * 1000,
+        }
+    )
     out["first_after_sighup_ratio"] = out["first_after_sighup_ms"] / out["steady_fresh_p50_ms"]
     out["first_after_sighup_idle_ratio"] = out["first_after_sighup_ms"] / out["idle_fresh_ms"]
     log(f"  {out}")
@@ -321,8 +337,10 @@ def cold_start(work: Path, hello: bytes, runs: int) -> dict[str, Any]:
         out[f"cold_start_{n}_ms"] = med(times) * 1000
         out[f"rss_{n}_mib"] = med(rss)
         out[f"pss_{n}_mib"] = med(pss)
-        log(f"  {n} functions: first 200 after {med(times) * 1000:.0f} ms, worker RSS {med(rss):.1f} MiB "
-            f"(PSS {med(pss):.1f})")
+        log(
+            f"  {n} functions: first 200 after {med(times) * 1000:.0f} ms, worker RSS {med(rss):.1f} MiB "
+            f"(PSS {med(pss):.1f})"
+        )
     return out
 
 
@@ -341,10 +359,14 @@ def noisy_neighbour(work: Path, hello: bytes, runs: int, seconds: float) -> dict
         assert one_shot(srv.port, "POST", "/api/v1/edge/burn")[0] == 504  # it burns its whole limit
         for c in (1, 64):
             # The control: the same server and load, without the burner, right before.
-            ctl = [run_wrk(srv.port, conns=c, seconds=seconds, cpus=CLIENT_CPU, server_pids=srv.all_pids())
-                   for _ in range(runs)]
-            log(f"  c{c} without the burner: p50 {med([r['p50'] for r in ctl]) / 1000:.2f} ms "
-                f"p99 {med([r['p99'] for r in ctl]) / 1000:.2f} ms")
+            ctl = [
+                run_wrk(srv.port, conns=c, seconds=seconds, cpus=CLIENT_CPU, server_pids=srv.all_pids())
+                for _ in range(runs)
+            ]
+            log(
+                f"  c{c} without the burner: p50 {med([r['p50'] for r in ctl]) / 1000:.2f} ms "
+                f"p99 {med([r['p99'] for r in ctl]) / 1000:.2f} ms"
+            )
             rs, burn_status = [], []
             for _ in range(runs):
                 stop = threading.Event()
@@ -370,13 +392,18 @@ def noisy_neighbour(work: Path, hello: bytes, runs: int, seconds: float) -> dict
                 finally:
                     stop.set()
                     t.join()
-                log(f"  c{c}: hello {r['rps']:.0f} req/s p50 {r['p50'] / 1000:.2f} ms p99 {r['p99'] / 1000:.2f} ms "
-                    f"p99.9 {r['p999'] / 1000:.2f} ms")
+                log(
+                    f"  c{c}: hello {r['rps']:.0f} req/s p50 {r['p50'] / 1000:.2f} ms p99 {r['p99'] / 1000:.2f} ms "
+                    f"p99.9 {r['p999'] / 1000:.2f} ms"
+                )
                 rs.append(r)
                 time.sleep(0.3)
-            out[f"c{c}"] = {"runs": rs, **{k: med([r[k] for r in rs]) for k in ("rps", "p50", "p99", "p999")},
-                            "burn_statuses": {str(s): burn_status.count(s) for s in set(burn_status)},
-                            "control": {k: med([r[k] for r in ctl]) for k in ("rps", "p50", "p99", "p999")}}
+            out[f"c{c}"] = {
+                "runs": rs,
+                **{k: med([r[k] for r in rs]) for k in ("rps", "p50", "p99", "p999")},
+                "burn_statuses": {str(s): burn_status.count(s) for s in set(burn_status)},
+                "control": {k: med([r[k] for r in ctl]) for k in ("rps", "p50", "p99", "p999")},
+            }
     return out
 
 
@@ -395,44 +422,58 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
     m = res["machine"]
     pc, wm, nn, cs = (res.get(k) for k in ("per_core", "whole", "noisy", "cold"))
     L = []
-    L.append(f"Run {m['date']} with `{' '.join(argv)}` ({res['runs']} runs of {res['seconds']:g} s per wrk figure; "
-             "each figure is the median of the runs).")
+    L.append(
+        f"Run {m['date']} with `{' '.join(argv)}` ({res['runs']} runs of {res['seconds']:g} s per wrk figure; "
+        "each figure is the median of the runs)."
+    )
     L.append("")
-    L.append(f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}, "
-             f"wasmtime-py {m['wasmtime']}, uvicorn {m['uvicorn']}, uvloop {m['uvloop']}, httptools {m['httptools']}, "
-             f"gunicorn {m['gunicorn']}, starlette {m['starlette']}, Node {m['node']}, {m['wrk']}. "
-             f"1-minute load average before the run: {m['loadavg_at_start']} (the machine is shared: latency and "
-             "req/s move with the other load; CPU time per request does not).")
+    L.append(
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}, "
+        f"wasmtime-py {m['wasmtime']}, uvicorn {m['uvicorn']}, uvloop {m['uvloop']}, httptools {m['httptools']}, "
+        f"gunicorn {m['gunicorn']}, starlette {m['starlette']}, Node {m['node']}, {m['wrk']}. "
+        f"1-minute load average before the run: {m['loadavg_at_start']} (the machine is shared: latency and "
+        "req/s move with the other load; CPU time per request does not)."
+    )
     if pc or wm:
         L.append("")
         L.append("| hello, POST /api/v1/edge/hello | conns | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req |")
         L.append("|---|---:|---:|---:|---:|---:|---:|")
-        rows = [("edge-hive, 1 worker (CPU 0), wrk on CPU 1", pc, "hive"),
-                ("node http (CPU 0), wrk on CPU 1", pc, "node"),
-                ("bare uvloop + httptools, Python, no WebAssembly (CPU 0), wrk on CPU 1", pc, "bare"),
-                ("edge-hive, 2 workers, whole machine", wm, "hive")]
+        rows = [
+            ("edge-hive, 1 worker (CPU 0), wrk on CPU 1", pc, "hive"),
+            ("node http (CPU 0), wrk on CPU 1", pc, "node"),
+            ("bare uvloop + httptools, Python, no WebAssembly (CPU 0), wrk on CPU 1", pc, "bare"),
+            ("edge-hive, 2 workers, whole machine", wm, "hive"),
+        ]
         for label, block, key in rows:
             for c in (1, 64):
                 r = (block or {}).get(f"{key}_c{c}")
                 if r:
-                    L.append(f"| {label} | {c} | {r['rps']:.0f} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['p999'])} | "
-                             f"{r['cpu_us_per_req']:.1f} |")
+                    L.append(
+                        f"| {label} | {c} | {r['rps']:.0f} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['p999'])} | "
+                        f"{r['cpu_us_per_req']:.1f} |"
+                    )
     if pc:
         ratio = pc["hive_c64"]["cpu_us_per_req"] / pc["node_c64"]["cpu_us_per_req"]
         L.append("")
-        L.append(f"Server CPU per request at c64, edge-hive ÷ node: **{ratio:.2f}** "
-                 f"({pc['hive_c64']['cpu_us_per_req']:.1f} µs vs {pc['node_c64']['cpu_us_per_req']:.1f} µs).")
+        L.append(
+            f"Server CPU per request at c64, edge-hive ÷ node: **{ratio:.2f}** "
+            f"({pc['hive_c64']['cpu_us_per_req']:.1f} µs vs {pc['node_c64']['cpu_us_per_req']:.1f} µs)."
+        )
         if "bare_c64" in pc:
-            L.append(f"The Python floor (bare uvloop + httptools, no WebAssembly) ÷ node: "
-                     f"**{pc['bare_c64']['cpu_us_per_req'] / pc['node_c64']['cpu_us_per_req']:.2f}**; "
-                     f"edge-hive ÷ the Python floor: "
-                     f"**{pc['hive_c64']['cpu_us_per_req'] / pc['bare_c64']['cpu_us_per_req']:.2f}**.")
+            L.append(
+                f"The Python floor (bare uvloop + httptools, no WebAssembly) ÷ node: "
+                f"**{pc['bare_c64']['cpu_us_per_req'] / pc['node_c64']['cpu_us_per_req']:.2f}**; "
+                f"edge-hive ÷ the Python floor: "
+                f"**{pc['hive_c64']['cpu_us_per_req'] / pc['bare_c64']['cpu_us_per_req']:.2f}**."
+            )
     L.append("")
     L.append("| figure | value |")
     L.append("|---|---:|")
     if "invoke" in res:
-        L.append(f"| host invocation overhead, hello, in-process (encode → call → decode), median | "
-                 f"{res['invoke']['median_us']:.1f} µs |")
+        L.append(
+            f"| host invocation overhead, hello, in-process (encode → call → decode), median | "
+            f"{res['invoke']['median_us']:.1f} µs |"
+        )
     if cs:
         L.append(f"| cold start, process start → first 200, 1 function | {cs['cold_start_1_ms']:.0f} ms |")
         L.append(f"| cold start, process start → first 200, 100 functions | {cs['cold_start_100_ms']:.0f} ms |")
@@ -442,40 +483,56 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         L.append(f"| worker RSS per extra function | {per_fn * 1024:.0f} KiB |")
     if wm and "deploy_ms" in wm:
         L.append(f"| deploy request (upload, compile, commit), 2 workers | {wm['deploy_ms']:.1f} ms |")
-        L.append(f"| deploy start → first 200 of the new version on the other worker | "
-                 f"{wm['deploy_to_first_ms']:.1f} ms |")
-        L.append(f"| first request after a deploy, other worker / same worker (keep-alive) | "
-                 f"{wm['first_after_deploy_other_ms']:.2f} / {wm['first_after_deploy_same_ms']:.2f} ms |")
+        L.append(
+            f"| deploy start → first 200 of the new version on the other worker | {wm['deploy_to_first_ms']:.1f} ms |"
+        )
+        L.append(
+            f"| first request after a deploy, other worker / same worker (keep-alive) | "
+            f"{wm['first_after_deploy_other_ms']:.2f} / {wm['first_after_deploy_same_ms']:.2f} ms |"
+        )
         L.append(f"| steady p50 on the same keep-alive connections | {wm['steady_keepalive_p50_ms']:.2f} ms |")
         L.append(f"| first request after a deploy ÷ steady p50 | {wm['first_after_deploy_ratio']:.2f}× |")
         if "idle_same_ms" in wm:
-            L.append(f"| control: the same connections idle as long as the deploy took, no deploy (other / same) | "
-                     f"{wm['idle_other_ms']:.2f} / {wm['idle_same_ms']:.2f} ms |")
+            L.append(
+                f"| control: the same connections idle as long as the deploy took, no deploy (other / same) | "
+                f"{wm['idle_other_ms']:.2f} / {wm['idle_same_ms']:.2f} ms |"
+            )
             L.append(f"| first request after a deploy ÷ that control | {wm['first_after_deploy_idle_ratio']:.2f}× |")
-        L.append(f"| first request after a SIGHUP (new connection) / max of the first 10 | "
-                 f"{wm['first_after_sighup_ms']:.2f} / {wm['first10_after_sighup_max_ms']:.2f} ms |")
+        L.append(
+            f"| first request after a SIGHUP (new connection) / max of the first 10 | "
+            f"{wm['first_after_sighup_ms']:.2f} / {wm['first10_after_sighup_max_ms']:.2f} ms |"
+        )
         L.append(f"| steady p50, a new connection per request | {wm['steady_fresh_p50_ms']:.2f} ms |")
         L.append(f"| first request after a SIGHUP ÷ steady p50 | {wm['first_after_sighup_ratio']:.2f}× |")
         if "idle_fresh_ms" in wm:
-            L.append(f"| control: a new connection after the same idle time, no reload | {wm['idle_fresh_ms']:.2f} ms |")
+            L.append(
+                f"| control: a new connection after the same idle time, no reload | {wm['idle_fresh_ms']:.2f} ms |"
+            )
             L.append(f"| first request after a SIGHUP ÷ that control | {wm['first_after_sighup_idle_ratio']:.2f}× |")
     for c in (1, 64):
         r = (nn or {}).get(f"c{c}")
         if r:
-            L.append(f"| noisy neighbour, c{c}: hello p50 / p99 / p99.9 while `burn` hits its 100 ms limit at 10 r/s | "
-                     f"{ms(r['p50'])} / {ms(r['p99'])} / {ms(r['p999'])} ms ({r['rps']:.0f} req/s; burn: "
-                     f"{', '.join(f'{k}×{v}' for k, v in sorted(r['burn_statuses'].items()))}) |")
+            L.append(
+                f"| noisy neighbour, c{c}: hello p50 / p99 / p99.9 while `burn` hits its 100 ms limit at 10 r/s | "
+                f"{ms(r['p50'])} / {ms(r['p99'])} / {ms(r['p999'])} ms ({r['rps']:.0f} req/s; burn: "
+                f"{', '.join(f'{k}×{v}' for k, v in sorted(r['burn_statuses'].items()))}) |"
+            )
             if "control" in r:
                 k = r["control"]
-                L.append(f"| the same without `burn` (control, same server, just before) | "
-                         f"{ms(k['p50'])} / {ms(k['p99'])} / {ms(k['p999'])} ms ({k['rps']:.0f} req/s) |")
+                L.append(
+                    f"| the same without `burn` (control, same server, just before) | "
+                    f"{ms(k['p50'])} / {ms(k['p99'])} / {ms(k['p999'])} ms ({k['rps']:.0f} req/s) |"
+                )
     if "sizes" in res:
         L.append("")
         L.append("| example | module size |")
         L.append("|---|---:|")
         for name, sz in res["sizes"].items():
-            L.append(f"| functions/{name} | {sz['bytes']:,} bytes |" if sz["bytes"]
-                     else f"| functions/{name} | {sz['note']} |")
+            L.append(
+                f"| functions/{name} | {sz['bytes']:,} bytes |"
+                if sz["bytes"]
+                else f"| functions/{name} | {sz['note']} |"
+            )
     return "\n".join(L)
 
 
@@ -521,9 +578,23 @@ def main() -> None:
             res["sizes"] = module_sizes(built)
         if "invoke" in only:
             log("host invocation overhead (loadtests/bench_invoke.py, CPU 0)")
-            out = subprocess.run(["taskset", "-c", SERVER_CPU, str(BIN / "python"), str(HERE / "bench_invoke.py"),
-                                  "--runs", str(runs), "--json", "--calls", "10000" if args.quick else "20000"],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CPU,
+                    str(BIN / "python"),
+                    str(HERE / "bench_invoke.py"),
+                    "--runs",
+                    str(runs),
+                    "--json",
+                    "--calls",
+                    "10000" if args.quick else "20000",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             res["invoke"] = json.loads(out.stdout.split("BENCH ", 1)[1])
             log(f"  median {res['invoke']['median_us']:.1f} us")
         if "percore" in only:

@@ -87,8 +87,10 @@ def cpu_per_request(work: Path, c_hello: bytes, ts_hello: bytes, runs: int, seco
     log("CPU per request at c64: 1 worker on CPU 0, wrk on CPU 1; C and TypeScript hello interleaved")
     out: dict[str, Any] = {"c": [], "ts": []}
     with HiveServer(work / "cpu" / "data", workers=1, cpus=SERVER_CPU, env=js_env()).start() as srv:
-        for name, blob, manifest in (("hello", c_hello, json.dumps({"wasi": ["clocks"]})),
-                                     ("hello-ts", ts_hello, JS_MANIFEST)):
+        for name, blob, manifest in (
+            ("hello", c_hello, json.dumps({"wasi": ["clocks"]})),
+            ("hello-ts", ts_hello, JS_MANIFEST),
+        ):
             status, body, _ = srv.deploy(name, blob, manifest)
             assert status == 201, body
         for path in ("/api/v1/edge/hello", "/api/v1/edge/hello-ts"):
@@ -99,9 +101,11 @@ def cpu_per_request(work: Path, c_hello: bytes, ts_hello: bytes, runs: int, seco
         for i in range(runs):
             for key, path in (("c", "/api/v1/edge/hello"), ("ts", "/api/v1/edge/hello-ts")):
                 r = run_wrk(srv.port, conns=64, seconds=seconds, cpus=CLIENT_CPU, path=path, server_pids=pids)
-                log(f"  run {i + 1} {key:>2}: {r['rps']:.0f} req/s, p50 {r['p50'] / 1000:.2f} ms, "
+                log(
+                    f"  run {i + 1} {key:>2}: {r['rps']:.0f} req/s, p50 {r['p50'] / 1000:.2f} ms, "
                     f"p99 {r['p99'] / 1000:.2f} ms, {r['cpu_us_per_req']:.1f} us CPU/req, "
-                    f"{r['errors_status'] + r['errors_timeout']:.0f} errors")
+                    f"{r['errors_status'] + r['errors_timeout']:.0f} errors"
+                )
                 out[key].append(r)
         deploys = []
         for i in range(max(5, runs)):
@@ -131,11 +135,18 @@ def deno_hello(work: Path, runs: int, seconds: float) -> dict[str, Any] | None:
     port = free_port()
     folder = work / "deno"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "index.ts").write_text(HELLO_TS.replace("Deno.serve(", f"Deno.serve({{ port: {port}, hostname: \"127.0.0.1\" }}, "))
-    proc = subprocess.Popen([*taskset(SERVER_CPU), str(deno), "run", "-A", "--no-prompt", str(folder / "index.ts")],
-                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"})
+    (folder / "index.ts").write_text(
+        HELLO_TS.replace("Deno.serve(", f'Deno.serve({{ port: {port}, hostname: "127.0.0.1" }}, ')
+    )
+    proc = subprocess.Popen(
+        [*taskset(SERVER_CPU), str(deno), "run", "-A", "--no-prompt", str(folder / "index.ts")],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"},
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -147,12 +158,18 @@ def deno_hello(work: Path, runs: int, seconds: float) -> dict[str, Any] | None:
                     raise RuntimeError("deno did not start") from None
                 time.sleep(0.05)
         run_wrk(port, conns=64, seconds=2, cpus=CLIENT_CPU, path="/")
-        rs = [run_wrk(port, conns=64, seconds=seconds, cpus=CLIENT_CPU, path="/", server_pids=[proc.pid])
-              for _ in range(runs)]
+        rs = [
+            run_wrk(port, conns=64, seconds=seconds, cpus=CLIENT_CPU, path="/", server_pids=[proc.pid])
+            for _ in range(runs)
+        ]
         for r in rs:
             log(f"  deno: {r['rps']:.0f} req/s, p99 {r['p99'] / 1000:.2f} ms, {r['cpu_us_per_req']:.1f} us CPU/req")
-        return {"cpu_us": med([r["cpu_us_per_req"] for r in rs]), "rps": med([r["rps"] for r in rs]),
-                "p99_ms": med([r["p99"] for r in rs]) / 1000, "runs": rs}
+        return {
+            "cpu_us": med([r["cpu_us_per_req"] for r in rs]),
+            "rps": med([r["rps"] for r in rs]),
+            "p99_ms": med([r["p99"] for r in rs]) / 1000,
+            "runs": rs,
+        }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
@@ -205,8 +222,10 @@ def memory_and_cold_start(work: Path, n: int, runs: int) -> dict[str, Any]:
         out[f"rss_{count}_mib"] = med(rss)
         out[f"pss_{count}_mib"] = med(pss)
         out[f"all_{count}_served_s"] = med(cold)
-        log(f"  {count} TypeScript functions: all served {med(cold):.2f} s after start, worker RSS {med(rss):.1f} MiB "
-            f"(PSS {med(pss):.1f})")
+        log(
+            f"  {count} TypeScript functions: all served {med(cold):.2f} s after start, worker RSS {med(rss):.1f} MiB "
+            f"(PSS {med(pss):.1f})"
+        )
     out["rss_per_function_mib"] = (out[f"rss_{n}_mib"] - out["rss_1_mib"]) / (n - 1)
     return out
 
@@ -222,20 +241,37 @@ def main() -> None:
     c_hello = build_examples(work, ["hello"])["hello"][0]
     assert c_hello, "the C hello did not build"
     ts_hello = build_ts(work, "hello-ts", HELLO_TS)
-    res: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": args.runs, "seconds": args.seconds,
-                           "loadavg_at_start": Path("/proc/loadavg").read_text().split()[0]}
+    res: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "runs": args.runs,
+        "seconds": args.seconds,
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[0],
+    }
     res["cpu"] = cpu_per_request(work, c_hello, ts_hello, args.runs, args.seconds)
     res["deno"] = deno_hello(work, args.runs, args.seconds)
     res["memory"] = memory_and_cold_start(work, args.functions, args.runs)
     cpu, mem, deno = res["cpu"], res["memory"], res["deno"]
     n = args.functions
     rows = [
-        ("server CPU per request, C hello, c64", f"{cpu['c_cpu_us']:.1f} us ({cpu['c_rps']:.0f} req/s, p99 {cpu['c_p99_ms']:.2f} ms)"),
-        ("server CPU per request, TypeScript hello, c64", f"{cpu['ts_cpu_us']:.1f} us ({cpu['ts_rps']:.0f} req/s, p99 {cpu['ts_p99_ms']:.2f} ms)"),
+        (
+            "server CPU per request, C hello, c64",
+            f"{cpu['c_cpu_us']:.1f} us ({cpu['c_rps']:.0f} req/s, p99 {cpu['c_p99_ms']:.2f} ms)",
+        ),
+        (
+            "server CPU per request, TypeScript hello, c64",
+            f"{cpu['ts_cpu_us']:.1f} us ({cpu['ts_rps']:.0f} req/s, p99 {cpu['ts_p99_ms']:.2f} ms)",
+        ),
         ("TypeScript / C", f"{cpu['ratio']:.2f}x (issue bound: at most 2x)"),
-        ("the same hello under Deno (Deno.serve)", "not measured" if deno is None else
-         f"{deno['cpu_us']:.1f} us ({deno['rps']:.0f} req/s, p99 {deno['p99_ms']:.2f} ms)"),
-        ("deploy of the TypeScript hello (HTTP call)", f"{cpu['deploy_ms']:.0f} ms median, {cpu['deploy_ms_max']:.0f} ms max"),
+        (
+            "the same hello under Deno (Deno.serve)",
+            "not measured"
+            if deno is None
+            else f"{deno['cpu_us']:.1f} us ({deno['rps']:.0f} req/s, p99 {deno['p99_ms']:.2f} ms)",
+        ),
+        (
+            "deploy of the TypeScript hello (HTTP call)",
+            f"{cpu['deploy_ms']:.0f} ms median, {cpu['deploy_ms_max']:.0f} ms max",
+        ),
         (f"worker RSS, 1 / {n} TypeScript functions", f"{mem['rss_1_mib']:.1f} / {mem[f'rss_{n}_mib']:.1f} MiB"),
         ("RSS per warm TypeScript function", f"{mem['rss_per_function_mib']:.2f} MiB (issue bound: at most 3 MiB)"),
         (f"{n} TypeScript functions: all served after start", f"{mem[f'all_{n}_served_s']:.2f} s (issue bound: 3 s)"),

@@ -107,10 +107,11 @@ ECHO_WAT = r"""
             (i64.extend_i32_u (i32.add (local.get $n) (i32.const 22))))))
 """
 
+
 # Returns a constant body; two builds differ only in that body. `work` is WAT that hive_handle runs first.
 def const_wat(body: str, status: int = 200, work: str = "") -> str:
     data = body.encode()
-    env = (status.to_bytes(4, "little") + (0).to_bytes(4, "little") + len(data).to_bytes(4, "little") + data)
+    env = status.to_bytes(4, "little") + (0).to_bytes(4, "little") + len(data).to_bytes(4, "little") + data
     escaped = "".join(f"\\{b:02x}" for b in env)
     return f"""
 (module

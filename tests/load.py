@@ -66,5 +66,7 @@ class Load:
         return [r for r in self.results if r.status is None or not 200 <= r.status < 300]
 
     def summary(self) -> str:
-        return f"{len(self.results)} requests, statuses {Counter(r.status for r in self.results)}, " \
-               f"errors {Counter(r.error for r in self.results if r.error)}"
+        return (
+            f"{len(self.results)} requests, statuses {Counter(r.status for r in self.results)}, "
+            f"errors {Counter(r.error for r in self.results if r.error)}"
+        )

@@ -47,8 +47,12 @@ class Server:
     def deploy(self, name: str, wasm: bytes, manifest: str | None = None) -> httpx.Response:
         data = {"function": name, **({"manifest": manifest} if manifest else {})}
         with self.client() as c:
-            return c.post("/api/v1/edge/deploy", headers=self.admin, data=data,
-                          files={"wasm": ("f.wasm", wasm, "application/wasm")})
+            return c.post(
+                "/api/v1/edge/deploy",
+                headers=self.admin,
+                data=data,
+                files={"wasm": ("f.wasm", wasm, "application/wasm")},
+            )
 
     def worker_pids(self) -> set[int]:
         import psutil
@@ -85,8 +89,9 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-def start_server(data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None,
-                 token: str | None = ADMIN_TOKEN) -> Server:
+def start_server(
+    data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None, token: str | None = ADMIN_TOKEN
+) -> Server:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}.log"
@@ -96,10 +101,22 @@ def start_server(data_dir: Path, *, workers: int = 2, env: dict[str, str] | None
         full_env["HIVE_ADMIN_TOKEN"] = token
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-             "--data-dir", str(data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
-            start_new_session=True, cwd=data_dir.parent,
+            [
+                str(BIN / "edge-hive"),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            start_new_session=True,
+            cwd=data_dir.parent,
         )
     server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path, token or "")
     try:

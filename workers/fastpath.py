@@ -60,14 +60,41 @@ class FastCycle:
     and the transport. Looks like uvicorn's RequestResponseCycle where HttpToolsProtocol looks
     (response_complete, keep_alive, disconnected, message_event)."""
 
-    __slots__ = ("proto", "app", "invoker", "method", "path", "query", "headers", "name", "keep_alive", "inv",
-                 "early", "message_complete", "started", "response_complete", "disconnected", "expect_100",
-                 "http_version")
+    __slots__ = (
+        "proto",
+        "app",
+        "invoker",
+        "method",
+        "path",
+        "query",
+        "headers",
+        "name",
+        "keep_alive",
+        "inv",
+        "early",
+        "message_complete",
+        "started",
+        "response_complete",
+        "disconnected",
+        "expect_100",
+        "http_version",
+    )
     message_event = _NoEvent()
 
-    def __init__(self, proto: FastHttpProtocol, app: Any, invoker: Any, method: bytes, path: bytes, query: bytes,
-                 headers: list[tuple[bytes, bytes]], name: str, keep_alive: bool, expect_100: bool,
-                 http_version: str) -> None:
+    def __init__(
+        self,
+        proto: FastHttpProtocol,
+        app: Any,
+        invoker: Any,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        name: str,
+        keep_alive: bool,
+        expect_100: bool,
+        http_version: str,
+    ) -> None:
         self.proto = proto
         self.app = app
         self.invoker = invoker
@@ -91,8 +118,9 @@ class FastCycle:
     def start(self) -> None:
         """At the head of the connection's line."""
         self.started = True
-        inv = self.inv = self.invoker.begin(self.name, self.method, self.path, self.query, self.headers,
-                                            self.http_version == "1.1")
+        inv = self.inv = self.invoker.begin(
+            self.name, self.method, self.path, self.query, self.headers, self.http_version == "1.1"
+        )
         early, self.early = self.early, []
         for chunk in early:
             if not inv.feed(chunk):
@@ -322,7 +350,7 @@ class FastHttpProtocol(HttpToolsProtocol):
         if hive is None or url[:1] != b"/" or b"#" in url:
             return None
         q = url.find(b"?")
-        path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
+        path, query = (url, b"") if q < 0 else (url[:q], url[q + 1 :])
         if b"%" in path:  # Starlette routes on the decoded path: let it decode this one
             return None
         method = self.parser.get_method()
@@ -331,8 +359,19 @@ class FastHttpProtocol(HttpToolsProtocol):
             return None
         http_version = self.parser.get_http_version()
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
-        return FastCycle(self, app, hive.invoker, method, path, query, self.headers, name, keep_alive,
-                         self.expect_100_continue, http_version)
+        return FastCycle(
+            self,
+            app,
+            hive.invoker,
+            method,
+            path,
+            query,
+            self.headers,
+            name,
+            keep_alive,
+            self.expect_100_continue,
+            http_version,
+        )
 
     def on_body(self, body: bytes) -> None:
         if self._refused:
@@ -404,8 +443,9 @@ class FastHttpProtocol(HttpToolsProtocol):
         if cycle.query:
             path = f"{path}?{cycle.query.decode('ascii', 'replace')}"
         client = self._peer()
-        self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, cycle.method.decode("ascii"), path,
-                                cycle.http_version, status)
+        self.access_logger.info(
+            '%s - "%s %s HTTP/%s" %d', client, cycle.method.decode("ascii"), path, cycle.http_version, status
+        )
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "-"

@@ -87,7 +87,8 @@ def post_fork(server: object, worker: object) -> None:
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         logging.getLogger("gunicorn.error").warning(
             "prctl(PR_SET_PDEATHSIG) failed (%s): this worker will outlive a killed master",
-            os.strerror(ctypes.get_errno()))
+            os.strerror(ctypes.get_errno()),
+        )
     if os.getppid() != server.pid:  # type: ignore[attr-defined]
         sys.exit(0)  # the master died before the line above: no signal will come
 

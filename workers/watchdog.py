@@ -15,8 +15,15 @@ log = logging.getLogger("hive.watchdog")
 
 
 class Watchdog:
-    def __init__(self, *, max_rss_mb: int, max_cpu_percent: float, cpu_window_s: float, interval_s: float,
-                 on_trip: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        *,
+        max_rss_mb: int,
+        max_cpu_percent: float,
+        cpu_window_s: float,
+        interval_s: float,
+        on_trip: Callable[[str], None],
+    ) -> None:
         self.max_rss = max_rss_mb << 20
         self.max_cpu = max_cpu_percent
         self.window = cpu_window_s

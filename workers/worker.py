@@ -136,8 +136,7 @@ class DrainingServer(Server):
         if self.marks is None:
             return
         started = time.monotonic()
-        while (time.monotonic() - started < self.handover_s and not self.force_exit
-               and self.marks.successors_warming()):
+        while time.monotonic() - started < self.handover_s and not self.force_exit and self.marks.successors_warming():
             await asyncio.sleep(0.01)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -185,9 +184,13 @@ class HiveWorker(UvicornWorker):
         def trip(reason: str) -> None:
             server.should_exit = True
 
-        watchdog = Watchdog(max_rss_mb=s.worker_max_rss_mb, max_cpu_percent=s.worker_max_cpu_percent,
-                            cpu_window_s=s.worker_cpu_window_s, interval_s=s.watchdog_interval_ms / 1000,
-                            on_trip=trip)
+        watchdog = Watchdog(
+            max_rss_mb=s.worker_max_rss_mb,
+            max_cpu_percent=s.worker_max_cpu_percent,
+            cpu_window_s=s.worker_cpu_window_s,
+            interval_s=s.watchdog_interval_ms / 1000,
+            on_trip=trip,
+        )
         task = asyncio.create_task(watchdog.run()) if (s.worker_max_rss_mb or s.worker_max_cpu_percent) else None
         try:
             await server.serve(sockets=self.sockets)

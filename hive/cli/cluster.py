@@ -9,8 +9,11 @@ import click
 
 from hive.cli import admin_client_group
 
-cluster = admin_client_group("cluster", "Cluster mode: the nodes sharing one PostgreSQL registry (docs/cluster.md).",
-                             url_help="server URL (any node)")
+cluster = admin_client_group(
+    "cluster",
+    "Cluster mode: the nodes sharing one PostgreSQL registry (docs/cluster.md).",
+    url_help="server URL (any node)",
+)
 
 
 @cluster.command("status")
@@ -28,5 +31,7 @@ def cluster_status(client: Any, as_json: bool) -> None:
     click.echo(f"cluster {data['cluster_id']}  generation {data['generation']}  (answered by {data['node']})")
     click.echo(f"{'NODE':<28} {'HEALTH':<8} {'GENERATION':>10} {'LAG':>5} {'HEARTBEAT':>10} {'WORKERS':>7}  BIND")
     for n in data["nodes"]:
-        click.echo(f"{n['name']:<28} {n['health']:<8} {n['generation']:>10} {n['lag']:>5} "
-                   f"{n['heartbeat_age_s']:>9.1f}s {n['workers']:>7}  {n['bind']}")
+        click.echo(
+            f"{n['name']:<28} {n['health']:<8} {n['generation']:>10} {n['lag']:>5} "
+            f"{n['heartbeat_age_s']:>9.1f}s {n['workers']:>7}  {n['bind']}"
+        )

@@ -59,15 +59,33 @@ def _read_env_file(path: str) -> dict[str, str]:
 @function.command()
 @click.argument("target")
 @click.option("--name", help="function name (default: the manifest's, or the file's stem)")
-@click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
-              help="a config value or secret for the guest's environment (repeatable)")
-@click.option("--config-file", type=click.Path(exists=True, dir_okay=False),
-              help="KEY=VALUE lines (a .env file) for the guest's environment")
-@click.option("--manifest", "manifest_file", type=click.Path(exists=True, dir_okay=False),
-              help="a deploy manifest (JSON: limits, wasi, config, rate_limit, auth)")
+@click.option(
+    "--config",
+    "config",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a config value or secret for the guest's environment (repeatable)",
+)
+@click.option(
+    "--config-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="KEY=VALUE lines (a .env file) for the guest's environment",
+)
+@click.option(
+    "--manifest",
+    "manifest_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="a deploy manifest (JSON: limits, wasi, config, rate_limit, auth)",
+)
 @click.pass_obj
-def deploy(client: Any, target: str, name: str | None, config: tuple[str, ...], config_file: str | None,
-           manifest_file: str | None) -> None:
+def deploy(
+    client: Any,
+    target: str,
+    name: str | None,
+    config: tuple[str, ...],
+    config_file: str | None,
+    manifest_file: str | None,
+) -> None:
     """Deploy a function folder (built first) or a .wasm file.
 
     The manifest comes from hive.toml's [limits], [rate_limit], [auth], [permissions] and [config],
@@ -133,15 +151,20 @@ def list_(client: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    click.echo(f"{'NAME':<20} {'VER':>4} {'SIZE':>8}  {'SHA256':<12} {'AUTH':<8} {'CALLS':>8} {'ERRORS':>7} "
-               f"{'P50 MS':>7} {'P99 MS':>7}  DEPLOYED")
+    click.echo(
+        f"{'NAME':<20} {'VER':>4} {'SIZE':>8}  {'SHA256':<12} {'AUTH':<8} {'CALLS':>8} {'ERRORS':>7} "
+        f"{'P50 MS':>7} {'P99 MS':>7}  DEPLOYED"
+    )
     for r in rows:
-        click.echo(f"{r['function']:<20} {r['version']:>4} {r['size']:>8}  {r['sha256'][:12]} {r['auth']:<8} "
-                   f"{r['invocations']:>8} {r['errors']:>7} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7}  "
-                   f"{r['deployed_at']}")
+        click.echo(
+            f"{r['function']:<20} {r['version']:>4} {r['size']:>8}  {r['sha256'][:12]} {r['auth']:<8} "
+            f"{r['invocations']:>8} {r['errors']:>7} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7}  "
+            f"{r['deployed_at']}"
+        )
 
 
 @function.command()
@@ -211,8 +234,14 @@ LANGUAGES = ("c", "rust", "zig", "assemblyscript", "ts", "js")  # ts, js: hive/t
 @function.command()
 @click.argument("name")
 @click.option("--lang", type=click.Choice(LANGUAGES), default="c", show_default=True)
-@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="where to create the function folder")
+@click.option(
+    "--dir",
+    "parent",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="where to create the function folder",
+)
 def new(name: str, lang: str, parent: str) -> None:
     """Scaffold a buildable function from a template."""
     from importlib.resources import files

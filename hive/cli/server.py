@@ -28,8 +28,9 @@ def setting_flag(s: Setting, help: str | None = None) -> Callable[[F], F]:
     """The CLI flag of one setting, from the settings table. Unset means "not given" (None), so the
     TOML file and the HIVE_* variables still apply beneath it."""
     assert s.cli, f"setting {s.name} has no CLI flag"
-    return click.option(s.cli, s.name, type=_CLICK_TYPES.get(s.kind), default=None,
-                        help=f"{help or s.help} (default {s.default})")
+    return click.option(
+        s.cli, s.name, type=_CLICK_TYPES.get(s.kind), default=None, help=f"{help or s.help} (default {s.default})"
+    )
 
 
 def server_flags(f: F) -> F:
@@ -90,7 +91,9 @@ def _listening(master: Any) -> str | None:
     import psutil
 
     try:
-        conns = master.net_connections(kind="inet") if hasattr(master, "net_connections") else master.connections("inet")
+        conns = (
+            master.net_connections(kind="inet") if hasattr(master, "net_connections") else master.connections("inet")
+        )
     except psutil.Error:
         return None
     for c in conns:
@@ -114,8 +117,13 @@ def status(data_dir: str | None, as_json: bool) -> None:
     workers: list[dict[str, float]] = []
     for child in master.children():
         try:
-            workers.append({"pid": child.pid, "rss_mib": round(child.memory_info().rss / 2**20, 1),
-                            "uptime_s": round(now - child.create_time(), 1)})
+            workers.append(
+                {
+                    "pid": child.pid,
+                    "rss_mib": round(child.memory_info().rss / 2**20, 1),
+                    "uptime_s": round(now - child.create_time(), 1),
+                }
+            )
         except psutil.NoSuchProcess:  # a worker that exits while we look (reload, recycle)
             continue
     bind = _listening(master) or load_settings(overrides={"data_dir": data_dir}).bind
@@ -138,10 +146,14 @@ def status(data_dir: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("directory", default="functions", type=click.Path(file_okay=False))
 # 8787 as wrangler dev, not serve's 8443: both can run side by side; .hive-dev beside serve's .hive.
-@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True,
-              help="port on 127.0.0.1")
-@click.option("--data-dir", default=".hive-dev", show_default=True, type=click.Path(file_okay=False),
-              help="the dev server's registry, artifacts, logs and admin token")
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True, help="port on 127.0.0.1")
+@click.option(
+    "--data-dir",
+    default=".hive-dev",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="the dev server's registry, artifacts, logs and admin token",
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 def dev(directory: str, port: int, data_dir: str, workers: int) -> None:
     """Serve DIRECTORY's functions locally, rebuild and redeploy each on save, and stream their logs."""

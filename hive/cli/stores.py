@@ -14,7 +14,9 @@ from hive.cli.functions import _parse_pairs, _read_env_file
 # --- secrets ---
 
 
-secrets = admin_client_group("secrets", "Server-wide secrets every function sees in its environment (like `supabase secrets`).")
+secrets = admin_client_group(
+    "secrets", "Server-wide secrets every function sees in its environment (like `supabase secrets`)."
+)
 
 
 @secrets.command("set")
@@ -120,8 +122,9 @@ def kv_get(client: Any, store: str, key: str, as_json: bool) -> None:
 @click.option("--ttl", type=float, help="seconds until the key expires")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
-def kv_set(client: Any, store: str, key: str, value: str | None, from_file: str | None, ttl: float | None,
-           as_json: bool) -> None:
+def kv_set(
+    client: Any, store: str, key: str, value: str | None, from_file: str | None, ttl: float | None, as_json: bool
+) -> None:
     """Set KEY in STORE to VALUE (or the contents of --file)."""
     if (value is None) == (from_file is None):
         _fail("give the value as an argument or with --file, not both")

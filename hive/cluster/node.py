@@ -52,12 +52,20 @@ class ClusterNode:
         self.wait_s = settings.cluster_wait_ms / 1000
         self.keep_versions = settings.keep_versions
         # Pinged before each use: a change must not fail on a connection PostgreSQL closed meanwhile.
-        self.pool = Pool(settings.cluster_dsn, size=2, application_name=f"edge-hive-admin {self.name}",
-                         check_idle_s=0)
+        self.pool = Pool(settings.cluster_dsn, size=2, application_name=f"edge-hive-admin {self.name}", check_idle_s=0)
         self._schema = False
-        self.seat = Seat(self.data_dir, lambda: Replicator(
-            dsn=settings.cluster_dsn, node=self.name, registry=registry, data_dir=self.data_dir, bind=settings.bind,
-            sync_wait_s=settings.sync_wait_ms / 1000, precompile=None if sandbox is None else _precompiler(sandbox)))
+        self.seat = Seat(
+            self.data_dir,
+            lambda: Replicator(
+                dsn=settings.cluster_dsn,
+                node=self.name,
+                registry=registry,
+                data_dir=self.data_dir,
+                bind=settings.bind,
+                sync_wait_s=settings.sync_wait_ms / 1000,
+                precompile=None if sandbox is None else _precompiler(sandbox),
+            ),
+        )
 
     def start(self, boot_wait_s: float = BOOT_WAIT_S) -> bool:
         """Start this worker's seat, and wait (bounded) until the node has caught up with the cluster."""
@@ -67,8 +75,11 @@ class ClusterNode:
             if self.caught_up():
                 return True
             time.sleep(0.01)
-        log.warning("node %s has not caught up with the cluster after %.0f s: serving its last state, "
-                    "not ready until it has", self.name, boot_wait_s)
+        log.warning(
+            "node %s has not caught up with the cluster after %.0f s: serving its last state, not ready until it has",
+            self.name,
+            boot_wait_s,
+        )
         return False
 
     def close(self) -> None:
@@ -79,8 +90,11 @@ class ClusterNode:
 
     def kv(self) -> PgKv:
         """The KV stores, shared by every node."""
-        return PgKv(self.settings.cluster_dsn, quota_bytes=self.settings.kv_quota_mb << 20,
-                    application_name=f"edge-hive-kv {self.name}")
+        return PgKv(
+            self.settings.cluster_dsn,
+            quota_bytes=self.settings.kv_quota_mb << 20,
+            application_name=f"edge-hive-kv {self.name}",
+        )
 
     def rate_limiter(self, path: Path) -> SharedRateLimiter:
         """This node's buckets, with its share of each limit (hive.cluster.ratelimit)."""
@@ -99,9 +113,13 @@ class ClusterNode:
         caught_up = current and state is not None and state.caught_up
         cluster: dict[str, Any] = {"node": self.name, "caught_up": caught_up}
         if current and state is not None:
-            cluster.update(generation=state.generation, loaded=state.loaded,
-                           cluster_generation=state.cluster_generation, connected=state.connected,
-                           live_nodes=state.live_nodes)
+            cluster.update(
+                generation=state.generation,
+                loaded=state.loaded,
+                cluster_generation=state.cluster_generation,
+                connected=state.connected,
+                live_nodes=state.live_nodes,
+            )
         return ok and caught_up, {**detail, "cluster": cluster}
 
     # Changes
@@ -118,18 +136,22 @@ class ClusterNode:
             if is_connection_error(e):
                 raise RegistryUnavailable(
                     f"the cluster registry (PostgreSQL) is unreachable: {str(e).strip()[:200]}. Every node keeps "
-                    "serving its last state; retry the change when PostgreSQL is back") from None
+                    "serving its last state; retry the change when PostgreSQL is back"
+                ) from None
             raise RegistryError(f"the cluster registry (PostgreSQL) failed: {str(e).strip()[:200]}") from e
 
     async def _call(self, fn: Callable[[psycopg.Connection], T]) -> T:
         def run() -> T:
             with self._conn() as conn:
                 return fn(conn)
+
         return await asyncio.to_thread(run)
 
     # Each: one PostgreSQL transaction, then the wait for every live node (the answer's live part).
 
-    async def deploy(self, name: str, wasm: bytes, manifest: Manifest, sha: str) -> tuple[VersionRecord, dict[str, Any]]:
+    async def deploy(
+        self, name: str, wasm: bytes, manifest: Manifest, sha: str
+    ) -> tuple[VersionRecord, dict[str, Any]]:
         rec, gen = await self._call(lambda c: store.deploy(c, name, wasm, manifest, sha, self.keep_versions))
         return rec, await self.live_everywhere(gen)
 
@@ -169,8 +191,9 @@ class ClusterNode:
                 break
             await asyncio.sleep(_POLL_S)
         if behind:
-            log.warning("nodes %s had not loaded generation %d after %d ms", ", ".join(behind), generation,
-                        self.wait_s * 1000)
+            log.warning(
+                "nodes %s had not loaded generation %d after %d ms", ", ".join(behind), generation, self.wait_s * 1000
+            )
         return {"generation": generation, "nodes": len(nodes), "nodes_behind": len(behind), "behind": behind}
 
     def status(self) -> dict[str, Any]:
@@ -182,14 +205,37 @@ class ClusterNode:
             ).fetchall()
         nodes = []
         for name, gen, applied, age, stopped, bind, pid, workers, workers_behind, started in rows:
-            health = ("stopped" if stopped else "down" if age > NODE_TIMEOUT_S
-                      else "behind" if gen < head.generation else "ok")
-            nodes.append({"name": name, "health": health, "generation": gen, "applied": applied,
-                          "lag": max(0, head.generation - gen), "heartbeat_age_s": round(age, 3), "bind": bind,
-                          "pid": pid, "workers": workers, "workers_behind": workers_behind,
-                          "started_at": round(started, 3)})
-        return {"enabled": True, "cluster_id": head.id, "generation": head.generation, "node": self.name,
-                "nodes": nodes}
+            health = (
+                "stopped"
+                if stopped
+                else "down"
+                if age > NODE_TIMEOUT_S
+                else "behind"
+                if gen < head.generation
+                else "ok"
+            )
+            nodes.append(
+                {
+                    "name": name,
+                    "health": health,
+                    "generation": gen,
+                    "applied": applied,
+                    "lag": max(0, head.generation - gen),
+                    "heartbeat_age_s": round(age, 3),
+                    "bind": bind,
+                    "pid": pid,
+                    "workers": workers,
+                    "workers_behind": workers_behind,
+                    "started_at": round(started, 3),
+                }
+            )
+        return {
+            "enabled": True,
+            "cluster_id": head.id,
+            "generation": head.generation,
+            "node": self.name,
+            "nodes": nodes,
+        }
 
 
 def _precompiler(sandbox: Sandbox) -> Callable[[VersionRecord, bytes], None]:
@@ -198,10 +244,14 @@ def _precompiler(sandbox: Sandbox) -> Callable[[VersionRecord, bytes], None]:
         if m.kind == "js":  # bytecode for the shared JS engine (hive/js/server.py): nothing to compile
             return
         sandbox.compile(wasm, rec.sha256, m.allowed_wasi_imports(), m.limits.fuel is not None)
+
     return precompile
 
 
 def _live_nodes(conn: psycopg.Connection) -> dict[str, int]:
-    rows = conn.execute("SELECT name, generation FROM hive_nodes WHERE NOT stopped AND "
-                        "heartbeat_at > now() - make_interval(secs => %s)", (NODE_TIMEOUT_S,))
+    rows = conn.execute(
+        "SELECT name, generation FROM hive_nodes WHERE NOT stopped AND "
+        "heartbeat_at > now() - make_interval(secs => %s)",
+        (NODE_TIMEOUT_S,),
+    )
     return {name: gen for name, gen in rows}

@@ -32,9 +32,17 @@ CHECK_IDLE_S = 2.0  # an idle connection older than this is pinged before use
 
 def connect(dsn: str, *, application_name: str = "edge-hive", autocommit: bool = True) -> psycopg.Connection:
     """One connection with the cluster's timeouts; autocommit, so each `transaction()` block is one."""
-    return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
-                           application_name=application_name[:63], tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-                           keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+    return psycopg.connect(
+        dsn,
+        autocommit=autocommit,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        application_name=application_name[:63],
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=2,
+    )
 
 
 def cut(conn: psycopg.Connection) -> None:
@@ -101,10 +109,13 @@ def is_connection_error(e: BaseException) -> bool:
 
 
 class Pool:
-    def __init__(self, dsn: str, *, size: int = 8, application_name: str = "edge-hive",
-                 check_idle_s: float = CHECK_IDLE_S) -> None:
+    def __init__(
+        self, dsn: str, *, size: int = 8, application_name: str = "edge-hive", check_idle_s: float = CHECK_IDLE_S
+    ) -> None:
         self.dsn = dsn
-        self.check_idle_s = check_idle_s  # 0: ping every connection lent again (for writes that must not fail on a stale one)
+        self.check_idle_s = (
+            check_idle_s  # 0: ping every connection lent again (for writes that must not fail on a stale one)
+        )
         self.size = size
         self.application_name = application_name
         self._idle: list[tuple[psycopg.Connection, float]] = []
@@ -129,8 +140,13 @@ class Pool:
             raise
         finally:
             # Reused after an error in a statement (rolled back), never after a lost connection.
-            self._give(conn, not lost and not conn.closed and not conn.broken
-                       and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+            self._give(
+                conn,
+                not lost
+                and not conn.closed
+                and not conn.broken
+                and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE,
+            )
 
     def _take(self, wait_s: float) -> psycopg.Connection:
         if os.getpid() != self._pid:
@@ -151,8 +167,9 @@ class Pool:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise psycopg.OperationalError(f"no free PostgreSQL connection after {wait_s:.0f}s "
-                                                   f"(pool of {self.size})")
+                    raise psycopg.OperationalError(
+                        f"no free PostgreSQL connection after {wait_s:.0f}s (pool of {self.size})"
+                    )
                 self._cond.wait(left)
         try:
             if conn is not None and time.monotonic() - since >= self.check_idle_s:

@@ -110,8 +110,17 @@ Precompile = Callable[[VersionRecord, bytes], None]
 
 
 class Replicator:
-    def __init__(self, *, dsn: str, node: str, registry: Registry, data_dir: Path, bind: str = "",
-                 sync_wait_s: float = 3.0, precompile: Precompile | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        node: str,
+        registry: Registry,
+        data_dir: Path,
+        bind: str = "",
+        sync_wait_s: float = 3.0,
+        precompile: Precompile | None = None,
+    ) -> None:
         self.dsn = dsn
         self.node = node
         self.registry = registry
@@ -135,8 +144,9 @@ class Replicator:
                 backoff = 0.1
             except Exception as e:  # PostgreSQL gone, or a failure applying: retry, keep serving LMDB
                 if not stop.is_set():
-                    log.warning("cluster replication (node %s) interrupted: %s; retrying", self.node,
-                                str(e).strip()[:300])
+                    log.warning(
+                        "cluster replication (node %s) interrupted: %s; retrying", self.node, str(e).strip()[:300]
+                    )
                 self.state.connected = False
                 self.state.error = str(e).strip()[:300]
                 self._publish()
@@ -145,8 +155,10 @@ class Replicator:
         self._goodbye()
 
     def _session(self, stop: threading.Event) -> None:
-        with connect(self.dsn, application_name=f"edge-hive-listen {self.node}") as listen, \
-                connect(self.dsn, application_name=f"edge-hive-node {self.node}") as work:
+        with (
+            connect(self.dsn, application_name=f"edge-hive-listen {self.node}") as listen,
+            connect(self.dsn, application_name=f"edge-hive-node {self.node}") as work,
+        ):
             with guard(work, QUERY_TIMEOUT_S), guard(listen, QUERY_TIMEOUT_S):
                 store.create_schema(work)
                 listen.execute(f"LISTEN {store.CHANNEL}")
@@ -181,8 +193,13 @@ class Replicator:
             mark = msgspec.json.decode(raw, type=Mark)
         except msgspec.DecodeError:
             return -1, True
-        full = (mark.id != head.id or local != self.registry.generation() or mark.g < 0
-                or mark.g > head.generation or mark.g < head.log_from - 1)
+        full = (
+            mark.id != head.id
+            or local != self.registry.generation()
+            or mark.g < 0
+            or mark.g > head.generation
+            or mark.g < head.log_from - 1
+        )
         return mark.g, full
 
     def catch_up(self, conn: psycopg.Connection) -> bool:
@@ -212,8 +229,9 @@ class Replicator:
         local = self.registry.generation()
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
-            need = sorted({v.sha256 for s in batch.values() if s for v in s.versions
-                           if not self.registry.has_blob(v.sha256)})
+            need = sorted(
+                {v.sha256 for s in batch.values() if s for v in s.versions if not self.registry.has_blob(v.sha256)}
+            )
             with guard(conn, QUERY_TIMEOUT_S):
                 blobs = store.blobs(conn, need) if need else {}
             if len(blobs) < len(need):
@@ -224,8 +242,14 @@ class Replicator:
             mark = Mark(head.id, head.generation if last else (-1 if full else applied))
             local = self.registry.apply_replica(batch, blobs, msgspec.json.encode(mark), secrets if last else None)
         self.catch_ups += 1
-        log.info("node %s: registry at cluster generation %d (%s%d functions, %.1f ms)", self.node,
-                 head.generation, "full copy, " if full else "", len(names), (time.monotonic() - started) * 1000)
+        log.info(
+            "node %s: registry at cluster generation %d (%s%d functions, %.1f ms)",
+            self.node,
+            head.generation,
+            "full copy, " if full else "",
+            len(names),
+            (time.monotonic() - started) * 1000,
+        )
         self._caught_up(head.generation, local)
         return True
 
@@ -287,10 +311,21 @@ class Replicator:
             "ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation, applied = EXCLUDED.applied, "
             "heartbeat_at = now(), started_at = EXCLUDED.started_at, stopped = false, bind = EXCLUDED.bind, "
             "pid = EXCLUDED.pid, workers = EXCLUDED.workers, workers_behind = EXCLUDED.workers_behind",
-            (self.node, self.state.loaded, self.state.generation, self._started_at, self.bind, os.getpid(),
-             workers, behind))
-        row = conn.execute("SELECT count(*) FROM hive_nodes WHERE NOT stopped AND "
-                           "heartbeat_at > now() - make_interval(secs => %s)", (NODE_TIMEOUT_S,)).fetchone()
+            (
+                self.node,
+                self.state.loaded,
+                self.state.generation,
+                self._started_at,
+                self.bind,
+                os.getpid(),
+                workers,
+                behind,
+            ),
+        )
+        row = conn.execute(
+            "SELECT count(*) FROM hive_nodes WHERE NOT stopped AND heartbeat_at > now() - make_interval(secs => %s)",
+            (NODE_TIMEOUT_S,),
+        ).fetchone()
         self.state.live_nodes = max(1, row[0] if row else 1)
 
     def _publish(self) -> None:
@@ -301,8 +336,9 @@ class Replicator:
         """This worker stops replicating: deploys need not wait for the node until a successor reports."""
         try:
             with connect(self.dsn, application_name=f"edge-hive-node {self.node}") as conn, guard(conn, 3):
-                conn.execute("UPDATE hive_nodes SET stopped = true WHERE name = %s AND pid = %s",
-                             (self.node, os.getpid()))
+                conn.execute(
+                    "UPDATE hive_nodes SET stopped = true WHERE name = %s AND pid = %s", (self.node, os.getpid())
+                )
         except psycopg.Error:
             pass  # PostgreSQL is down: the heartbeat simply stops
 

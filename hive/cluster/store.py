@@ -120,8 +120,10 @@ def _begin_change(conn: psycopg.Connection) -> int:
 
 
 def _end_change(conn: psycopg.Connection, change: Change) -> None:
-    conn.execute("INSERT INTO hive_changes (generation, op, name, version) VALUES (%s, %s, %s, %s)",
-                 (change.g, change.op, change.fn, change.v))
+    conn.execute(
+        "INSERT INTO hive_changes (generation, op, name, version) VALUES (%s, %s, %s, %s)",
+        (change.g, change.op, change.fn, change.v),
+    )
     if change.g % 100 == 0:  # keep the log bounded, cheaply
         keep_from = change.g - LOG_KEEP + 1
         conn.execute("DELETE FROM hive_changes WHERE generation < %s", (keep_from,))
@@ -139,8 +141,9 @@ def _decref(conn: psycopg.Connection, shas: Iterable[str]) -> None:
         conn.execute("DELETE FROM hive_blobs WHERE sha256 = ANY(%s) AND refs <= 0", (shas,))
 
 
-def deploy(conn: psycopg.Connection, name: str, wasm: bytes, manifest: Manifest, sha: str,
-           keep_versions: int) -> tuple[VersionRecord, int]:
+def deploy(
+    conn: psycopg.Connection, name: str, wasm: bytes, manifest: Manifest, sha: str, keep_versions: int
+) -> tuple[VersionRecord, int]:
     with conn.transaction():
         gen = _begin_change(conn)
         row = conn.execute("SELECT latest FROM hive_functions WHERE name = %s", (name,)).fetchone()
@@ -149,16 +152,23 @@ def deploy(conn: psycopg.Connection, name: str, wasm: bytes, manifest: Manifest,
         rec = VersionRecord(name, latest, sha, len(wasm), now, manifest)
         # The module's bytes travel only when the cluster does not hold them yet.
         if conn.execute("UPDATE hive_blobs SET refs = refs + 1 WHERE sha256 = %s", (sha,)).rowcount == 0:
-            conn.execute("INSERT INTO hive_blobs (sha256, size, refs, data) VALUES (%s, %s, 1, %b)",
-                         (sha, len(wasm), wasm))
-        conn.execute("INSERT INTO hive_functions (name, current, latest, created_at) VALUES (%s, %s, %s, %s) "
-                     "ON CONFLICT (name) DO UPDATE SET current = EXCLUDED.current, latest = EXCLUDED.latest",
-                     (name, latest, latest, now))
-        conn.execute("INSERT INTO hive_versions (name, version, sha256, size, deployed_at, manifest) "
-                     "VALUES (%s, %s, %s, %s, %s, %s)",
-                     (name, latest, sha, len(wasm), now, _enc_manifest.encode(manifest).decode()))
-        pruned = conn.execute("DELETE FROM hive_versions WHERE name = %s AND version < %s RETURNING sha256",
-                              (name, latest - max(1, keep_versions) + 1)).fetchall()
+            conn.execute(
+                "INSERT INTO hive_blobs (sha256, size, refs, data) VALUES (%s, %s, 1, %b)", (sha, len(wasm), wasm)
+            )
+        conn.execute(
+            "INSERT INTO hive_functions (name, current, latest, created_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET current = EXCLUDED.current, latest = EXCLUDED.latest",
+            (name, latest, latest, now),
+        )
+        conn.execute(
+            "INSERT INTO hive_versions (name, version, sha256, size, deployed_at, manifest) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (name, latest, sha, len(wasm), now, _enc_manifest.encode(manifest).decode()),
+        )
+        pruned = conn.execute(
+            "DELETE FROM hive_versions WHERE name = %s AND version < %s RETURNING sha256",
+            (name, latest - max(1, keep_versions) + 1),
+        ).fetchall()
         _decref(conn, [r[0] for r in pruned])
         _end_change(conn, Change(gen, "deploy", name, latest))
     return rec, gen
@@ -172,8 +182,9 @@ def set_current(conn: psycopg.Connection, name: str, version: int | None) -> tup
         if row is None:
             raise FunctionNotFound(f"function {name!r} is not deployed")
         current = row[0]
-        kept = [r[0] for r in conn.execute("SELECT version FROM hive_versions WHERE name = %s ORDER BY version",
-                                           (name,))]
+        kept = [
+            r[0] for r in conn.execute("SELECT version FROM hive_versions WHERE name = %s ORDER BY version", (name,))
+        ]
         if version is None:
             older = [v for v in kept if v < current]
             if not older:
@@ -182,8 +193,10 @@ def set_current(conn: psycopg.Connection, name: str, version: int | None) -> tup
         if version not in kept:
             raise NotFound(f"function {name!r} has no version {version} (kept: {', '.join(map(str, kept))})")
         conn.execute("UPDATE hive_functions SET current = %s WHERE name = %s", (version, name))
-        v = conn.execute("SELECT sha256, size, deployed_at, manifest::text FROM hive_versions "
-                         "WHERE name = %s AND version = %s", (name, version)).fetchone()
+        v = conn.execute(
+            "SELECT sha256, size, deployed_at, manifest::text FROM hive_versions WHERE name = %s AND version = %s",
+            (name, version),
+        ).fetchone()
         assert v is not None, "a kept version, read in this transaction"
         _end_change(conn, Change(gen, "rollback", name, version))
     return _version(name, version, *v), gen
@@ -208,8 +221,11 @@ def set_secrets(conn: psycopg.Connection, values: dict[str, str]) -> int:
     with conn.transaction():
         gen = _begin_change(conn)
         for k, v in values.items():
-            conn.execute("INSERT INTO hive_secrets (name, value) VALUES (%s, %s) "
-                         "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (k, v))
+            conn.execute(
+                "INSERT INTO hive_secrets (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (k, v),
+            )
         _end_change(conn, Change(gen, "secrets", ""))
     return gen
 
@@ -219,8 +235,9 @@ def unset_secrets(conn: psycopg.Connection, names: list[str]) -> tuple[list[str]
     try:
         with conn.transaction():
             gen = _begin_change(conn)
-            gone = [r[0] for r in conn.execute("DELETE FROM hive_secrets WHERE name = ANY(%s) RETURNING name",
-                                               (names,))]
+            gone = [
+                r[0] for r in conn.execute("DELETE FROM hive_secrets WHERE name = ANY(%s) RETURNING name", (names,))
+            ]
             if not gone:
                 raise _NoChange  # rolls the generation back: nothing changed
             _end_change(conn, Change(gen, "secrets", ""))
@@ -254,8 +271,9 @@ def head(conn: psycopg.Connection) -> Head:
 
 def changed_since(conn: psycopg.Connection, generation: int) -> tuple[list[str], bool]:
     """The functions changed after `generation`, and whether the secrets were."""
-    rows = conn.execute("SELECT DISTINCT op = 'secrets', name FROM hive_changes WHERE generation > %s ORDER BY 2",
-                        (generation,)).fetchall()
+    rows = conn.execute(
+        "SELECT DISTINCT op = 'secrets', name FROM hive_changes WHERE generation > %s ORDER BY 2", (generation,)
+    ).fetchall()
     return [name for is_secrets, name in rows if not is_secrets], any(is_secrets for is_secrets, _ in rows)
 
 
@@ -270,11 +288,18 @@ def function_names(conn: psycopg.Connection) -> list[str]:
 def states(conn: psycopg.Connection, names: list[str]) -> dict[str, FunctionState | None]:
     """Each function as it is now (None: not deployed)."""
     out: dict[str, FunctionState | None] = dict.fromkeys(names)
-    fns = {r[0]: FunctionRecord(*r) for r in conn.execute(
-        "SELECT name, current, latest, created_at FROM hive_functions WHERE name = ANY(%s)", (names,))}
+    fns = {
+        r[0]: FunctionRecord(*r)
+        for r in conn.execute(
+            "SELECT name, current, latest, created_at FROM hive_functions WHERE name = ANY(%s)", (names,)
+        )
+    }
     versions: dict[str, list[VersionRecord]] = {}
-    for r in conn.execute("SELECT name, version, sha256, size, deployed_at, manifest::text FROM hive_versions "
-                          "WHERE name = ANY(%s) ORDER BY name, version", (names,)):
+    for r in conn.execute(
+        "SELECT name, version, sha256, size, deployed_at, manifest::text FROM hive_versions "
+        "WHERE name = ANY(%s) ORDER BY name, version",
+        (names,),
+    ):
         versions.setdefault(r[0], []).append(_version(*r))
     for name, fn in fns.items():
         out[name] = FunctionState(fn, versions.get(name, []))

@@ -14,7 +14,17 @@ from hive.js.instance import (
 )
 
 __all__ = [
-    "BYTECODE_MAGIC", "DEFAULT_LOAD_TIMEOUT_MS", "ENGINE_WASI", "ENGINE_WASI_GROUPS", "JsFunction", "JsLoadError",
-    "QUICKJS_SDIST_VERSION", "build_engine", "compile_bundle", "default_cache_dir", "engine_key", "load_engine",
+    "BYTECODE_MAGIC",
+    "DEFAULT_LOAD_TIMEOUT_MS",
+    "ENGINE_WASI",
+    "ENGINE_WASI_GROUPS",
+    "JsFunction",
+    "JsLoadError",
+    "QUICKJS_SDIST_VERSION",
+    "build_engine",
+    "compile_bundle",
+    "default_cache_dir",
+    "engine_key",
+    "load_engine",
     "new_instance",
 ]

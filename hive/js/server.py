@@ -63,23 +63,29 @@ class JsBlob:
     source_map: bytes | None
 
     def pack(self) -> bytes:
-        head = json.dumps({"engine": self.engine_sha256, "bytecode": len(self.bytecode), "source": len(self.source),
-                           "map": -1 if self.source_map is None else len(self.source_map)}).encode()
+        head = json.dumps(
+            {
+                "engine": self.engine_sha256,
+                "bytecode": len(self.bytecode),
+                "source": len(self.source),
+                "map": -1 if self.source_map is None else len(self.source_map),
+            }
+        ).encode()
         return b"".join((BLOB_MAGIC, _U32.pack(len(head)), head, self.bytecode, self.source, self.source_map or b""))
 
     @classmethod
     def unpack(cls, blob: bytes) -> JsBlob:
         if not blob.startswith(BLOB_MAGIC):
-            raise InvalidModule("this version's blob is not a JavaScript function (deployed with kind \"js\"?)")
+            raise InvalidModule('this version\'s blob is not a JavaScript function (deployed with kind "js"?)')
         at = len(BLOB_MAGIC)
         (n,) = _U32.unpack_from(blob, at)
         at += 4
-        head = json.loads(blob[at:at + n])
+        head = json.loads(blob[at : at + n])
         at += n
         parts = []
         for key in ("bytecode", "source", "map"):
             size = head[key]
-            parts.append(None if size < 0 else blob[at:at + size])
+            parts.append(None if size < 0 else blob[at : at + size])
             at += max(size, 0)
         bytecode, source, smap = parts
         assert bytecode is not None and source is not None
@@ -111,11 +117,15 @@ def _parse_map(raw: bytes | None) -> SourceMap | None:
 def check_source(upload: bytes) -> None:
     """Source text only: not a wasm module, not bytecode (QuickJS runs unverified bytecode as given)."""
     if upload.startswith(b"\0asm"):
-        raise InvalidModule('this is a WebAssembly module, but the manifest says kind "js": deploy it without '
-                            'kind, or deploy the function\'s JavaScript bundle (edge-hive function build)')
+        raise InvalidModule(
+            'this is a WebAssembly module, but the manifest says kind "js": deploy it without '
+            "kind, or deploy the function's JavaScript bundle (edge-hive function build)"
+        )
     if upload.startswith(BYTECODE_MAGIC) or upload.startswith(BLOB_MAGIC):
-        raise InvalidModule("JavaScript functions are deployed as source text, never as bytecode: deploy the "
-                            "bundle that edge-hive function build writes (<name>.js)")
+        raise InvalidModule(
+            "JavaScript functions are deployed as source text, never as bytecode: deploy the "
+            "bundle that edge-hive function build writes (<name>.js)"
+        )
     try:
         upload.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -161,8 +171,9 @@ class JsEngines:
 
         with self._lock:
             if self._builder is None or not self._builder.is_alive():
-                log.warning("the JavaScript engine is not built yet in %s: building it in the background",
-                            self.build_dir)
+                log.warning(
+                    "the JavaScript engine is not built yet in %s: building it in the background", self.build_dir
+                )
                 self._builder = threading.Thread(target=build, name="hive-js-engine-build", daemon=True)
                 self._builder.start()
 
@@ -175,8 +186,10 @@ class JsEngines:
         if not wait and not self._built():
             self._build_in_background()
             why = f" (the last build failed: {self.build_error})" if self.build_error else ""
-            raise EngineBuilding("the JavaScript engine is being built (once per machine and engine version, "
-                                 f"about 35 s){why}: JavaScript functions load when it is done")
+            raise EngineBuilding(
+                "the JavaScript engine is being built (once per machine and engine version, "
+                f"about 35 s){why}: JavaScript functions load when it is done"
+            )
         with self._lock:
             if fuel not in self._loaded:
                 if self._wasm is None:
@@ -184,8 +197,9 @@ class JsEngines:
                 self._loaded[fuel] = load_engine(self.sandbox, self._wasm, fuel=fuel)
             return self._loaded[fuel]
 
-    def prepare(self, name: str, upload: bytes, manifest: Manifest, limits: GuestLimits, env: list[bytes]
-                ) -> tuple[bytes, Manifest]:
+    def prepare(
+        self, name: str, upload: bytes, manifest: Manifest, limits: GuestLimits, env: list[bytes]
+    ) -> tuple[bytes, Manifest]:
         """Deploy: the version's blob and its manifest, or a 422 with the JS error. Slow: call in a thread."""
         check_source(upload)
         source, raw_map = split_inline(upload)

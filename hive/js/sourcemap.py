@@ -17,7 +17,9 @@ from collections.abc import Callable
 _B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 # The engine names the bundle function.js (hive/js/glue.c); QuickJS-ng's lines and columns are 1-based.
 FRAME = re.compile(r"function\.js:(\d+):(\d+)")
-INLINE = re.compile(rb"\n//[#@] sourceMappingURL=data:application/json(?:;charset=[\w-]+)?;base64,([A-Za-z0-9+/=]+)\s*$")
+INLINE = re.compile(
+    rb"\n//[#@] sourceMappingURL=data:application/json(?:;charset=[\w-]+)?;base64,([A-Za-z0-9+/=]+)\s*$"
+)
 
 Segment = tuple[int, int, int, int]  # generated column, source index, original line, original column
 
@@ -123,7 +125,7 @@ class SourceMap:
 
 def split_inline(source: bytes) -> tuple[bytes, bytes | None]:
     """The code without its trailing inline source map comment, and the map's JSON (or None)."""
-    m = INLINE.search(source[-(1 << 26):])
+    m = INLINE.search(source[-(1 << 26) :])
     if m is None:
         return source, None
     try:
@@ -133,14 +135,17 @@ def split_inline(source: bytes) -> tuple[bytes, bytes | None]:
     return source[: len(source) - len(m.group(0))] + b"\n", raw
 
 
-def rewriting(sink: Callable[[str, int, str, int, str, str], None], smap: SourceMap
-              ) -> Callable[[str, int, str, int, str, str], None]:
+def rewriting(
+    sink: Callable[[str, int, str, int, str, str], None], smap: SourceMap
+) -> Callable[[str, int, str, int, str, str], None]:
     """A guest-output sink (hive.sandbox.host.GuestContext.sink) that maps stack frames first. It runs
     inside the guest's fd_write: whatever a map holds, it never raises."""
+
     def mapped(function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
         try:
             text = smap.rewrite(text)
         except Exception:  # a map that does not fit its bundle: the line as the engine wrote it
             pass
         sink(function, version, stream, level, text, request_id)
+
     return mapped

@@ -69,18 +69,27 @@ class KeyPage(NamedTuple):
 class KvBackend(Protocol):
     def get(self, store: str, key: bytes, *, now: float | None = None) -> bytes | None: ...
 
-    def set(self, store: str, key: bytes, value: bytes, ttl_s: float | None = None, *,
-            now: float | None = None) -> None: ...
+    def set(
+        self, store: str, key: bytes, value: bytes, ttl_s: float | None = None, *, now: float | None = None
+    ) -> None: ...
 
     def delete(self, store: str, key: bytes, *, now: float | None = None) -> bool:
         """True when a live key was removed (an expired one is removed too, but answers False)."""
         ...
 
-    def list(self, store: str, prefix: bytes = b"", cursor: bytes | None = None, limit: int = DEFAULT_LIST_LIMIT,
-             *, now: float | None = None) -> KeyPage: ...
+    def list(
+        self,
+        store: str,
+        prefix: bytes = b"",
+        cursor: bytes | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        *,
+        now: float | None = None,
+    ) -> KeyPage: ...
 
-    def incr(self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *,
-             now: float | None = None) -> int: ...
+    def incr(
+        self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *, now: float | None = None
+    ) -> int: ...
 
     def stores(self) -> builtins.list[StoreUsage]:  # `list` is a method here
         """Every store that holds at least one key, by name."""
@@ -106,8 +115,10 @@ _BytesLike = (bytes, bytearray, memoryview)
 
 def check_store(store: Any) -> str:
     if not isinstance(store, str) or not STORE_RE.fullmatch(store):
-        raise InvalidStore(f"invalid store name {repr(store)[:80]}: use 1-63 characters of a-z, 0-9, '_' or '-', "
-                           "starting with a letter")
+        raise InvalidStore(
+            f"invalid store name {repr(store)[:80]}: use 1-63 characters of a-z, 0-9, '_' or '-', "
+            "starting with a letter"
+        )
     return store
 
 
@@ -118,8 +129,9 @@ def check_key(key: Any) -> bytes:
     if not key:
         raise InvalidKey("a key must not be empty")
     if len(key) > MAX_KEY_BYTES:
-        raise KeyTooLarge(f"key is {len(key)} bytes; keys are at most {MAX_KEY_BYTES} bytes",
-                          size=len(key), max_bytes=MAX_KEY_BYTES)
+        raise KeyTooLarge(
+            f"key is {len(key)} bytes; keys are at most {MAX_KEY_BYTES} bytes", size=len(key), max_bytes=MAX_KEY_BYTES
+        )
     return key
 
 
@@ -128,18 +140,26 @@ def check_value(value: Any) -> bytes:
         raise InvalidArgument(f"a value must be bytes, not {type(value).__name__}")
     value = bytes(value)
     if len(value) > MAX_VALUE_BYTES:
-        raise ValueTooLarge(f"value is {len(value)} bytes; values are at most {MAX_VALUE_BYTES} bytes (1 MiB)",
-                            size=len(value), max_bytes=MAX_VALUE_BYTES)
+        raise ValueTooLarge(
+            f"value is {len(value)} bytes; values are at most {MAX_VALUE_BYTES} bytes (1 MiB)",
+            size=len(value),
+            max_bytes=MAX_VALUE_BYTES,
+        )
     return value
 
 
 def check_ttl(ttl_s: Any) -> float | None:
     if ttl_s is None:
         return None
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) \
-            or not 0 < ttl_s <= MAX_TTL_S:
-        raise InvalidArgument(f"ttl_s must be a number of seconds above 0 and at most {MAX_TTL_S:.0f}, "
-                              f"not {repr(ttl_s)[:40]}")
+    if (
+        isinstance(ttl_s, bool)
+        or not isinstance(ttl_s, int | float)
+        or not math.isfinite(ttl_s)
+        or not 0 < ttl_s <= MAX_TTL_S
+    ):
+        raise InvalidArgument(
+            f"ttl_s must be a number of seconds above 0 and at most {MAX_TTL_S:.0f}, not {repr(ttl_s)[:40]}"
+        )
     return float(ttl_s)
 
 
@@ -176,14 +196,18 @@ def parse_counter(store: str, key: bytes, raw: bytes) -> int:
     """The int64 a counter holds, or NotANumber."""
     n = int(raw) if _INT_RE.fullmatch(raw) else None
     if n is None or not INT64_MIN <= n <= INT64_MAX:
-        raise NotANumber(f"key {key[:64]!r} in store {store!r} holds a value that is not a decimal int64; "
-                         "set it to a number or delete it before incr")
+        raise NotANumber(
+            f"key {key[:64]!r} in store {store!r} holds a value that is not a decimal int64; "
+            "set it to a number or delete it before incr"
+        )
     return n
 
 
 def add_counter(store: str, key: bytes, current: int, delta: int) -> int:
     new = current + delta
     if not INT64_MIN <= new <= INT64_MAX:
-        raise NumberOverflow(f"incr of key {key[:64]!r} in store {store!r} by {delta} would leave the int64 range; "
-                             "reset the counter with set or delete")
+        raise NumberOverflow(
+            f"incr of key {key[:64]!r} in store {store!r} by {delta} would leave the int64 range; "
+            "reset the counter with set or delete"
+        )
     return new

@@ -104,8 +104,9 @@ def _pages(stat: lmdb._StatDict) -> int:  # the stubs' name for stat()'s dict (a
 class LmdbKv:
     scan_budget = 10_000  # entries one list call reads at most (expired included), so every call is bounded
 
-    def __init__(self, path: str | Path, *, map_size_mb: int = 4096, quota_bytes: int = DEFAULT_QUOTA_BYTES,
-                 sync: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, map_size_mb: int = 4096, quota_bytes: int = DEFAULT_QUOTA_BYTES, sync: bool = True
+    ) -> None:
         """`sync=False` skips fsync on commit (about 20 us per write instead of milliseconds): a process crash or
         restart loses nothing, but a machine crash may lose recent writes, or on file systems that reorder
         writes damage the environment."""
@@ -119,8 +120,17 @@ class LmdbKv:
         env = None
         try:
             path.mkdir(parents=True, exist_ok=True)
-            self.env = env = lmdb.open(str(path), map_size=map_size_mb << 20, max_dbs=8, subdir=True, readahead=False,
-                                 max_readers=512, sync=sync, metasync=sync, mode=0o600)
+            self.env = env = lmdb.open(
+                str(path),
+                map_size=map_size_mb << 20,
+                max_dbs=8,
+                subdir=True,
+                readahead=False,
+                max_readers=512,
+                sync=sync,
+                metasync=sync,
+                mode=0o600,
+            )
             check_not_truncated(env, path, "the KV store")  # a truncated data.mdb is SIGBUS on the first read
             self._meta = self.env.open_db(b"meta")
             self._items = self.env.open_db(b"items")
@@ -128,8 +138,15 @@ class LmdbKv:
             self._heads = self.env.open_db(b"heads", dupsort=True)
             self._expiry = self.env.open_db(b"expiry")
             self._stores = self.env.open_db(b"stores")
-            self._dbs = [self.env.open_db(None), self._meta, self._items, self._long, self._heads, self._expiry,
-                         self._stores]
+            self._dbs = [
+                self.env.open_db(None),
+                self._meta,
+                self._items,
+                self._long,
+                self._heads,
+                self._expiry,
+                self._stores,
+            ]
             with self.env.begin(write=True, db=self._meta) as txn:
                 fmt = txn.get(b"format")
                 if fmt is None:
@@ -182,8 +199,9 @@ class LmdbKv:
 
     def _full(self) -> KvFull:
         mb = self.env.info()["map_size"] >> 20
-        return KvFull(f"the KV store is full (map size {mb} MiB): delete keys, or raise the KV map size setting",
-                      map_size_mb=mb)
+        return KvFull(
+            f"the KV store is full (map size {mb} MiB): delete keys, or raise the KV map size setting", map_size_mb=mb
+        )
 
     # Reads
 
@@ -192,10 +210,17 @@ class LmdbKv:
         now_us = _now_us(now)
         with self._txn() as txn:
             rec = self._record(txn, ident)
-            return bytes(rec[_HDR.size:]) if _live(rec, now_us) else None
+            return bytes(rec[_HDR.size :]) if _live(rec, now_us) else None
 
-    def list(self, store: str, prefix: bytes = b"", cursor: bytes | None = None, limit: int = DEFAULT_LIST_LIMIT,
-             *, now: float | None = None) -> KeyPage:
+    def list(
+        self,
+        store: str,
+        prefix: bytes = b"",
+        cursor: bytes | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        *,
+        now: float | None = None,
+    ) -> KeyPage:
         base = check_store(store).encode() + b"\x00"
         fp = base + check_prefix(prefix)
         cursor = check_cursor(cursor)
@@ -217,10 +242,10 @@ class LmdbKv:
                     if live:  # one more exists: the page ends here
                         return KeyPage(keys, keys[-1])
                 elif live:
-                    keys.append(ident[len(base):])
+                    keys.append(ident[len(base) :])
                 scanned += 1
                 if scanned >= self.scan_budget:
-                    return KeyPage(keys, ident[len(base):])
+                    return KeyPage(keys, ident[len(base) :])
         return KeyPage(keys, None)
 
     def stores(self) -> builtins.list[StoreUsage]:  # `list` is a method here
@@ -252,8 +277,9 @@ class LmdbKv:
                 if ident >= start:
                     yield ident, v
 
-    def _members(self, txn: lmdb.Transaction, head: bytes,
-                 start: bytes) -> Iterator[tuple[bytes, bytes | memoryview | None]]:
+    def _members(
+        self, txn: lmdb.Transaction, head: bytes, start: bytes
+    ) -> Iterator[tuple[bytes, bytes | memoryview | None]]:
         cur = txn.cursor(db=self._heads)
         if len(start) >= _HEAD and start[:_HEAD] == head:
             found = cur.set_range_dup(head, b"\x00" + start[_HEAD:])
@@ -267,8 +293,9 @@ class LmdbKv:
 
     # Writes: each is one transaction.
 
-    def set(self, store: str, key: bytes, value: bytes, ttl_s: float | None = None, *,
-            now: float | None = None) -> None:
+    def set(
+        self, store: str, key: bytes, value: bytes, ttl_s: float | None = None, *, now: float | None = None
+    ) -> None:
         ident = _ident(check_store(store), check_key(key))
         value = check_value(value)
         ttl = check_ttl(ttl_s)
@@ -277,8 +304,9 @@ class LmdbKv:
         with self._txn(write=True) as txn:
             self._write(txn, store, ident, rec, now_us)
 
-    def incr(self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *,
-             now: float | None = None) -> int:
+    def incr(
+        self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *, now: float | None = None
+    ) -> int:
         key = check_key(key)
         ident = _ident(check_store(store), key)
         delta = check_delta(delta)
@@ -288,7 +316,7 @@ class LmdbKv:
             old = self._record(txn, ident)
             if _live(old, now_us):
                 assert old is not None
-                current, exp_us = parse_counter(store, key, bytes(old[_HDR.size:])), _expires(old)
+                current, exp_us = parse_counter(store, key, bytes(old[_HDR.size :])), _expires(old)
             else:
                 current, exp_us = 0, _expiry_us(now_us, ttl)
             new = add_counter(store, key, current, delta)
@@ -324,7 +352,7 @@ class LmdbKv:
         return done
 
     def _write(self, txn: lmdb.Transaction, store: str, ident: bytes, rec: bytes, now_us: int) -> None:
-        store_b = ident[:ident.index(b"\x00")]
+        store_b = ident[: ident.index(b"\x00")]
         key_len = len(ident) - len(store_b) - 1
         new_len = len(rec) - _HDR.size
         for attempt in range(2):
@@ -337,7 +365,11 @@ class LmdbKv:
             if attempt == 1 or self._purge(txn, now_us, 1000) == 0:
                 raise QuotaExceeded(
                     f"store {store!r} would hold {used + grow} bytes, over its quota of {self.quota_bytes}: "
-                    "delete keys or set shorter TTLs", store=store, used_bytes=used, quota_bytes=self.quota_bytes)
+                    "delete keys or set shorter TTLs",
+                    store=store,
+                    used_bytes=used,
+                    quota_bytes=self.quota_bytes,
+                )
         if old is not None:
             old_exp = _expires(old)
             if old_exp:
@@ -357,7 +389,7 @@ class LmdbKv:
         self._check_room(txn)
 
     def _remove(self, txn: lmdb.Transaction, ident: bytes, rec: bytes | memoryview) -> None:
-        store_b = ident[:ident.index(b"\x00")]
+        store_b = ident[: ident.index(b"\x00")]
         exp = _expires(rec)
         size = len(ident) - len(store_b) - 1 + len(rec) - _HDR.size
         if exp:
@@ -439,7 +471,7 @@ def check_integrity(kv: LmdbKv) -> list[str]:
         usage: dict[bytes, list[int]] = {}
         expiring = set()
         for ident, rec in entries:
-            store_b = ident[:ident.index(b"\x00")]
+            store_b = ident[: ident.index(b"\x00")]
             u = usage.setdefault(store_b, [0, 0])
             u[0] += 1
             u[1] += len(ident) - len(store_b) - 1 + len(rec) - _HDR.size

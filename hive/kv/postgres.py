@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS hive_kv_items (
     PRIMARY KEY (store, key));
 CREATE INDEX IF NOT EXISTS hive_kv_items_expiry ON hive_kv_items (expires_us) WHERE expires_us <> 0;
 """
-_SCHEMA_LOCK = 0x68697665_6b76  # pg_advisory_xact_lock key: nodes creating the tables at once take turns
+_SCHEMA_LOCK = 0x68697665_6B76  # pg_advisory_xact_lock key: nodes creating the tables at once take turns
 _PURGE_BATCH = 500
 _QUOTA_PURGE = 1000  # expired keys of the store a quota refusal first purges
 OP_TIMEOUT_S = 10.0  # one operation's PostgreSQL calls at most (a stalled server: kv_unavailable)
@@ -85,8 +85,14 @@ def _upper(prefix: bytes) -> bytes | None:
 class PgKv:
     scan_budget = 10_000  # rows one list call reads at most (expired included), so every call is bounded
 
-    def __init__(self, dsn: str, *, quota_bytes: int = DEFAULT_QUOTA_BYTES, pool_size: int = 8,
-                 application_name: str = "edge-hive-kv") -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+        pool_size: int = 8,
+        application_name: str = "edge-hive-kv",
+    ) -> None:
         self.quota_bytes = quota_bytes
         self._pool = Pool(dsn, size=pool_size, application_name=application_name)
         self._pid = os.getpid()
@@ -124,8 +130,10 @@ class PgKv:
                 else:
                     yield conn
         except psycopg.errors.DiskFull as e:
-            raise KvFull("the KV store's PostgreSQL server has no disk space left: delete keys, or free space "
-                         "on the database server") from e
+            raise KvFull(
+                "the KV store's PostgreSQL server has no disk space left: delete keys, or free space "
+                "on the database server"
+            ) from e
         except psycopg.Error as e:
             if is_connection_error(e):
                 raise KvUnavailable(f"the KV store (PostgreSQL) is unavailable: {str(e).strip()[:200]}; retry") from e
@@ -146,12 +154,20 @@ class PgKv:
         store, key = check_store(store), check_key(key)
         now_us = _now_us(now)
         with self._conn() as conn:
-            row = conn.execute("SELECT value, expires_us FROM hive_kv_items WHERE store = %s AND key = %s",
-                               (store, key), binary=True).fetchone()
+            row = conn.execute(
+                "SELECT value, expires_us FROM hive_kv_items WHERE store = %s AND key = %s", (store, key), binary=True
+            ).fetchone()
         return bytes(row[0]) if row is not None and _live(row[1], now_us) else None
 
-    def list(self, store: str, prefix: bytes = b"", cursor: bytes | None = None, limit: int = DEFAULT_LIST_LIMIT,
-             *, now: float | None = None) -> KeyPage:
+    def list(
+        self,
+        store: str,
+        prefix: bytes = b"",
+        cursor: bytes | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        *,
+        now: float | None = None,
+    ) -> KeyPage:
         store = check_store(store)
         prefix = check_prefix(prefix)
         cursor = check_cursor(cursor)
@@ -168,9 +184,11 @@ class PgKv:
         budget = self.scan_budget
         # The inner scan reads at most `budget` rows in key order; out of it come the live keys (one more
         # than a page, to know whether another follows) and the last row read, where a next call resumes.
-        sql = (f"SELECT key, live, n FROM (SELECT key, (expires_us = 0 OR expires_us > %s) AS live, "
-               f"row_number() OVER (ORDER BY key) AS n FROM (SELECT key, expires_us FROM hive_kv_items "
-               f"WHERE store = %s AND {where} ORDER BY key LIMIT %s) s) r WHERE live OR n = %s ORDER BY key LIMIT %s")
+        sql = (
+            f"SELECT key, live, n FROM (SELECT key, (expires_us = 0 OR expires_us > %s) AS live, "
+            f"row_number() OVER (ORDER BY key) AS n FROM (SELECT key, expires_us FROM hive_kv_items "
+            f"WHERE store = %s AND {where} ORDER BY key LIMIT %s) s) r WHERE live OR n = %s ORDER BY key LIMIT %s"
+        )
         with self._conn() as conn:
             rows = conn.execute(sql, (now_us, store, *args, budget, budget, limit + 1), binary=True).fetchall()
         keys: builtins.list[bytes] = []
@@ -185,7 +203,9 @@ class PgKv:
 
     def stores(self) -> builtins.list[StoreUsage]:  # `list` is a method here
         with self._conn() as conn:
-            rows = conn.execute("SELECT store, keys, bytes FROM hive_kv_stores WHERE keys > 0 ORDER BY store").fetchall()
+            rows = conn.execute(
+                "SELECT store, keys, bytes FROM hive_kv_stores WHERE keys > 0 ORDER BY store"
+            ).fetchall()
         return [StoreUsage(*row) for row in rows]
 
     def usage(self, store: str) -> int:
@@ -196,8 +216,9 @@ class PgKv:
 
     # Writes: each is one transaction, holding its store's row lock.
 
-    def set(self, store: str, key: bytes, value: bytes, ttl_s: float | None = None, *,
-            now: float | None = None) -> None:
+    def set(
+        self, store: str, key: bytes, value: bytes, ttl_s: float | None = None, *, now: float | None = None
+    ) -> None:
         store, key = check_store(store), check_key(key)
         value = check_value(value)
         ttl = check_ttl(ttl_s)
@@ -205,16 +226,18 @@ class PgKv:
         with self._conn(write=True) as conn:
             self._write(conn, store, key, value, _expiry_us(now_us, ttl), now_us)
 
-    def incr(self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *,
-             now: float | None = None) -> int:
+    def incr(
+        self, store: str, key: bytes, delta: int = 1, ttl_s: float | None = None, *, now: float | None = None
+    ) -> int:
         store, key = check_store(store), check_key(key)
         delta = check_delta(delta)
         ttl = check_ttl(ttl_s)
         now_us = _now_us(now)
         with self._conn(write=True) as conn:
             self._lock_store(conn, store)
-            row = conn.execute("SELECT value, expires_us FROM hive_kv_items WHERE store = %s AND key = %s",
-                               (store, key), binary=True).fetchone()
+            row = conn.execute(
+                "SELECT value, expires_us FROM hive_kv_items WHERE store = %s AND key = %s", (store, key), binary=True
+            ).fetchone()
             if row is not None and _live(row[1], now_us):
                 current, exp_us = parse_counter(store, key, bytes(row[0])), row[1]
             else:
@@ -230,8 +253,10 @@ class PgKv:
             # No store row: the store never held a key (rows are never removed), so nothing to delete.
             if conn.execute("SELECT 1 FROM hive_kv_stores WHERE store = %s FOR UPDATE", (store,)).fetchone() is None:
                 return False
-            row = conn.execute("DELETE FROM hive_kv_items WHERE store = %s AND key = %s "
-                               "RETURNING length(value), expires_us", (store, key)).fetchone()
+            row = conn.execute(
+                "DELETE FROM hive_kv_items WHERE store = %s AND key = %s RETURNING length(value), expires_us",
+                (store, key),
+            ).fetchone()
             if row is None:
                 return False
             self._account(conn, store, -1, -(len(key) + row[0]))
@@ -259,12 +284,21 @@ class PgKv:
             assert row is not None, "inserted just above (or by the writer it waited for)"
         return row[0], row[1]
 
-    def _write(self, conn: psycopg.Connection, store: str, key: bytes, value: bytes, exp_us: int, now_us: int,
-               locked: bool = False) -> None:
+    def _write(
+        self,
+        conn: psycopg.Connection,
+        store: str,
+        key: bytes,
+        value: bytes,
+        exp_us: int,
+        now_us: int,
+        locked: bool = False,
+    ) -> None:
         for attempt in range(2):
             _, used = self._lock_store(conn, store) if not locked or attempt else self._usage_locked(conn, store)
-            row = conn.execute("SELECT length(value) FROM hive_kv_items WHERE store = %s AND key = %s",
-                               (store, key)).fetchone()
+            row = conn.execute(
+                "SELECT length(value) FROM hive_kv_items WHERE store = %s AND key = %s", (store, key)
+            ).fetchone()
             grow = len(value) - row[0] if row is not None else len(key) + len(value)
             if grow <= 0 or used + grow <= self.quota_bytes:
                 break
@@ -272,10 +306,16 @@ class PgKv:
             if attempt == 1 or self._purge(conn, now_us, _QUOTA_PURGE, store) == 0:
                 raise QuotaExceeded(
                     f"store {store!r} would hold {used + grow} bytes, over its quota of {self.quota_bytes}: "
-                    "delete keys or set shorter TTLs", store=store, used_bytes=used, quota_bytes=self.quota_bytes)
-        conn.execute("INSERT INTO hive_kv_items (store, key, value, expires_us) VALUES (%s, %s, %s, %s) "
-                     "ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, expires_us = EXCLUDED.expires_us",
-                     (store, key, value, exp_us))
+                    "delete keys or set shorter TTLs",
+                    store=store,
+                    used_bytes=used,
+                    quota_bytes=self.quota_bytes,
+                )
+        conn.execute(
+            "INSERT INTO hive_kv_items (store, key, value, expires_us) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, expires_us = EXCLUDED.expires_us",
+            (store, key, value, exp_us),
+        )
         self._account(conn, store, 0 if row is not None else 1, grow)
 
     def _usage_locked(self, conn: psycopg.Connection, store: str) -> tuple[int, int]:
@@ -284,21 +324,29 @@ class PgKv:
         return row[0], row[1]
 
     def _account(self, conn: psycopg.Connection, store: str, keys: int, size: int) -> None:
-        row = conn.execute("UPDATE hive_kv_stores SET keys = keys + %s, bytes = bytes + %s WHERE store = %s "
-                           "RETURNING keys, bytes", (keys, size, store)).fetchone()
+        row = conn.execute(
+            "UPDATE hive_kv_stores SET keys = keys + %s, bytes = bytes + %s WHERE store = %s RETURNING keys, bytes",
+            (keys, size, store),
+        ).fetchone()
         if row is None or row[0] < 0 or row[1] < 0:
             raise KvError(f"KV accounting of store {store!r} went negative; the store is inconsistent")
 
     def _purge(self, conn: psycopg.Connection, now_us: int, limit: int, store: str | None = None) -> int:
         """Remove up to `limit` expired keys, oldest expiry first (of one store, whose lock is held)."""
         if store is None:
-            rows = conn.execute("SELECT store, key FROM hive_kv_items WHERE expires_us <> 0 AND expires_us <= %s "
-                                "ORDER BY expires_us LIMIT %s", (now_us, limit)).fetchall()
+            rows = conn.execute(
+                "SELECT store, key FROM hive_kv_items WHERE expires_us <> 0 AND expires_us <= %s "
+                "ORDER BY expires_us LIMIT %s",
+                (now_us, limit),
+            ).fetchall()
             for name in sorted({r[0] for r in rows}):  # in name order: no lock cycle with another purge
                 conn.execute("SELECT 1 FROM hive_kv_stores WHERE store = %s FOR UPDATE", (name,))
         else:
-            rows = conn.execute("SELECT store, key FROM hive_kv_items WHERE store = %s AND expires_us <> 0 "
-                                "AND expires_us <= %s ORDER BY expires_us LIMIT %s", (store, now_us, limit)).fetchall()
+            rows = conn.execute(
+                "SELECT store, key FROM hive_kv_items WHERE store = %s AND expires_us <> 0 "
+                "AND expires_us <= %s ORDER BY expires_us LIMIT %s",
+                (store, now_us, limit),
+            ).fetchall()
         if not rows:
             return 0
         # Checked again under the lock: a writer may have given a key a new expiry meanwhile.
@@ -306,7 +354,8 @@ class PgKv:
             "DELETE FROM hive_kv_items i USING unnest(%s::text[], %s::bytea[]) AS d(store, key) "
             "WHERE i.store = d.store AND i.key = d.key AND i.expires_us <> 0 AND i.expires_us <= %s "
             "RETURNING i.store, length(i.key) + length(i.value)",
-            ([r[0] for r in rows], [r[1] for r in rows], now_us)).fetchall()
+            ([r[0] for r in rows], [r[1] for r in rows], now_us),
+        ).fetchall()
         per: dict[str, list[int]] = {}
         for name, size in gone:
             u = per.setdefault(name, [0, 0])
@@ -320,9 +369,18 @@ class PgKv:
 def check_integrity(kv: PgKv) -> list[str]:
     """Problems found comparing the accounting with the stored keys; empty when they agree."""
     with kv._conn() as conn:
-        stored = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT store, keys, bytes FROM hive_kv_stores WHERE keys > 0 "
-                                                          "OR bytes <> 0")}
-        found = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT store, count(*), sum(length(key) + length(value))::bigint FROM hive_kv_items GROUP BY store")}
-    return [f"store {name!r}: accounted {stored.get(name)}, found {found.get(name)}"
-            for name in sorted(stored.keys() | found.keys()) if stored.get(name) != found.get(name)]
+        stored = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute("SELECT store, keys, bytes FROM hive_kv_stores WHERE keys > 0 OR bytes <> 0")
+        }
+        found = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                "SELECT store, count(*), sum(length(key) + length(value))::bigint FROM hive_kv_items GROUP BY store"
+            )
+        }
+    return [
+        f"store {name!r}: accounted {stored.get(name)}, found {found.get(name)}"
+        for name in sorted(stored.keys() | found.keys())
+        if stored.get(name) != found.get(name)
+    ]

@@ -14,7 +14,22 @@ from hive.outbound.rules import HostRule, parse_allowed_hosts
 from hive.outbound.urls import Url, parse_url
 
 __all__ = [
-    "CODES", "MAX_REDIRECTS", "AddressPolicy", "FetchBudget", "FetchLimits", "FetchRecord", "FetchRefused",
-    "FetchRequest", "FetchResponse", "HostRule", "Outbound", "OutboundSetupError", "Resolver", "Url",
-    "is_public", "parse_allowed_hosts", "parse_url", "system_resolver",
+    "CODES",
+    "MAX_REDIRECTS",
+    "AddressPolicy",
+    "FetchBudget",
+    "FetchLimits",
+    "FetchRecord",
+    "FetchRefused",
+    "FetchRequest",
+    "FetchResponse",
+    "HostRule",
+    "Outbound",
+    "OutboundSetupError",
+    "Resolver",
+    "Url",
+    "is_public",
+    "parse_allowed_hosts",
+    "parse_url",
+    "system_resolver",
 ]

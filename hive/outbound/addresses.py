@@ -24,16 +24,41 @@ _V4, _V6 = ipaddress.IPv4Network, ipaddress.IPv6Network
 
 # Listed explicitly, not only through ipaddress's is_global, whose tables changed between Python
 # releases and which calls multicast "global".
-NON_PUBLIC_V4 = tuple(_V4(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-))
-NON_PUBLIC_V6 = tuple(_V6(n) for n in (
-    "::/8",  # unspecified, loopback, IPv4-compatible and other reserved forms
-    "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20",
-    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-))
+NON_PUBLIC_V4 = tuple(
+    _V4(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
+NON_PUBLIC_V6 = tuple(
+    _V6(n)
+    for n in (
+        "::/8",  # unspecified, loopback, IPv4-compatible and other reserved forms
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
 NAT64 = _V6("64:ff9b::/96")
 
 
@@ -74,5 +99,7 @@ class AddressPolicy:
     def why_not(self, ip: IPAddress, port: int) -> str:
         ip = canonical_ip(ip)
         literal = f"[{ip}]" if ip.version == 6 else str(ip)
-        return (f"{ip} is not a public address (loopback, private, link-local, multicast or reserved); "
-                f"to allow it, add the IP literal to allowed_hosts, e.g. \"http://{literal}:{port}\"")
+        return (
+            f"{ip} is not a public address (loopback, private, link-local, multicast or reserved); "
+            f'to allow it, add the IP literal to allowed_hosts, e.g. "http://{literal}:{port}"'
+        )

@@ -46,9 +46,22 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Headers that describe one connection, or that the client owns (Host, framing): never taken from
 # the guest, never handed back to it.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-                        "upgrade", "proxy-authorization", "proxy-authenticate", "host", "content-length",
-                        "expect"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "host",
+        "content-length",
+        "expect",
+    }
+)
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 BODY_HEADERS = frozenset({"content-type", "content-encoding", "content-language", "content-location"})
 
@@ -109,10 +122,21 @@ class _Trace:
         self.method, self.host, self.rule = method, url.host.name, rule.entry if rule else None
         self.started = time.monotonic()
 
-    def end(self, status: int | None, code: str | None, bytes_out: int = 0, bytes_in: int = 0,
-            address: str | None = None) -> None:
-        record = FetchRecord(self.function, self.method, self.host, self.rule, status, code,
-                             (time.monotonic() - self.started) * 1000, bytes_out, bytes_in, address)
+    def end(
+        self, status: int | None, code: str | None, bytes_out: int = 0, bytes_in: int = 0, address: str | None = None
+    ) -> None:
+        record = FetchRecord(
+            self.function,
+            self.method,
+            self.host,
+            self.rule,
+            status,
+            code,
+            (time.monotonic() - self.started) * 1000,
+            bytes_out,
+            bytes_in,
+            address,
+        )
         self.records.append(record)
         if self.hook is not None:
             self.hook(record)
@@ -128,14 +152,22 @@ def _decode(value: bytes) -> str:
 def _prepare(req: FetchRequest, limits: FetchLimits) -> tuple[str, list[tuple[str, str]], bytes]:
     method = req.method.upper() if isinstance(req.method, str) else ""
     if not _TOKEN_RE.fullmatch(method) or method == "CONNECT":
-        raise FetchRefused("bad_request", f"method {str(req.method)[:40]!r} is not an HTTP method (CONNECT is not allowed)")
+        raise FetchRefused(
+            "bad_request", f"method {str(req.method)[:40]!r} is not an HTTP method (CONNECT is not allowed)"
+        )
     body = bytes(req.body)
     if len(body) > limits.max_request_bytes:
-        raise FetchRefused("request_too_large", (
-            f"the request body is {len(body)} bytes, over the limit of {limits.max_request_bytes}; "
-            "send less or raise the function's max_request_bytes limit"))
+        raise FetchRefused(
+            "request_too_large",
+            (
+                f"the request body is {len(body)} bytes, over the limit of {limits.max_request_bytes}; "
+                "send less or raise the function's max_request_bytes limit"
+            ),
+        )
     if len(req.headers) > MAX_REQUEST_HEADERS:
-        raise FetchRefused("request_too_large", f"{len(req.headers)} request headers, over the limit of {MAX_REQUEST_HEADERS}")
+        raise FetchRefused(
+            "request_too_large", f"{len(req.headers)} request headers, over the limit of {MAX_REQUEST_HEADERS}"
+        )
     named_by_connection: set[str] = set()
     headers: list[tuple[str, str]] = []
     size = 0
@@ -151,7 +183,9 @@ def _prepare(req: FetchRequest, limits: FetchLimits) -> tuple[str, list[tuple[st
         if lower not in HOP_BY_HOP:
             headers.append((lower, value.strip()))
     if size > MAX_REQUEST_HEADER_BYTES:
-        raise FetchRefused("request_too_large", f"request headers total {size} bytes, over the limit of {MAX_REQUEST_HEADER_BYTES}")
+        raise FetchRefused(
+            "request_too_large", f"request headers total {size} bytes, over the limit of {MAX_REQUEST_HEADER_BYTES}"
+        )
     return method, [(n, v) for n, v in headers if n not in named_by_connection], body
 
 
@@ -166,36 +200,54 @@ def _is_tls(e: BaseException) -> bool:
     return False
 
 
-def _refusal(e: httpcore.TimeoutException | httpcore.NetworkError | httpcore.ProtocolError | OSError,
-             url: Url, limits: FetchLimits) -> FetchRefused:
+def _refusal(
+    e: httpcore.TimeoutException | httpcore.NetworkError | httpcore.ProtocolError | OSError,
+    url: Url,
+    limits: FetchLimits,
+) -> FetchRefused:
     where = f"{url.scheme}://{url.authority}"
     if isinstance(e, httpcore.ConnectTimeout | httpcore.PoolTimeout):
-        return FetchRefused("connect_timeout", (
-            f"connecting to {where} took longer than {limits.connect_timeout_ms} ms; "
-            "check the upstream or raise the function's connect_timeout_ms limit"))
+        return FetchRefused(
+            "connect_timeout",
+            (
+                f"connecting to {where} took longer than {limits.connect_timeout_ms} ms; "
+                "check the upstream or raise the function's connect_timeout_ms limit"
+            ),
+        )
     if isinstance(e, httpcore.TimeoutException):
         return FetchRefused("timeout", f"{where} did not answer within {limits.timeout_ms} ms (timeout_ms)")
     if _is_tls(e):
-        return FetchRefused("tls_error", (
-            f"TLS with {where} failed: {e.__cause__ or e}; certificates are always verified "
-            "(an upstream with a private CA needs that CA in the server's outbound_ca_file)"))
+        return FetchRefused(
+            "tls_error",
+            (
+                f"TLS with {where} failed: {e.__cause__ or e}; certificates are always verified "
+                "(an upstream with a private CA needs that CA in the server's outbound_ca_file)"
+            ),
+        )
     if isinstance(e, httpcore.ConnectError | OSError):
         return FetchRefused("connect_failed", f"could not connect to {where}: {e}")
     return FetchRefused("protocol_error", f"{where} broke the HTTP exchange: {e or type(e).__name__}")
 
 
 class Outbound:
-    def __init__(self, ca_file: str | None = None, resolver: Resolver | None = None, *,
-                 on_complete: Callable[[FetchRecord], None] | None = None,
-                 max_connections_per_function: int = 100, keepalive_connections: int = 20,
-                 keepalive_expiry_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        ca_file: str | None = None,
+        resolver: Resolver | None = None,
+        *,
+        on_complete: Callable[[FetchRecord], None] | None = None,
+        max_connections_per_function: int = 100,
+        keepalive_connections: int = 20,
+        keepalive_expiry_s: float = 30.0,
+    ) -> None:
         try:
             self.ssl_context = ssl.create_default_context(cafile=certifi.where())
             if ca_file:
                 self.ssl_context.load_verify_locations(cafile=ca_file)  # adds to the public roots
         except (OSError, ssl.SSLError) as e:
-            raise OutboundSetupError(f"cannot load outbound_ca_file {ca_file!r}: {e}; "
-                                     "point it at a readable PEM bundle of CA certificates") from None
+            raise OutboundSetupError(
+                f"cannot load outbound_ca_file {ca_file!r}: {e}; point it at a readable PEM bundle of CA certificates"
+            ) from None
         self.ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
         assert self.ssl_context.verify_mode == ssl.CERT_REQUIRED and self.ssl_context.check_hostname
         self.resolver: Resolver = resolver or system_resolver
@@ -214,10 +266,16 @@ class Outbound:
         entry = self._pools.get(key)
         if entry is None:
             backend = GuardedBackend(AddressPolicy(rules), self.resolver)
-            entry = _Pool(httpcore.AsyncConnectionPool(
-                ssl_context=self.ssl_context, network_backend=backend, retries=0,
-                max_connections=self._max_connections, max_keepalive_connections=self._keepalive_connections,
-                keepalive_expiry=self._keepalive_expiry_s))
+            entry = _Pool(
+                httpcore.AsyncConnectionPool(
+                    ssl_context=self.ssl_context,
+                    network_backend=backend,
+                    retries=0,
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._keepalive_connections,
+                    keepalive_expiry=self._keepalive_expiry_s,
+                )
+            )
             for other_key, other in list(self._pools.items()):
                 if other_key[0] == function:  # the function's pools under older rules
                     del self._pools[other_key]
@@ -269,8 +327,9 @@ class Outbound:
 
     # --- fetch ---
 
-    async def fetch(self, function: str, rules: tuple[HostRule, ...], req: FetchRequest,
-                    limits: FetchLimits, budget: FetchBudget) -> FetchResponse:
+    async def fetch(
+        self, function: str, rules: tuple[HostRule, ...], req: FetchRequest, limits: FetchLimits, budget: FetchBudget
+    ) -> FetchResponse:
         """Raises FetchRefused (never a HiveError) for every refusal and network failure."""
         trace = _Trace(function, str(req.method)[:16], self.on_complete)
         try:
@@ -281,33 +340,57 @@ class Outbound:
                 entry = self._acquire(function, rules)
                 try:
                     async with asyncio.timeout(limits.timeout_ms / 1000):
-                        response = await self._follow(entry.pool, rules, url, method, headers, body,
-                                                      limits, budget, trace)
+                        response = await self._follow(
+                            entry.pool, rules, url, method, headers, body, limits, budget, trace
+                        )
                 except TimeoutError:
-                    raise FetchRefused("timeout", (
-                        f"the fetch of {trace.host} took longer than {limits.timeout_ms} ms in all; "
-                        "raise the function's timeout_ms limit or use a faster upstream")) from None
+                    raise FetchRefused(
+                        "timeout",
+                        (
+                            f"the fetch of {trace.host} took longer than {limits.timeout_ms} ms in all; "
+                            "raise the function's timeout_ms limit or use a faster upstream"
+                        ),
+                    ) from None
                 finally:
                     self._release(entry)
         except FetchRefused as e:
             trace.end(None, e.code)
             e.records = tuple(trace.records)
             raise
-        return FetchResponse(response.status, response.headers, response.body, response.url,
-                             (time.monotonic() - response.started) * 1000, tuple(trace.records))
+        return FetchResponse(
+            response.status,
+            response.headers,
+            response.body,
+            response.url,
+            (time.monotonic() - response.started) * 1000,
+            tuple(trace.records),
+        )
 
-    async def _follow(self, pool: httpcore.AsyncConnectionPool, rules: tuple[HostRule, ...], url: Url, method: str,
-                      headers: list[tuple[str, str]], body: bytes, limits: FetchLimits, budget: FetchBudget,
-                      trace: _Trace) -> _Final:
+    async def _follow(
+        self,
+        pool: httpcore.AsyncConnectionPool,
+        rules: tuple[HostRule, ...],
+        url: Url,
+        method: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        limits: FetchLimits,
+        budget: FetchBudget,
+        trace: _Trace,
+    ) -> _Final:
         started = time.monotonic()
         for hop in range(MAX_REDIRECTS + 1):
             rule = match(rules, url.scheme, url.host.name, url.port)
             trace.begin(method, url, rule)
             if rule is None:
-                raise FetchRefused("host_not_allowed", (
-                    f"{url.scheme}://{url.authority} is not in the function's allowed_hosts"
-                    + (" (reached by a redirect)" if hop else "")
-                    + f"; to allow it, add \"{url.scheme}://{url.authority}\" to allowed_hosts"))
+                raise FetchRefused(
+                    "host_not_allowed",
+                    (
+                        f"{url.scheme}://{url.authority} is not in the function's allowed_hosts"
+                        + (" (reached by a redirect)" if hop else "")
+                        + f'; to allow it, add "{url.scheme}://{url.authority}" to allowed_hosts'
+                    ),
+                )
             if hop:
                 budget.take_request(limits)
             response = await self._send(pool, url, method, headers, body, limits)
@@ -324,12 +407,17 @@ class Outbound:
                 await response.aclose()  # a redirect's body is not read: its connection is dropped
             trace.end(response.status, None, len(body), 0, address)
             if hop == MAX_REDIRECTS:
-                raise FetchRefused("too_many_redirects", (
-                    f"{url} redirected once more (to {_decode(location)[:200]!r}) after {MAX_REDIRECTS} redirects; "
-                    f"at most {MAX_REDIRECTS} are followed, fetch the final URL directly"))
+                raise FetchRefused(
+                    "too_many_redirects",
+                    (
+                        f"{url} redirected once more (to {_decode(location)[:200]!r}) after {MAX_REDIRECTS} redirects; "
+                        f"at most {MAX_REDIRECTS} are followed, fetch the final URL directly"
+                    ),
+                )
             next_url = resolve_location(url, _decode(location))
             if (response.status == 303 and method not in ("GET", "HEAD")) or (
-                    response.status in (301, 302) and method == "POST"):
+                response.status in (301, 302) and method == "POST"
+            ):
                 method, body = "GET", b""  # as browsers do
                 headers = [(n, v) for n, v in headers if n not in BODY_HEADERS]
             if next_url.origin != url.origin:
@@ -337,8 +425,15 @@ class Outbound:
             url = next_url
         raise AssertionError("unreachable: the last hop returns or raises")
 
-    async def _send(self, pool: httpcore.AsyncConnectionPool, url: Url, method: str,
-                    headers: list[tuple[str, str]], body: bytes, limits: FetchLimits) -> httpcore.Response:
+    async def _send(
+        self,
+        pool: httpcore.AsyncConnectionPool,
+        url: Url,
+        method: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        limits: FetchLimits,
+    ) -> httpcore.Response:
         wire = [(b"host", url.authority.encode("ascii"))]
         wire += [(n.encode("ascii"), v.encode("utf-8", "surrogateescape")) for n, v in headers]
         if not any(n == "user-agent" for n, _ in headers):
@@ -346,12 +441,24 @@ class Outbound:
         if body or method in ("POST", "PUT", "PATCH"):
             wire.append((b"content-length", str(len(body)).encode()))
         total = limits.timeout_ms / 1000
-        timeouts = {"connect": min(limits.connect_timeout_ms / 1000, total), "pool": total,
-                    "read": total, "write": total}
-        request = httpcore.Request(method.encode("ascii"),
-                                   httpcore.URL(scheme=url.scheme.encode(), host=url.host.name.encode("ascii"),
-                                                port=url.port, target=url.target.encode("ascii")),
-                                   headers=wire, content=body, extensions={"timeout": timeouts})
+        timeouts = {
+            "connect": min(limits.connect_timeout_ms / 1000, total),
+            "pool": total,
+            "read": total,
+            "write": total,
+        }
+        request = httpcore.Request(
+            method.encode("ascii"),
+            httpcore.URL(
+                scheme=url.scheme.encode(),
+                host=url.host.name.encode("ascii"),
+                port=url.port,
+                target=url.target.encode("ascii"),
+            ),
+            headers=wire,
+            content=body,
+            extensions={"timeout": timeouts},
+        )
         try:
             return await pool.handle_async_request(request)
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as e:
@@ -375,8 +482,11 @@ def _header(response: httpcore.Response, name: bytes) -> bytes | None:
 
 
 def _response_headers(response: httpcore.Response) -> list[tuple[str, str]]:
-    return [(n.decode("latin-1").lower(), _decode(v)) for n, v in response.headers
-            if n.decode("latin-1").lower() not in HOP_BY_HOP - {"content-length"}]
+    return [
+        (n.decode("latin-1").lower(), _decode(v))
+        for n, v in response.headers
+        if n.decode("latin-1").lower() not in HOP_BY_HOP - {"content-length"}
+    ]
 
 
 def _peer(response: httpcore.Response) -> str | None:
@@ -392,9 +502,13 @@ async def _read_body(response: httpcore.Response, url: Url, limits: FetchLimits)
         async for chunk in response.aiter_stream():
             size += len(chunk)
             if size > limits.max_response_bytes:
-                raise FetchRefused("response_too_large", (
-                    f"the response from {url.scheme}://{url.authority} is over {limits.max_response_bytes} bytes "
-                    "(reading stopped there); ask for less or raise the function's max_response_bytes limit"))
+                raise FetchRefused(
+                    "response_too_large",
+                    (
+                        f"the response from {url.scheme}://{url.authority} is over {limits.max_response_bytes} bytes "
+                        "(reading stopped there); ask for less or raise the function's max_response_bytes limit"
+                    ),
+                )
             chunks.append(chunk)
     except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as e:
         raise _refusal(e, url, limits) from None

@@ -35,9 +35,13 @@ class FetchBudget:
 
     def take_request(self, limits: FetchLimits) -> None:
         if self.requests >= limits.max_requests:
-            raise FetchRefused("too_many_requests", (
-                f"this invocation already made {limits.max_requests} fetch requests (redirect hops count); "
-                "make fewer calls or raise the function's max_requests limit"))
+            raise FetchRefused(
+                "too_many_requests",
+                (
+                    f"this invocation already made {limits.max_requests} fetch requests (redirect hops count); "
+                    "make fewer calls or raise the function's max_requests limit"
+                ),
+            )
         self.requests += 1
 
     @contextmanager
@@ -45,9 +49,13 @@ class FetchBudget:
         # Refuse rather than queue: a queue would hold the guest's instance and memory while it waits,
         # and the guest can handle the error value by awaiting one of its fetches first.
         if self.in_flight >= limits.max_concurrent:
-            raise FetchRefused("too_many_concurrent", (
-                f"this invocation already has {limits.max_concurrent} fetches in flight; wait for one to "
-                "finish or raise the function's max_concurrent limit"))
+            raise FetchRefused(
+                "too_many_concurrent",
+                (
+                    f"this invocation already has {limits.max_concurrent} fetches in flight; wait for one to "
+                    "finish or raise the function's max_concurrent limit"
+                ),
+            )
         self.in_flight += 1
         try:
             yield

@@ -29,8 +29,7 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str | IPAddress]]]
 
 async def system_resolver(host: str, port: int) -> list[str]:
     """The libc resolver, off the loop thread (uvloop and asyncio both run getaddrinfo in a pool)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         proto=socket.IPPROTO_TCP)
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     seen: dict[str, None] = {}
     for *_, sockaddr in infos:
         seen.setdefault(str(sockaddr[0]), None)
@@ -63,9 +62,14 @@ class GuardedBackend(AsyncNetworkBackend):
             raise FetchRefused("dns_failed", f"{host} did not resolve to IP addresses (got {list(answers)[:4]})")
         return [a for a in addresses if a is not None]
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
@@ -82,8 +86,9 @@ class GuardedBackend(AsyncNetworkBackend):
         for address in addresses:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                return await self.inner.connect_tcp(str(address), port, timeout=remaining,
-                                                    local_address=local_address, socket_options=socket_options)
+                return await self.inner.connect_tcp(
+                    str(address), port, timeout=remaining, local_address=local_address, socket_options=socket_options
+                )
             except httpcore.ConnectTimeout:
                 raise
             except httpcore.ConnectError as e:
@@ -91,8 +96,9 @@ class GuardedBackend(AsyncNetworkBackend):
         assert last is not None
         raise last
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> AsyncNetworkStream:
         raise FetchRefused("connect_failed", "unix sockets are never reachable from functions")
 
     async def sleep(self, seconds: float) -> None:

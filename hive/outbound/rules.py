@@ -16,12 +16,18 @@ from hive.errors import InvalidManifest
 from hive.outbound.hosts import IPAddress, canonical_ip, normalize_host
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-ACCEPTED_FORM = ('use "http://HOST" or "https://HOST" with an optional ":PORT", where HOST is a name, '
-                 '"*.name" (one label), an IPv4 address or a bracketed IPv6 address, e.g. '
-                 '"https://api.example.com", "https://*.example.com", "http://127.0.0.1:8080"')
+ACCEPTED_FORM = (
+    'use "http://HOST" or "https://HOST" with an optional ":PORT", where HOST is a name, '
+    '"*.name" (one label), an IPv4 address or a bracketed IPv6 address, e.g. '
+    '"https://api.example.com", "https://*.example.com", "http://127.0.0.1:8080"'
+)
 
-_ENTRY_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>\[[^\]]*\]|[^:/?#@\[\]\\]*)(?::(?P<port>[0-9]{1,5}))?/?$")
-_DOTTED_QUAD_RE = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
+_ENTRY_RE = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>\[[^\]]*\]|[^:/?#@\[\]\\]*)(?::(?P<port>[0-9]{1,5}))?/?$"
+)
+_DOTTED_QUAD_RE = re.compile(
+    r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"
+)
 
 
 @dataclass(frozen=True)

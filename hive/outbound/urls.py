@@ -61,12 +61,12 @@ def parse_url(url: str) -> Url:
     if "\\" in url:
         raise _bad(url, "contains a backslash, which URL parsers read differently (use '/')")
     m = _SCHEME_RE.match(url)
-    if m is None or url[m.end():m.end() + 2] != "//":
+    if m is None or url[m.end() : m.end() + 2] != "//":
         raise _bad(url, "not an absolute URL of the form scheme://host/path")
     scheme = m[1].lower()
     if scheme not in DEFAULT_PORTS:
         raise _bad(url, f"scheme {scheme!r} is not http or https")
-    rest = url[m.end() + 2:]
+    rest = url[m.end() + 2 :]
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
     if "@" in authority:
@@ -75,7 +75,7 @@ def parse_url(url: str) -> Url:
         close = authority.find("]")
         if close < 0:
             raise _bad(url, "unterminated IPv6 literal")
-        raw_host, after = authority[:close + 1], authority[close + 1:]
+        raw_host, after = authority[: close + 1], authority[close + 1 :]
     else:
         raw_host, colon, port_text = authority.partition(":")
         after = colon + port_text

@@ -33,8 +33,9 @@ def no_space(e: OSError, where: Path) -> InsufficientStorage | None:
     """The 507 for a write that failed because the disk (or the user's quota) is full."""
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
-    return InsufficientStorage(f"no space left on the disk of {where} to write the compiled module: "
-                               "free some space, then deploy again")
+    return InsufficientStorage(
+        f"no space left on the disk of {where} to write the compiled module: free some space, then deploy again"
+    )
 
 
 def digest(data: bytes | memoryview) -> str:
@@ -146,7 +147,7 @@ def sweep_tmp(cache_dir: Path, max_age_s: float = 86_400) -> list[Path]:
     for entry in entries:
         if not entry.name.startswith(TMP_PREFIX):
             continue
-        pid_text = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
+        pid_text = entry.name[len(TMP_PREFIX) :].split("-", 1)[0]
         pid = int(pid_text) if pid_text.isdigit() else None
         if pid == os.getpid():
             continue

@@ -38,15 +38,21 @@ class CompileLimits:
 
     @classmethod
     def from_settings(cls, settings: Any) -> CompileLimits:
-        return cls(settings.compile_memory_mb, settings.compile_timeout_s, settings.max_module_functions,
-                   settings.max_module_code_bytes)
+        return cls(
+            settings.compile_memory_mb,
+            settings.compile_timeout_s,
+            settings.max_module_functions,
+            settings.max_module_code_bytes,
+        )
 
     @classmethod
     def defaults(cls) -> CompileLimits:
         from hive.settings import SETTINGS  # the defaults are declared there, once
 
         d = {s.name: s.default for s in SETTINGS}
-        return cls(d["compile_memory_mb"], d["compile_timeout_s"], d["max_module_functions"], d["max_module_code_bytes"])
+        return cls(
+            d["compile_memory_mb"], d["compile_timeout_s"], d["max_module_functions"], d["max_module_code_bytes"]
+        )
 
 
 def check_shape(wasm: bytes, limits: CompileLimits) -> None:
@@ -58,26 +64,34 @@ def check_shape(wasm: bytes, limits: CompileLimits) -> None:
         raise ModuleTooComplex(
             f"the module defines {s.functions} functions, more than max_module_functions ({limits.max_functions}): "
             "make it smaller, or raise the server setting max_module_functions",
-            limit=limits.max_functions, setting="max_module_functions")
+            limit=limits.max_functions,
+            setting="max_module_functions",
+        )
     if s.code_bytes > limits.max_code_bytes:
         raise ModuleTooComplex(
             f"the module has {s.code_bytes} bytes of code, more than max_module_code_bytes ({limits.max_code_bytes}): "
             "make it smaller, or raise the server setting max_module_code_bytes",
-            limit=limits.max_code_bytes, setting="max_module_code_bytes")
+            limit=limits.max_code_bytes,
+            setting="max_module_code_bytes",
+        )
 
 
 def _too_much_memory(limits: CompileLimits) -> ModuleTooComplex:
     return ModuleTooComplex(
         f"compiling the module needed more than compile_memory_mb ({limits.memory_mb} MiB) of memory: "
         "make it smaller, or raise the server setting compile_memory_mb",
-        limit=limits.memory_mb, setting="compile_memory_mb")
+        limit=limits.memory_mb,
+        setting="compile_memory_mb",
+    )
 
 
 def _too_long(limits: CompileLimits) -> ModuleTooComplex:
     return ModuleTooComplex(
         f"compiling the module took longer than compile_timeout_s ({limits.timeout_s:g} s): "
         "make it smaller, or raise the server setting compile_timeout_s",
-        limit=limits.timeout_s, setting="compile_timeout_s")
+        limit=limits.timeout_s,
+        setting="compile_timeout_s",
+    )
 
 
 def compile_to(out: Path, wasm: bytes, fuel: bool, limits: CompileLimits) -> None:
@@ -85,8 +99,9 @@ def compile_to(out: Path, wasm: bytes, fuel: bool, limits: CompileLimits) -> Non
     Raises the module's HiveError (InvalidModule, ModuleTooComplex, ...) or CompileFailed."""
     args = json.dumps({"out": str(out), "fuel": fuel, "memory_mb": limits.memory_mb, "cpu_s": limits.timeout_s})
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, args], input=wasm,
-                              capture_output=True, timeout=limits.timeout_s + 5)  # CPU time runs out first
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, args], input=wasm, capture_output=True, timeout=limits.timeout_s + 5
+        )  # CPU time runs out first
     except subprocess.TimeoutExpired:  # run() has killed it
         raise _too_long(limits) from None
     if proc.returncode == 0:
@@ -98,11 +113,14 @@ def compile_to(out: Path, wasm: bytes, fuel: bool, limits: CompileLimits) -> Non
         raise _too_much_memory(limits)
     if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         raise _too_long(limits)
-    raise CompileFailed(f"the compiler process failed (exit status {proc.returncode}): {stderr[-_STDERR_TAIL:].strip()}")
+    raise CompileFailed(
+        f"the compiler process failed (exit status {proc.returncode}): {stderr[-_STDERR_TAIL:].strip()}"
+    )
 
 
 def _error_of(d: dict[str, Any]) -> HiveError:
     """The child's refusal as the HiveError it was (the codes are stable)."""
+
     def subclasses(c: type[HiveError]) -> list[type[HiveError]]:
         return [c, *(s for sub in c.__subclasses__() for s in subclasses(sub))]
 

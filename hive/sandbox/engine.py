@@ -70,8 +70,9 @@ class _Flavor:
 
 
 class Sandbox:
-    def __init__(self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0,
-                 compile_limits: compiler.CompileLimits | None = None) -> None:
+    def __init__(
+        self, cache_dir: str | Path, *, epoch_tick_ms: float = 1.0, compile_limits: compiler.CompileLimits | None = None
+    ) -> None:
         self.tick_ms = epoch_tick_ms
         self.compile_limits = compile_limits or compiler.CompileLimits.defaults()
         self.cache_dir = Path(cache_dir)
@@ -128,7 +129,9 @@ class Sandbox:
             try:
                 module = Module.deserialize(self.flavors[fuel].engine, data)
             except WasmtimeError as e:
-                raise CompileFailed(f"the compiler's artifact for {sha256[:12]} does not load: {first_line(e)}") from None
+                raise CompileFailed(
+                    f"the compiler's artifact for {sha256[:12]} does not load: {first_line(e)}"
+                ) from None
             compiled = self._prepare(sha256, module, allowed_wasi, fuel)  # a refused module leaves no artifact
             artifacts.publish(tmp, path)
         except OSError as e:

@@ -61,8 +61,9 @@ def _proto(name: str, restype: Any, argtypes: list[Any]) -> Any:
 
 
 # Pointers travel as plain integers (c_void_p), which ctypes converts cheaply.
-_func_call = _proto("wasmtime_func_call", c_void_p,
-                    [c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p])
+_func_call = _proto(
+    "wasmtime_func_call", c_void_p, [c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p]
+)
 _memory_data = _proto("wasmtime_memory_data", c_void_p, [c_void_p, c_void_p])
 _memory_data_size = _proto("wasmtime_memory_data_size", c_size_t, [c_void_p, c_void_p])
 _set_epoch_deadline = _proto("wasmtime_context_set_epoch_deadline", None, [c_void_p, c_uint64])
@@ -205,8 +206,11 @@ def install() -> bool:
     if problem is None and getattr(_wlinker, "trampoline", None) is not _wfunc.trampoline:  # pragma: no cover
         problem = "wasmtime._linker.trampoline is not wasmtime._func.trampoline"
     if problem is not None:  # pragma: no cover
-        log.warning("host-function exceptions stay on wasmtime-py's process-wide path (%s): guest calls on "
-                    "several threads could see each other's exceptions", problem)
+        log.warning(
+            "host-function exceptions stay on wasmtime-py's process-wide path (%s): guest calls on "
+            "several threads could see each other's exceptions",
+            problem,
+        )
         return False
     _wfunc.trampoline = _trampoline
     _wlinker.trampoline = _trampoline
@@ -283,8 +287,22 @@ class FastFunc:
     """One export with integer parameters and at most one integer result, called through
     wasmtime_func_call (checked: the C API still verifies the types and the store)."""
 
-    __slots__ = ("func", "_ctx", "_ref", "_vals", "_args", "_idx", "_res", "_ridx", "_nparams", "_nresults",
-                 "_params_ptr", "_results_ptr", "_trap", "_trap_ptr")
+    __slots__ = (
+        "func",
+        "_ctx",
+        "_ref",
+        "_vals",
+        "_args",
+        "_idx",
+        "_res",
+        "_ridx",
+        "_nparams",
+        "_nresults",
+        "_params_ptr",
+        "_results_ptr",
+        "_trap",
+        "_trap_ptr",
+    )
 
     def __init__(self, fstore: FastStore, func: Func, params: list[str], results: list[str]) -> None:
         if any(p not in _KIND for p in params) or len(results) > 1 or any(r not in _KIND for r in results):
@@ -320,8 +338,9 @@ class FastFunc:
         a = self._args
         for i, v in zip(self._idx, args, strict=True):
             a[i] = v
-        err = _func_call(self._ctx, self._ref, self._params_ptr, self._nparams, self._results_ptr,
-                         self._nresults, self._trap_ptr)
+        err = _func_call(
+            self._ctx, self._ref, self._params_ptr, self._nparams, self._results_ptr, self._nresults, self._trap_ptr
+        )
         if err or self._trap.value:
             _raise_failure(err, self._trap)
         return self._res[self._ridx] if self._nresults else None

@@ -56,6 +56,8 @@ def engine_config(fuel: bool) -> Config:
 def fingerprint(fuel: bool) -> str:
     """Names the artifacts of this configuration: a change of wasmtime, CPU or any knob gets new files."""
     enabled = ",".join(sorted(name for name, on in FEATURES.items() if on))
-    knobs = (f"{importlib.metadata.version('wasmtime')}|{platform.machine()}|epoch|{OPT_LEVEL}|serial|fuel={fuel}"
-             f"|gc={GC_SUPPORT}|{enabled}")
+    knobs = (
+        f"{importlib.metadata.version('wasmtime')}|{platform.machine()}|epoch|{OPT_LEVEL}|serial|fuel={fuel}"
+        f"|gc={GC_SUPPORT}|{enabled}"
+    )
     return hashlib.sha256(knobs.encode()).hexdigest()[:16]

@@ -31,12 +31,32 @@ class GuestLimits:
 
 
 class GuestInstance:
-    __slots__ = ("compiled", "limits", "ctx", "store", "memory", "_alloc", "_free", "_handle",
-                 "_ticks", "req_ptr", "req_cap", "calls", "_fuel", "fuel_used", "_fstore", "_fmem", "_falloc",
-                 "_fhandle", "_max_envelope", "_sandbox", "_segment", "_left_ms")
+    __slots__ = (
+        "compiled",
+        "limits",
+        "ctx",
+        "store",
+        "memory",
+        "_alloc",
+        "_free",
+        "_handle",
+        "_ticks",
+        "req_ptr",
+        "req_cap",
+        "calls",
+        "_fuel",
+        "fuel_used",
+        "_fstore",
+        "_fmem",
+        "_falloc",
+        "_fhandle",
+        "_max_envelope",
+        "_sandbox",
+        "_segment",
+        "_left_ms",
+    )
 
-    def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits,
-                 ctx: host.GuestContext) -> None:
+    def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits, ctx: host.GuestContext) -> None:
         self.compiled = compiled
         self.limits = limits
         self.ctx = ctx
@@ -45,8 +65,9 @@ class GuestInstance:
         self._segment = 0.0  # this thread's CPU time when guest execution last resumed (calls with I/O only)
         self._left_ms = float(limits.timeout_ms)
         store = Store(compiled.engine)
-        store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
-                         instances=1, tables=4, memories=1)
+        store.set_limits(
+            memory_size=limits.memory_bytes, table_elements=limits.table_elements, instances=1, tables=4, memories=1
+        )
         store.set_epoch_deadline(self._ticks)
         self._fuel = limits.fuel if compiled.fuel else None
         self.fuel_used: int | None = None
@@ -152,7 +173,9 @@ class GuestInstance:
         if rptr + rlen > size:
             raise AbiViolation(f"the response ({rlen} bytes at {rptr}) lies outside guest memory ({size} bytes)")
         if rlen > self._max_envelope:
-            raise ResponseTooLarge(f"the response of {rlen} bytes exceeds the limit of {self.limits.max_response_bytes}")
+            raise ResponseTooLarge(
+                f"the response of {rlen} bytes exceeds the limit of {self.limits.max_response_bytes}"
+            )
         raw = ctypes.string_at(mem.base() + rptr, rlen)
         return abi.decode_response(raw, self.limits.max_response_bytes)
 

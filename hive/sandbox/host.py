@@ -74,9 +74,16 @@ class GuestContext:
         self.logged += len(text)
         self.lines += 1
         line = text[:MAX_LINE].decode("utf-8", "replace")
-        log.log(level, "[%s v%d %s %s] %s", self.function, self.version, stream, self.request_id or "-", line,
-                extra={"function": self.function, "version": self.version, "stream": stream,
-                       "request_id": self.request_id})
+        log.log(
+            level,
+            "[%s v%d %s %s] %s",
+            self.function,
+            self.version,
+            stream,
+            self.request_id or "-",
+            line,
+            extra={"function": self.function, "version": self.version, "stream": stream, "request_id": self.request_id},
+        )
         if self.sink is not None:
             self.sink(self.function, self.version, stream, level, line, self.request_id)
 
@@ -96,10 +103,17 @@ class GuestContext:
                 self.emit(LOG_LEVELS[1 if fd == 1 else 3], rest, "stdout" if fd == 1 else "stderr")
         self.partial.clear()
         if self.dropped_lines:
-            log.warning("dropped %d lines (%d bytes) of guest output over the per-call limit",
-                        self.dropped_lines, self.dropped,
-                        extra={"function": self.function, "version": self.version, "stream": "host",
-                               "request_id": self.request_id})
+            log.warning(
+                "dropped %d lines (%d bytes) of guest output over the per-call limit",
+                self.dropped_lines,
+                self.dropped,
+                extra={
+                    "function": self.function,
+                    "version": self.version,
+                    "stream": "host",
+                    "request_id": self.request_id,
+                },
+            )
             self.dropped = self.dropped_lines = 0
 
 
@@ -157,11 +171,13 @@ def _errno(fn: Callable[..., int | None]) -> Callable[..., int]:
             return fn(_Mem(caller), *args) or ESUCCESS
         except _Fault:
             return EFAULT
+
     wrapper.__name__ = fn.__name__
     return wrapper
 
 
 # --- hive.* ---
+
 
 def hive_log(caller: Caller, level: int, ptr: int, n: int) -> None:
     try:
@@ -176,10 +192,14 @@ def hive_log(caller: Caller, level: int, ptr: int, n: int) -> None:
 MAX_UNREAD_RESULTS = 64
 MAX_RECORD_BYTES = 16 << 20  # a request record: the body limits apply above this too
 # A function granted no I/O runs without an io (so does start-up code): its calls are refused as values.
-_NO_FETCH = ("this function may not fetch: grant hosts with \"allowed_hosts\" in its deploy manifest or "
-             "allowed_hosts in hive.toml [permissions] (start-up code can never fetch)")
-_NO_KV = ("this function was granted no KV store: add it to \"kv\" in its deploy manifest or kv in hive.toml "
-          "[permissions] (start-up code can never use KV)")
+_NO_FETCH = (
+    'this function may not fetch: grant hosts with "allowed_hosts" in its deploy manifest or '
+    "allowed_hosts in hive.toml [permissions] (start-up code can never fetch)"
+)
+_NO_KV = (
+    'this function was granted no KV store: add it to "kv" in its deploy manifest or kv in hive.toml '
+    "[permissions] (start-up code can never use KV)"
+)
 
 
 def _record(caller: Caller, ptr: int, n: int) -> bytes:
@@ -254,7 +274,7 @@ def result_read(caller: Caller, handle: int, ptr: int, n: int) -> int:
     value = ctx.slots.get(handle)
     if value is None or isinstance(value, Future):
         return -1
-    data = value[:max(n, 0)]
+    data = value[: max(n, 0)]
     try:
         _Mem(caller).write(ptr, data)
     except _Fault:
@@ -264,6 +284,7 @@ def result_read(caller: Caller, handle: int, ptr: int, n: int) -> int:
 
 
 # --- WASI ---
+
 
 @_errno
 def fd_write(mem: _Mem, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int | None:

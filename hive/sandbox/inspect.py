@@ -23,7 +23,10 @@ REQUIRED_EXPORTS = {
     abi.HANDLE_EXPORT: (["i32", "i32"], ["i64"]),
     abi.MARKER_EXPORT: ([], []),
 }
-OPTIONAL_EXPORTS: dict[str, tuple[list[str], list[str]]] = {abi.FREE_EXPORT: (["i32", "i32"], []), "_initialize": ([], [])}
+OPTIONAL_EXPORTS: dict[str, tuple[list[str], list[str]]] = {
+    abi.FREE_EXPORT: (["i32", "i32"], []),
+    "_initialize": ([], []),
+}
 # What the SDKs export (the builds name them to the linker, or re-export them).
 SDK_EXPORTS = (abi.MARKER_EXPORT, abi.ALLOC_EXPORT, abi.FREE_EXPORT, abi.HANDLE_EXPORT)
 # Every WASI function a manifest can grant: a build checks against all of them, since the grants
@@ -65,8 +68,11 @@ def compile_module(engine: Engine, wasm: bytes) -> Module:
 
 def unknown_imports(module: Module) -> list[str]:
     """Imports no Edge Hive host provides, whatever the grants (sorted, qualified)."""
-    return sorted(f"{i.module}.{i.name}" for i in module.imports
-                  if not isinstance(i.type, FuncType) or (i.module, i.name) not in host.HOST_FUNCTIONS)
+    return sorted(
+        f"{i.module}.{i.name}"
+        for i in module.imports
+        if not isinstance(i.type, FuncType) or (i.module, i.name) not in host.HOST_FUNCTIONS
+    )
 
 
 def check_interface(module: Module, allowed_wasi: frozenset[str]) -> Interface:
@@ -79,7 +85,9 @@ def check_interface(module: Module, allowed_wasi: frozenset[str]) -> Interface:
             and (imp.module == host.HIVE or imp.name in allowed_wasi)
         )
         if not ok:
-            raise ForbiddenImport(f"the module imports {qualified}, which this function is not allowed", import_name=qualified)
+            raise ForbiddenImport(
+                f"the module imports {qualified}, which this function is not allowed", import_name=qualified
+            )
         assert isinstance(imp.type, FuncType) and imp.name is not None  # both checked by `ok`
         want = host.signature_names(host.HOST_FUNCTIONS[(imp.module, imp.name)][0])
         if _sig(imp.type) != want:
@@ -90,7 +98,9 @@ def check_interface(module: Module, allowed_wasi: frozenset[str]) -> Interface:
     for name, want in REQUIRED_EXPORTS.items():
         ty = exports.get(name)
         if ty is None:
-            raise InvalidModule(f"the module does not export {name!r}: it is not an Edge Hive ABI v1 module (see docs/abi.md)")
+            raise InvalidModule(
+                f"the module does not export {name!r}: it is not an Edge Hive ABI v1 module (see docs/abi.md)"
+            )
         if not isinstance(ty, FuncType) or _sig(ty) != want:
             raise InvalidModule(f"export {name!r} must be a function {want[0]} -> {want[1]}")
     present = {}

@@ -47,13 +47,13 @@ def warm_up(sandbox: Sandbox, rounds: int = 3) -> int:
     Raises if anything in the call path is broken."""
     wasm = wasmtime.wat2wasm(_wat())
     sha = "warmup-" + hashlib.sha256(wasm).hexdigest()
-    envelope = abi.encode_request(b"POST", b"/api/v1/edge/warm-up", b"",
-                                  [(b"content-type", b"application/json")], b'{"name":"warm-up"}')
+    envelope = abi.encode_request(
+        b"POST", b"/api/v1/edge/warm-up", b"", [(b"content-type", b"application/json")], b'{"name":"warm-up"}'
+    )
     calls = 0
     for fuel in (False, True):
         compiled = sandbox.load(sha, wasm, _ALLOWED, fuel)
-        guest = GuestInstance(sandbox, compiled, GuestLimits(fuel=1_000_000 if fuel else None),
-                              GuestContext("warm-up"))
+        guest = GuestInstance(sandbox, compiled, GuestLimits(fuel=1_000_000 if fuel else None), GuestContext("warm-up"))
         for _ in range(rounds):
             resp = guest.call(envelope, "warm-up")
             if resp.status != 200 or resp.body != b'{"warm":true}':

@@ -29,15 +29,32 @@ def headers_bytes(headers: list[tuple[bytes, bytes]]) -> bytes:
 def request(name: str, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes) -> dict:
     raw = [(n.encode(), v.encode()) for n, v in headers]
     env = field(method.encode()) + field(path.encode()) + field(query.encode()) + headers_bytes(raw) + field(body)
-    return {"name": name, "method": method, "path": path, "query": query, "headers": [list(h) for h in headers],
-            "body_hex": body.hex(), "envelope_hex": env.hex()}
+    return {
+        "name": name,
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": [list(h) for h in headers],
+        "body_hex": body.hex(),
+        "envelope_hex": env.hex(),
+    }
 
 
-def response(name: str, status: int, headers: list[tuple[str, str]], body: bytes,
-             decoded_headers: list[tuple[str, str]] | None = None) -> dict:
+def response(
+    name: str,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    decoded_headers: list[tuple[str, str]] | None = None,
+) -> dict:
     env = u32(status) + headers_bytes([(n.encode(), v.encode()) for n, v in headers]) + field(body)
-    vec = {"name": name, "status": status, "headers": [list(h) for h in headers], "body_hex": body.hex(),
-           "envelope_hex": env.hex()}
+    vec = {
+        "name": name,
+        "status": status,
+        "headers": [list(h) for h in headers],
+        "body_hex": body.hex(),
+        "envelope_hex": env.hex(),
+    }
     if decoded_headers is not None:
         vec["decoded_headers"] = [list(h) for h in decoded_headers]
     return vec
@@ -62,8 +79,14 @@ def i64(n: int) -> bytes:
 def fetch_request(name: str, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> dict:
     raw = [(n.encode(), v.encode()) for n, v in headers]
     rec = field(method.encode()) + field(url.encode()) + headers_bytes(raw) + field(body)
-    return {"name": name, "method": method, "url": url, "headers": [list(h) for h in headers],
-            "body_hex": body.hex(), "record_hex": rec.hex()}
+    return {
+        "name": name,
+        "method": method,
+        "url": url,
+        "headers": [list(h) for h in headers],
+        "body_hex": body.hex(),
+        "record_hex": rec.hex(),
+    }
 
 
 def result(name: str, payload: bytes, **fields: object) -> dict:
@@ -71,8 +94,12 @@ def result(name: str, payload: bytes, **fields: object) -> dict:
 
 
 def error_result(name: str, code: str, message: str) -> dict:
-    return {"name": name, "error": code, "message": message,
-            "record_hex": (u32(1) + field(code.encode()) + field(message.encode())).hex()}
+    return {
+        "name": name,
+        "error": code,
+        "message": message,
+        "record_hex": (u32(1) + field(code.encode()) + field(message.encode())).hex(),
+    }
 
 
 def kv_op(name: str, op: str, store: str, key: bytes, **args: object) -> dict:
@@ -85,31 +112,59 @@ def kv_op(name: str, op: str, store: str, key: bytes, **args: object) -> dict:
     elif op == "incr":
         rec += i64(args.get("delta", 1)) + u64(args.get("ttl_ms", 0))  # type: ignore[arg-type]
     shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in args.items()}
-    return {"name": name, "op": op, "store": store, "key_hex": key.hex(), **{f"{k}_hex" if isinstance(args[k], bytes)
-            else k: v for k, v in shown.items()}, "record_hex": rec.hex()}
+    return {
+        "name": name,
+        "op": op,
+        "store": store,
+        "key_hex": key.hex(),
+        **{f"{k}_hex" if isinstance(args[k], bytes) else k: v for k, v in shown.items()},
+        "record_hex": rec.hex(),
+    }
 
 
 def build() -> dict:
     binary = bytes(range(256)) + b"\xff\xfe\x00\xc3\x28"
     requests = [
         request("get_minimal", "GET", "/api/v1/edge/hello", "", [], b""),
-        request("post_json_hello", "POST", "/api/v1/edge/hello", "", [("content-type", "application/json")],
-                b'{"name":"Edge Hive"}'),
-        request("query_and_repeated_headers", "GET", "/api/v1/edge/echo", "a=1&b=%20x&a=2",
-                [("accept", "text/html"), ("x-tag", "one"), ("x-tag", "two"), ("accept", "*/*")], b""),
-        request("binary_body", "PUT", "/api/v1/edge/upload", "", [("content-type", "application/octet-stream")],
-                binary),
+        request(
+            "post_json_hello",
+            "POST",
+            "/api/v1/edge/hello",
+            "",
+            [("content-type", "application/json")],
+            b'{"name":"Edge Hive"}',
+        ),
+        request(
+            "query_and_repeated_headers",
+            "GET",
+            "/api/v1/edge/echo",
+            "a=1&b=%20x&a=2",
+            [("accept", "text/html"), ("x-tag", "one"), ("x-tag", "two"), ("accept", "*/*")],
+            b"",
+        ),
+        request(
+            "binary_body", "PUT", "/api/v1/edge/upload", "", [("content-type", "application/octet-stream")], binary
+        ),
         request("empty_fields", "", "", "", [("x-empty", "")], b""),
-        request("utf8_path_and_body", "PATCH", "/api/v1/edge/café", "q=%C3%A9", [("x-note", "naïve")],
-                "héllo, 世界 🐝".encode()),
-        request("many_headers", "OPTIONS", "/api/v1/edge/many", "", [(f"x-h{i}", str(i) * i) for i in range(40)],
-                b"x"),
+        request(
+            "utf8_path_and_body",
+            "PATCH",
+            "/api/v1/edge/café",
+            "q=%C3%A9",
+            [("x-note", "naïve")],
+            "héllo, 世界 🐝".encode(),
+        ),
+        request("many_headers", "OPTIONS", "/api/v1/edge/many", "", [(f"x-h{i}", str(i) * i) for i in range(40)], b"x"),
     ]
     responses = [
         response("no_content", 204, [], b""),
         response("hello_json", 200, [("content-type", "application/json")], HELLO_BODY),
-        response("repeated_headers", 201,
-                 [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2"), ("location", "/items/7")], b"created"),
+        response(
+            "repeated_headers",
+            201,
+            [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2"), ("location", "/items/7")],
+            b"created",
+        ),
         response("binary_body", 200, [("content-type", "application/octet-stream")], binary),
         response("empty_header_value", 200, [("x-empty", "")], b"ok"),
         response("status_200_empty", 200, [], b""),
@@ -118,9 +173,19 @@ def build() -> dict:
         response("limits", 200, [("x-" + "n" * 254, "v" * 16384)], b""),
         response("max_headers", 200, [(f"x-h{i}", str(i)) for i in range(256)], b""),
         # The host lowercases names and drops hop-by-hop headers; framing is its job.
-        response("normalized", 200, [("X-Custom", "v"), ("Content-Length", "5"), ("transfer-encoding", "chunked"),
-                                     ("Connection", "close"), ("Cache-Control", "no-store")], b"hello",
-                 decoded_headers=[("x-custom", "v"), ("cache-control", "no-store")]),
+        response(
+            "normalized",
+            200,
+            [
+                ("X-Custom", "v"),
+                ("Content-Length", "5"),
+                ("transfer-encoding", "chunked"),
+                ("Connection", "close"),
+                ("Cache-Control", "no-store"),
+            ],
+            b"hello",
+            decoded_headers=[("x-custom", "v"), ("cache-control", "no-store")],
+        ),
     ]
     ok = u32(200) + u32(0) + field(b"ok")
     too_many = u32(200) + headers_bytes([(f"x-h{i}".encode(), b"") for i in range(257)]) + field(b"")
@@ -135,8 +200,11 @@ def build() -> dict:
         invalid("status_600", u32(600) + u32(0) + field(b""), "status above 599"),
         invalid("status_0", u32(0) + u32(0) + field(b""), "status 0"),
         invalid("status_100", u32(100) + u32(0) + field(b""), "an informational status (1xx)"),
-        invalid("status_101", u32(101) + u32(1) + field(b"upgrade") + field(b"websocket") + field(b""),
-                "101 Switching Protocols would leave the connection broken"),
+        invalid(
+            "status_101",
+            u32(101) + u32(1) + field(b"upgrade") + field(b"websocket") + field(b""),
+            "101 Switching Protocols would leave the connection broken",
+        ),
         invalid("header_name_empty", one_header(200, b"", b"v"), "empty header name"),
         invalid("header_name_space", one_header(200, b"x bad", b"v"), "space in a header name"),
         invalid("header_name_colon", one_header(200, b"x:y", b"v"), "colon in a header name"),
@@ -150,8 +218,11 @@ def build() -> dict:
         invalid("header_value_del", one_header(200, b"x-a", b"a\x7fb"), "DEL in a header value"),
         invalid("header_value_too_long", one_header(200, b"x-a", b"v" * 16385), "header value over 16 KiB"),
         invalid("header_name_length_past_end", u32(200) + u32(1) + u32(100) + b"x-a", "name length past the end"),
-        invalid("header_value_length_past_end", u32(200) + u32(1) + field(b"x-a") + u32(5) + b"v",
-                "value length past the end"),
+        invalid(
+            "header_value_length_past_end",
+            u32(200) + u32(1) + field(b"x-a") + u32(5) + b"v",
+            "value length past the end",
+        ),
         invalid("body_length_past_end", u32(200) + u32(0) + u32(10) + b"abc", "body length past the end"),
         invalid("body_length_u32_max", u32(200) + u32(0) + u32(0xFFFFFFFF) + b"abc", "body length 2**32-1"),
         invalid("too_many_headers", too_many, "257 well-formed headers, one over the limit"),
@@ -164,33 +235,54 @@ def build() -> dict:
         invalid("truncated_body", good[:-1], "the body is one byte short"),
         invalid("trailing_bytes", good + b"\x00", "one byte after the body"),
         invalid("missing_body_length", good[: len(good) - 24], "ends where the body length should start"),
-        invalid("header_count_lies", field(b"GET") + field(b"/") + field(b"") + u32(1000) + field(b""),
-                "header count 1000 with no headers"),
-        invalid("header_count_u32_max", field(b"GET") + field(b"/") + field(b"") + u32(0xFFFFFFFF) + field(b""),
-                "header count 2**32-1"),
+        invalid(
+            "header_count_lies",
+            field(b"GET") + field(b"/") + field(b"") + u32(1000) + field(b""),
+            "header count 1000 with no headers",
+        ),
+        invalid(
+            "header_count_u32_max",
+            field(b"GET") + field(b"/") + field(b"") + u32(0xFFFFFFFF) + field(b""),
+            "header count 2**32-1",
+        ),
         invalid("path_length_u32_max", field(b"GET") + u32(0xFFFFFFFF) + b"/", "path length 2**32-1"),
     ]
     fetch_requests = [
         fetch_request("get_minimal", "GET", "https://api.example.com/", [], b""),
-        fetch_request("post_json", "POST", "https://api.example.com/v1/send?x=1",
-                      [("content-type", "application/json"), ("authorization", "Bearer sk-test")],
-                      b'{"to":"a@example.com"}'),
-        fetch_request("binary_body_repeated_headers", "PUT", "http://127.0.0.1:8080/upload",
-                      [("x-tag", "one"), ("x-tag", "two")], binary),
+        fetch_request(
+            "post_json",
+            "POST",
+            "https://api.example.com/v1/send?x=1",
+            [("content-type", "application/json"), ("authorization", "Bearer sk-test")],
+            b'{"to":"a@example.com"}',
+        ),
+        fetch_request(
+            "binary_body_repeated_headers",
+            "PUT",
+            "http://127.0.0.1:8080/upload",
+            [("x-tag", "one"), ("x-tag", "two")],
+            binary,
+        ),
     ]
     resp = u32(200) + headers_bytes([(b"content-type", b"application/json")]) + field(b'{"ok":true}')
     results = [
-        result("fetch_ok", resp, status=200, headers=[["content-type", "application/json"]],
-               body_hex=b'{"ok":true}'.hex()),
+        result(
+            "fetch_ok", resp, status=200, headers=[["content-type", "application/json"]], body_hex=b'{"ok":true}'.hex()
+        ),
         result("fetch_no_body", u32(204) + headers_bytes([]) + field(b""), status=204, headers=[], body_hex=""),
-        error_result("fetch_refused", "host_not_allowed",
-                     "https://evil.example is not in this function's allowed_hosts"),
+        error_result(
+            "fetch_refused", "host_not_allowed", "https://evil.example is not in this function's allowed_hosts"
+        ),
         result("kv_get_found", u32(1) + field(b"value-1"), found=True, value_hex=b"value-1".hex()),
         result("kv_get_missing", u32(0) + field(b""), found=False, value_hex=""),
         result("kv_set", b""),
         result("kv_delete", u32(1), deleted=True),
-        result("kv_list", u32(2) + field(b"user:1") + field(b"user:2") + field(b"user:2"),
-               keys_hex=[b"user:1".hex(), b"user:2".hex()], cursor_hex=b"user:2".hex()),
+        result(
+            "kv_list",
+            u32(2) + field(b"user:1") + field(b"user:2") + field(b"user:2"),
+            keys_hex=[b"user:1".hex(), b"user:2".hex()],
+            cursor_hex=b"user:2".hex(),
+        ),
         result("kv_list_end", u32(0) + field(b""), keys_hex=[], cursor_hex=""),
         result("kv_incr", i64(-3), value=-3),
         error_result("kv_quota", "quota_exceeded", "store 'default' is over its quota of 104857600 bytes"),
@@ -211,8 +303,8 @@ def build() -> dict:
         "kv_ops": kv_ops,
         "abi_version": 1,
         "about": "Guest ABI v1 test vectors (docs/abi.md). All integers are u32 little-endian. Text fields are "
-                 "UTF-8; bodies and envelopes are hex. decoded_headers, when present, is what the host yields "
-                 "after lowercasing names and dropping hop-by-hop headers. Generated by hive/sdk/gen_vectors.py.",
+        "UTF-8; bodies and envelopes are hex. decoded_headers, when present, is what the host yields "
+        "after lowercasing names and dropping hop-by-hop headers. Generated by hive/sdk/gen_vectors.py.",
         "requests": requests,
         "responses": responses,
         "invalid_responses": invalid_responses,

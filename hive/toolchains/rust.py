@@ -29,14 +29,18 @@ REGISTRY = Path("/usr/share/cargo/registry")
 TARGET = "wasm32-wasi"
 PACKAGES = "rustc cargo libstd-rust-dev-wasm32 lld-14 librust-serde-json-dev librust-chrono-dev"
 INSTALL_COMMAND = f"apt-get install {PACKAGES}"
-IMPORTS_HINT = ("std::fs, std::net, std::process and std::thread need host functions Edge Hive does not offer: "
-                "use the SDK's log macros and std::env::var for config instead (docs/sdk-rust.md)")
+IMPORTS_HINT = (
+    "std::fs, std::net, std::process and std::thread need host functions Edge Hive does not offer: "
+    "use the SDK's log macros and std::env::var for config instead (docs/sdk-rust.md)"
+)
 INTERFACE_HINT = "define the handler with #[edge_function] from edge-hive-wasm"
 
 
 def missing_toolchain_message(missing: Path) -> str:
-    return (f"the Rust toolchain is missing ({missing} not found): install it with `{INSTALL_COMMAND}` "
-            "(scripts/toolchains/rust.sh does it)")
+    return (
+        f"the Rust toolchain is missing ({missing} not found): install it with `{INSTALL_COMMAND}` "
+        "(scripts/toolchains/rust.sh does it)"
+    )
 
 
 def check_toolchain() -> None:
@@ -50,7 +54,14 @@ def cargo_command(target_dir: Path) -> list[str]:
         return ["--config", f"{key}={json.dumps(value)}"]  # a JSON string is a valid TOML string
 
     return [
-        str(CARGO), "build", "--release", "--offline", "--target", TARGET, "--target-dir", str(target_dir),
+        str(CARGO),
+        "build",
+        "--release",
+        "--offline",
+        "--target",
+        TARGET,
+        "--target-dir",
+        str(target_dir),
         *config("source.crates-io.replace-with", "debian"),
         *config("source.debian.directory", str(REGISTRY)),
         *config("patch.crates-io.edge-hive-wasm.path", str(SDK_DIR)),

@@ -116,7 +116,9 @@ def _entry(folder: Path, fn: dict[str, Any]) -> Path:
     for name in candidates:
         if (folder / name).is_file():
             return folder / name
-    raise BuildError(f"{folder}: no entry file (looked for {', '.join(candidates)}; set [function] sources = [\"index.ts\"])")
+    raise BuildError(
+        f'{folder}: no entry file (looked for {", ".join(candidates)}; set [function] sources = ["index.ts"])'
+    )
 
 
 def _import_map(folder: Path, fn: dict[str, Any]) -> tuple[dict[str, str], Path]:
@@ -134,7 +136,7 @@ def _import_map(folder: Path, fn: dict[str, Any]) -> tuple[dict[str, str], Path]
             raise BuildError(f"{file}: not JSON ({e}); deno.jsonc comments are not read, use deno.json") from None
         imports = doc.get("imports", {}) if isinstance(doc, dict) else {}
         if not isinstance(imports, dict) or not all(isinstance(v, str) for v in imports.values()):
-            raise BuildError(f"{file}: \"imports\" must map specifiers to strings")
+            raise BuildError(f'{file}: "imports" must map specifiers to strings')
         return imports, file.parent
     return {}, folder
 
@@ -168,19 +170,31 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     out.parent.mkdir(exist_ok=True)
     out.unlink(missing_ok=True)  # never mistake an old bundle for this build's
     esbuild = install_esbuild(echo)
-    base = {"esbuild": str(esbuild), "folder": str(folder), "entry": str(entry), "imports": imports,
-            "importsBase": str(imports_base)}
+    base = {
+        "esbuild": str(esbuild),
+        "folder": str(folder),
+        "entry": str(entry),
+        "imports": imports,
+        "importsBase": str(imports_base),
+    }
     with tempfile.TemporaryDirectory(prefix="hive-ts-") as tmp:
         scan = _run_bundler(node, {**base, "mode": "scan"}, Path(tmp), f"reading {entry.name}'s imports", echo)
         packages = {**scan["deps"], **_package_json_deps(folder)}
         deps_dir = install_packages(packages, echo)
-        report = _run_bundler(node, {**base, "mode": "bundle", "depsDir": str(deps_dir), "outFile": str(out)},
-                              Path(tmp), f"bundling {fn['name']}", echo)
+        report = _run_bundler(
+            node,
+            {**base, "mode": "bundle", "depsDir": str(deps_dir), "outFile": str(out)},
+            Path(tmp),
+            f"bundling {fn['name']}",
+            echo,
+        )
     if not out.is_file():
         raise BuildError(f"bundling {fn['name']}: esbuild wrote no {out.name}")
     if echo:
         for note in report.get("notes", []):
             echo(f"note: {note}")
-        echo(f"bundled {entry.name} and {report['inputs'] - 1} more files into {out.name}: {report['bytes']} bytes "
-             f"of JavaScript, source map {report['mapBytes']} bytes")
+        echo(
+            f"bundled {entry.name} and {report['inputs'] - 1} more files into {out.name}: {report['bytes']} bytes "
+            f"of JavaScript, source map {report['mapBytes']} bytes"
+        )
     return out

@@ -20,9 +20,11 @@ ZIG_VERSION = "0.17.1"  # keep in step with the ziglang pin in pyproject.toml
 SDK = Path(__file__).resolve().parent.parent / "sdk" / "zig" / "edge_hive.zig"
 SDK_MODULE = "edge_hive"
 EXPORTS = SDK_EXPORTS
-IMPORTS_HINT = ("Zig's std.debug.print, std.fs, std.Io and std.log without "
-                "`pub const std_options: std.Options = .{ .logFn = edge_hive.logFn };` need them: "
-                "use edge_hive.log, edge_hive.env and edge_hive.now instead (docs/sdk-zig.md)")
+IMPORTS_HINT = (
+    "Zig's std.debug.print, std.fs, std.Io and std.log without "
+    "`pub const std_options: std.Options = .{ .logFn = edge_hive.logFn };` need them: "
+    "use edge_hive.log, edge_hive.env and edge_hive.now instead (docs/sdk-zig.md)"
+)
 ROOT_CANDIDATES = ("main.zig", "src/main.zig")
 INSTALL = f"pip install ziglang=={ZIG_VERSION}"
 # Zig's default stack is 16 MiB of linear memory per instance; 1 MiB is plenty for a handler.
@@ -62,12 +64,25 @@ def build(folder: Path, fn: dict[str, Any], echo: Echo | None) -> Path:
     if not ignore.exists():
         ignore.write_text("# Zig's build cache, written by edge-hive function build\n*\n")
     cmd = [
-        sys.executable, "-m", "ziglang", "build-exe",
-        "-target", "wasm32-wasi", "-OReleaseSmall", "-fno-entry", "-fstrip", "--stack", str(STACK_BYTES),
+        sys.executable,
+        "-m",
+        "ziglang",
+        "build-exe",
+        "-target",
+        "wasm32-wasi",
+        "-OReleaseSmall",
+        "-fno-entry",
+        "-fstrip",
+        "--stack",
+        str(STACK_BYTES),
         *(f"--export={name}" for name in EXPORTS),
-        "--cache-dir", str(cache),
-        "--name", fn["name"],
-        "--dep", SDK_MODULE, f"-Mroot={root}",
+        "--cache-dir",
+        str(cache),
+        "--name",
+        fn["name"],
+        "--dep",
+        SDK_MODULE,
+        f"-Mroot={root}",
         f"-M{SDK_MODULE}={SDK}",
         f"-femit-bin={out}",
     ]

@@ -28,8 +28,12 @@ def deploy(c: TestClient, name: str, wasm: bytes, manifest: dict | None = None, 
     data = {"function": name}
     if manifest is not None:
         data["manifest"] = json.dumps(manifest)
-    return c.post("/api/v1/edge/deploy", headers=ADMIN if headers is None else headers, data=data,
-                  files={"wasm": ("f.wasm", wasm, "application/wasm")})
+    return c.post(
+        "/api/v1/edge/deploy",
+        headers=ADMIN if headers is None else headers,
+        data=data,
+        files={"wasm": ("f.wasm", wasm, "application/wasm")},
+    )
 
 
 def assert_error(r, status: int, code: str) -> dict:
@@ -97,8 +101,14 @@ def test_admin_routes_need_the_token(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("name", "status", "code"),
-    [("../etc", 400, "invalid_name"), ("Upper", 400, "invalid_name"), ("a\x00b", 400, "invalid_name"),
-     ("caf\u00e9", 400, "invalid_name"), ("deploy", 400, "invalid_name"), ("", 400, "invalid_name")],
+    [
+        ("../etc", 400, "invalid_name"),
+        ("Upper", 400, "invalid_name"),
+        ("a\x00b", 400, "invalid_name"),
+        ("caf\u00e9", 400, "invalid_name"),
+        ("deploy", 400, "invalid_name"),
+        ("", 400, "invalid_name"),
+    ],
 )
 def test_bad_names_are_refused(client: TestClient, settings: Settings, name: str, status: int, code: str) -> None:
     assert_error(deploy(client, name, wat(ECHO_WAT)), status, code)
@@ -121,8 +131,9 @@ def test_bad_uploads_change_nothing(client: TestClient, settings: Settings) -> N
     r = client.post("/api/v1/edge/deploy", headers={**ADMIN, "content-type": "application/json"}, content=b"{}")
     assert_error(r, 415, "unsupported_media_type")
     # The start function runs at deploy under the time limit.
-    start_loop = LOOP_WAT.replace("(func (export \"hive_abi_v1\"))",
-                                  "(func (export \"hive_abi_v1\")) (func $s (loop $l (br $l))) (start $s)")
+    start_loop = LOOP_WAT.replace(
+        '(func (export "hive_abi_v1"))', '(func (export "hive_abi_v1")) (func $s (loop $l (br $l))) (start $s)'
+    )
     assert_error(deploy(client, "f", wat(start_loop)), 422, "invalid_module")
 
     assert client.post("/api/v1/edge/f").text == "good"

@@ -34,8 +34,16 @@ KEY = "browser-key-" + "k" * 20
 COOKIE = "hive_session=s3cr3t"
 BROWSER_TIMEOUT_S = 90
 # supabase-js's browser build, from tests/node (scripts/toolchains/supabase-js.sh installs it)
-SUPABASE_UMD = Path(__file__).resolve().parent.parent / "node" / "node_modules" / "@supabase" / "supabase-js" / "dist" \
-    / "umd" / "supabase.js"
+SUPABASE_UMD = (
+    Path(__file__).resolve().parent.parent
+    / "node"
+    / "node_modules"
+    / "@supabase"
+    / "supabase-js"
+    / "dist"
+    / "umd"
+    / "supabase.js"
+)
 
 # The page's script: every case is {url, init} run with fetch(); the outcome is what a script can read.
 SCRIPT = r"""
@@ -108,10 +116,12 @@ class Page:
         self.thread.start()
 
     def show(self, base: str, cases: dict[str, Any], sb_cases: dict[str, Any]) -> None:
-        self.html = (f'<!doctype html><html><head><title>running</title><script src="/supabase.js"></script>'
-                     f'</head><body><pre id="out">pending</pre><script>const BASE = {json.dumps(base)};\n'
-                     f"const CASES = {json.dumps(cases)};\nconst SB_CASES = {json.dumps(sb_cases)};\n"
-                     f"{SCRIPT}</script></body></html>").encode()
+        self.html = (
+            f'<!doctype html><html><head><title>running</title><script src="/supabase.js"></script>'
+            f'</head><body><pre id="out">pending</pre><script>const BASE = {json.dumps(base)};\n'
+            f"const CASES = {json.dumps(cases)};\nconst SB_CASES = {json.dumps(sb_cases)};\n"
+            f"{SCRIPT}</script></body></html>"
+        ).encode()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -125,11 +135,24 @@ def chromium_dump_dom(url: str, profile: Path) -> tuple[str, str]:
         raise RuntimeError(f"{SUPABASE_UMD} was not found: run scripts/toolchains/supabase-js.sh (scripts/dev runs it)")
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} was not found: run scripts/toolchains/chromium.sh (scripts/dev runs it)")
-    cmd = [str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        str(CHROMIUM),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=BROWSER_TIMEOUT_S)
     finally:
@@ -163,17 +186,41 @@ def server(tmp_path_factory: pytest.TempPathFactory, page: Page) -> Iterator[Ser
     deploys: list[tuple[str, bytes, dict[str, Any]]] = [
         ("keyed", echo, {"auth": keyed, "cors": {"allow_origins": [page.origin], "expose_headers": ["x"]}}),
         ("creds", echo, {"auth": keyed, "cors": {"allow_origins": [page.origin], "allow_credentials": True}}),
-        ("credsstar", echo, {"cors": {"allow_origins": [page.origin], "allow_credentials": True,
-                                      "allow_methods": ["*"], "allow_headers": ["*"], "expose_headers": ["*"]}}),
+        (
+            "credsstar",
+            echo,
+            {
+                "cors": {
+                    "allow_origins": [page.origin],
+                    "allow_credentials": True,
+                    "allow_methods": ["*"],
+                    "allow_headers": ["*"],
+                    "expose_headers": ["*"],
+                }
+            },
+        ),
         ("wild", echo, {"cors": {"allow_origins": ["*"]}}),
         ("elsewhere", echo, {"auth": keyed, "cors": {"allow_origins": ["https://app.example.com"]}}),
-        ("noapikey", echo, {"auth": keyed, "cors": {"allow_origins": [page.origin], "allow_headers": ["content-type"]}}),
+        (
+            "noapikey",
+            echo,
+            {"auth": keyed, "cors": {"allow_origins": [page.origin], "allow_headers": ["content-type"]}},
+        ),
         # no cors section: the function answers CORS itself, preflights included (Supabase's cors.ts)
-        ("selfcors", answering(200, [(b"access-control-allow-origin", b"*"),
-                                     (b"access-control-allow-headers", b"apikey, content-type")], b"self"),
-         {"auth": keyed}),
-        ("oops", wat(const_wat('{"error":"the function failed"}', status=500)),
-         {"cors": {"allow_origins": [page.origin]}}),
+        (
+            "selfcors",
+            answering(
+                200,
+                [(b"access-control-allow-origin", b"*"), (b"access-control-allow-headers", b"apikey, content-type")],
+                b"self",
+            ),
+            {"auth": keyed},
+        ),
+        (
+            "oops",
+            wat(const_wat('{"error":"the function failed"}', status=500)),
+            {"cors": {"allow_origins": [page.origin]}},
+        ),
         ("spin", wat(LOOP_WAT), {"limits": {"timeout_ms": 50}}),  # no cors section: its 504 is still readable
     ]
     for name, wasm, manifest in deploys:
@@ -195,31 +242,49 @@ def seen(server: Server, page: Page, tmp_path_factory: pytest.TempPathFactory) -
         "sb_missing": {"key": KEY, "fn": "missing"},
         "sb_guest_500": {"key": KEY, "fn": "oops"},
     }
-    page.show(b, {
-        "a_key": {"url": f"{b}/api/v1/edge/keyed", "init": {**post, "headers": with_key}},
-        "a_key_supabase_path": {"url": f"{b}/functions/v1/keyed", "init": {**post, "headers": with_key}},
-        "b_no_key": {"url": f"{b}/api/v1/edge/keyed", "init": {**post, "headers": {"content-type": "application/json"}}},
-        "b_wrong_key": {"url": f"{b}/api/v1/edge/keyed",
-                        "init": {**post, "headers": {**with_key, "apikey": "w" * 24}}},
-        "c_credentials": {"url": f"{b}/api/v1/edge/creds",
-                          "init": {**post, "headers": with_key, "credentials": "include"}},
-        "c_credentials_no_key": {"url": f"{b}/api/v1/edge/creds",
-                                 "init": {**post, "headers": {"content-type": "application/json"},
-                                          "credentials": "include"}},
-        "c_no_credentials": {"url": f"{b}/api/v1/edge/creds", "init": {**post, "headers": with_key}},
-        "c_credentials_wildcards": {"url": f"{b}/api/v1/edge/credsstar",
-                                    "init": {"method": "PUT", "headers": {"x-custom": "yes"}, "credentials": "include"}},
-        "c_wildcard_with_credentials": {"url": f"{b}/api/v1/edge/wild",
-                                        "init": {"method": "PUT", "credentials": "include"}},
-        "c_wildcard": {"url": f"{b}/api/v1/edge/wild", "init": {"method": "PUT"}},
-        "d_origin_refused": {"url": f"{b}/api/v1/edge/elsewhere", "init": {**post, "headers": with_key}},
-        "d_header_refused": {"url": f"{b}/api/v1/edge/noapikey", "init": {**post, "headers": with_key}},
-        "f_self_cors": {"url": f"{b}/functions/v1/selfcors", "init": {**post, "headers": with_key}},
-        "f_self_cors_no_key": {"url": f"{b}/functions/v1/selfcors",
-                               "init": {**post, "headers": {"apikey": "w" * 24}}},
-        "e_missing": {"url": f"{b}/functions/v1/missing", "init": {"method": "POST", "body": "{}"}},
-        "e_timeout": {"url": f"{b}/api/v1/edge/spin", "init": {}},
-    }, sb_cases)
+    page.show(
+        b,
+        {
+            "a_key": {"url": f"{b}/api/v1/edge/keyed", "init": {**post, "headers": with_key}},
+            "a_key_supabase_path": {"url": f"{b}/functions/v1/keyed", "init": {**post, "headers": with_key}},
+            "b_no_key": {
+                "url": f"{b}/api/v1/edge/keyed",
+                "init": {**post, "headers": {"content-type": "application/json"}},
+            },
+            "b_wrong_key": {
+                "url": f"{b}/api/v1/edge/keyed",
+                "init": {**post, "headers": {**with_key, "apikey": "w" * 24}},
+            },
+            "c_credentials": {
+                "url": f"{b}/api/v1/edge/creds",
+                "init": {**post, "headers": with_key, "credentials": "include"},
+            },
+            "c_credentials_no_key": {
+                "url": f"{b}/api/v1/edge/creds",
+                "init": {**post, "headers": {"content-type": "application/json"}, "credentials": "include"},
+            },
+            "c_no_credentials": {"url": f"{b}/api/v1/edge/creds", "init": {**post, "headers": with_key}},
+            "c_credentials_wildcards": {
+                "url": f"{b}/api/v1/edge/credsstar",
+                "init": {"method": "PUT", "headers": {"x-custom": "yes"}, "credentials": "include"},
+            },
+            "c_wildcard_with_credentials": {
+                "url": f"{b}/api/v1/edge/wild",
+                "init": {"method": "PUT", "credentials": "include"},
+            },
+            "c_wildcard": {"url": f"{b}/api/v1/edge/wild", "init": {"method": "PUT"}},
+            "d_origin_refused": {"url": f"{b}/api/v1/edge/elsewhere", "init": {**post, "headers": with_key}},
+            "d_header_refused": {"url": f"{b}/api/v1/edge/noapikey", "init": {**post, "headers": with_key}},
+            "f_self_cors": {"url": f"{b}/functions/v1/selfcors", "init": {**post, "headers": with_key}},
+            "f_self_cors_no_key": {
+                "url": f"{b}/functions/v1/selfcors",
+                "init": {**post, "headers": {"apikey": "w" * 24}},
+            },
+            "e_missing": {"url": f"{b}/functions/v1/missing", "init": {"method": "POST", "body": "{}"}},
+            "e_timeout": {"url": f"{b}/api/v1/edge/spin", "init": {}},
+        },
+        sb_cases,
+    )
     out, err = chromium_dump_dom(page.origin + "/", tmp_path_factory.mktemp("chromium-profile"))
     m = re.search(r'<pre id="out">(.*?)</pre>', out, re.S)
     assert m and "<title>done</title>" in out, f"the page did not finish:\n{out[-3000:]}\n{err[-3000:]}"

@@ -52,14 +52,33 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir.parent / f"{self.name}-{self.port}-{time.monotonic_ns()}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-        env.update({"HIVE_ADMIN_TOKEN": ADMIN_TOKEN, "HIVE_CLUSTER_DSN": self.dsn, "HIVE_CLUSTER_NODE_NAME": self.name,
-                    **self.extra_env})
+        env.update(
+            {
+                "HIVE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "HIVE_CLUSTER_DSN": self.dsn,
+                "HIVE_CLUSTER_NODE_NAME": self.name,
+                **self.extra_env,
+            }
+        )
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", str(WORKERS),
-                 "--data-dir", str(self.data_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                cwd=self.data_dir.parent)
+                [
+                    str(BIN / "edge-hive"),
+                    "serve",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(WORKERS),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                cwd=self.data_dir.parent,
+            )
         self.server = Server(proc, self.url, self.data_dir, log_path)
         return self.server
 
@@ -91,8 +110,13 @@ class Node:
 
     def deploy(self, fn: str, wasm: bytes, manifest: str | None = None) -> httpx.Response:
         data = {"function": fn, **({"manifest": manifest} if manifest else {})}
-        return httpx.post(self.url + "/api/v1/edge/deploy", headers=ADMIN, data=data, timeout=60,
-                          files={"wasm": ("f.wasm", wasm, "application/wasm")})
+        return httpx.post(
+            self.url + "/api/v1/edge/deploy",
+            headers=ADMIN,
+            data=data,
+            timeout=60,
+            files={"wasm": ("f.wasm", wasm, "application/wasm")},
+        )
 
     def rollback(self, fn: str, version: int | None = None) -> httpx.Response:
         return self.admin("POST", f"/api/v1/edge/{fn}/rollback", json={} if version is None else {"version": version})
@@ -116,8 +140,14 @@ class Load:
     """Requests to `functions` across `nodes`, from a few threads on keep-alive connections, at most
     `rps_per_thread` each; every answer that is not a 200 (or any connection error) is a failure."""
 
-    def __init__(self, nodes: list[Node], functions: list[str], threads: int = 3, rps_per_thread: float = 60,
-                 check: Callable[[str, bytes], bool] | None = None) -> None:
+    def __init__(
+        self,
+        nodes: list[Node],
+        functions: list[str],
+        threads: int = 3,
+        rps_per_thread: float = 60,
+        check: Callable[[str, bytes], bool] | None = None,
+    ) -> None:
         self.nodes = nodes
         self.functions = functions
         self.threads = threads
@@ -178,7 +208,10 @@ class Load:
 
 
 def figures(what: str, values_ms: list[float]) -> str:
-    line = (f"{what}: n={len(values_ms)} median {statistics.median(values_ms):.0f} ms, "
-            f"max {max(values_ms):.0f} ms") if values_ms else f"{what}: none"
+    line = (
+        (f"{what}: n={len(values_ms)} median {statistics.median(values_ms):.0f} ms, max {max(values_ms):.0f} ms")
+        if values_ms
+        else f"{what}: none"
+    )
     print(f"\n[cluster figures] {line}", flush=True)
     return line

@@ -34,8 +34,10 @@ def pg_bin(name: str) -> str:
     for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
         if os.access(os.path.join(d, name), os.X_OK):
             return os.path.join(d, name)
-    raise RuntimeError(f"PostgreSQL's {name} was not found: run scripts/toolchains/postgres.sh "
-                       "(scripts/dev test does) to install Debian's postgresql package")
+    raise RuntimeError(
+        f"PostgreSQL's {name} was not found: run scripts/toolchains/postgres.sh "
+        "(scripts/dev test does) to install Debian's postgresql package"
+    )
 
 
 @dataclass
@@ -61,19 +63,29 @@ class PgServer:
         kw: dict[str, object] = {}
         if self._as is not None:
             kw = {"user": self._as[0], "group": self._as[1], "extra_groups": []}
-        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd=self.root,
-                              **kw)  # type: ignore[call-overload]
+        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd=self.root, **kw)  # type: ignore[call-overload]
 
     def init(self) -> None:
-        r = self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "hive", "--auth=trust", "-E", "UTF8",
-                      "--locale=C", "--no-instructions")
+        r = self._run(
+            pg_bin("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "hive",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        )
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{r.stdout.decode()}{r.stderr.decode()}")
         # Loopback TCP only, no Unix socket; durability is not what the tests are about.
         (self.data / "postgresql.auto.conf").write_text(
             f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
             "max_connections = 300\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-            "shared_buffers = 32MB\n")
+            "shared_buffers = 32MB\n"
+        )
 
     def start(self) -> None:
         r = self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60", "start")

@@ -29,8 +29,12 @@ def client(settings: Settings, dsn: str) -> Iterator[TestClient]:
 
 
 def deploy(c: TestClient, name: str, build: int) -> dict:
-    r = c.post("/api/v1/edge/deploy", headers=ADMIN, data={"function": name},
-               files={"wasm": ("f.wasm", module(name, build), "application/wasm")})
+    r = c.post(
+        "/api/v1/edge/deploy",
+        headers=ADMIN,
+        data={"function": name},
+        files={"wasm": ("f.wasm", module(name, build), "application/wasm")},
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -78,13 +82,18 @@ def test_one_node_cluster(client: TestClient, dsn: str) -> None:
 def test_unreachable_postgres(settings: Settings) -> None:
     """A node whose PostgreSQL is unreachable from the start: not ready, changes 503 (it serves nothing
     it has not caught up to)."""
-    s = settings.replace(cluster_dsn="host=127.0.0.1 port=1 user=hive dbname=none connect_timeout=1",
-                         cluster_node_name="lonely")
+    s = settings.replace(
+        cluster_dsn="host=127.0.0.1 port=1 user=hive dbname=none connect_timeout=1", cluster_node_name="lonely"
+    )
     with TestClient(create_app(s), raise_server_exceptions=False) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 503 and ready.json()["cluster"]["caught_up"] is False, ready.text
-        r = c.post("/api/v1/edge/deploy", headers=ADMIN, data={"function": "f"},
-                   files={"wasm": ("f.wasm", module("f", 1), "application/wasm")})
+        r = c.post(
+            "/api/v1/edge/deploy",
+            headers=ADMIN,
+            data={"function": "f"},
+            files={"wasm": ("f.wasm", module("f", 1), "application/wasm")},
+        )
         assert (r.status_code, r.json()["error"]) == (503, "registry_unavailable"), r.text
         assert "keeps serving" in r.json()["message"]
         r = c.get("/api/v1/cluster", headers=ADMIN)

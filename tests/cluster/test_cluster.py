@@ -154,9 +154,12 @@ def test_rate_limits_hold_across_nodes(nodes: list[Node]) -> None:
     admitted, refused = counts[200], counts[429]
     assert set(counts) == {200, 429}, counts
     ceiling = RPS * elapsed + 3 * math.ceil(BURST / 3)  # what the shares allow at most
-    print(f"\n[cluster figures] rate limit {RPS:.0f} rps burst {BURST} over 3 nodes: {admitted} admitted, "
-          f"{refused} refused in {elapsed:.1f} s (ceiling {ceiling:.0f}; one bucket per node would allow "
-          f"{3 * (RPS * elapsed + BURST):.0f})", flush=True)
+    print(
+        f"\n[cluster figures] rate limit {RPS:.0f} rps burst {BURST} over 3 nodes: {admitted} admitted, "
+        f"{refused} refused in {elapsed:.1f} s (ceiling {ceiling:.0f}; one bucket per node would allow "
+        f"{3 * (RPS * elapsed + BURST):.0f})",
+        flush=True,
+    )
     assert refused > admitted  # the load is well above the limit
     assert admitted <= ceiling + 2  # two tokens of slack for the refill between the clock reads
     assert admitted >= 0.6 * RPS * elapsed  # and the shares add up to about the limit, not a third of it
@@ -164,8 +167,12 @@ def test_rate_limits_hold_across_nodes(nodes: list[Node]) -> None:
 
 def listen_backend(dsn: str, node: str) -> list[int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                                           (f"edge-hive-listen {node}",))]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"edge-hive-listen {node}",)
+            )
+        ]
 
 
 def test_a_node_that_misses_notifications_converges(nodes: list[Node], dsn: str) -> None:
@@ -182,7 +189,10 @@ def test_a_node_that_misses_notifications_converges(nodes: list[Node], dsn: str)
         assert r.json()["nodes_behind"] == 0, r.json()  # n2 caught up from its generation within the wait
         converge_ms.append((time.monotonic() - started) * 1000)
         serves_everywhere(nodes, "quiet", body_of("quiet", attempt + 1))
-        poll("n2 to listen again", lambda old=old: len(listen_backend(dsn, "n2")) == 1 and listen_backend(dsn, "n2") != old)
+        poll(
+            "n2 to listen again",
+            lambda old=old: len(listen_backend(dsn, "n2")) == 1 and listen_backend(dsn, "n2") != old,
+        )
     figures("deploy to live everywhere with one node's LISTEN connection killed", converge_ms)
 
 
@@ -197,10 +207,16 @@ def test_a_node_killed_mid_deploy_catches_up_before_it_is_ready(nodes: list[Node
     deploying.join(timeout=120)
     assert answers and answers[0].status_code == 201, answers
     # While it is down: the cluster says so, and changes no longer wait for it.
-    poll("n1 to be reported down", lambda: {n["name"]: n["health"] for n in status(nodes[0])["nodes"]}["n1"] == "down",
-         timeout=30)
-    changes = [nodes[2].deploy("killed", module("killed", 2)), nodes[0].admin("DELETE", "/api/v1/edge/doomed"),
-               nodes[2].deploy("steady-2", module("steady-2", 1))]
+    poll(
+        "n1 to be reported down",
+        lambda: {n["name"]: n["health"] for n in status(nodes[0])["nodes"]}["n1"] == "down",
+        timeout=30,
+    )
+    changes = [
+        nodes[2].deploy("killed", module("killed", 2)),
+        nodes[0].admin("DELETE", "/api/v1/edge/doomed"),
+        nodes[2].deploy("steady-2", module("steady-2", 1)),
+    ]
     for c in changes:
         assert c.status_code in (200, 201) and c.json()["nodes"] == 2 and c.json()["nodes_behind"] == 0, c.text
     # Restart it on its data dir, and watch its port from the first moment: it must never serve the
@@ -238,8 +254,11 @@ def test_a_node_killed_mid_deploy_catches_up_before_it_is_ready(nodes: list[Node
     catch_up = [line for line in server.log().splitlines() if "registry at cluster generation" in line]
     assert catch_up, server.log()[-3000:]
     catch_up_ms = float(catch_up[0].rsplit(", ", 1)[1].split(" ms")[0])
-    print(f"\n[cluster figures] SIGKILLed node restarted: ready in {ready_ms:.0f} ms after launch, its catch-up "
-          f"{catch_up_ms:.1f} ms ({len(seen)} probes while it started, none stale)", flush=True)
+    print(
+        f"\n[cluster figures] SIGKILLed node restarted: ready in {ready_ms:.0f} ms after launch, its catch-up "
+        f"{catch_up_ms:.1f} ms ({len(seen)} probes while it started, none stale)",
+        flush=True,
+    )
 
 
 def test_postgres_restart_under_load(nodes: list[Node], postgres: PgServer) -> None:
@@ -256,8 +275,11 @@ def test_postgres_restart_under_load(nodes: list[Node], postgres: PgServer) -> N
                 assert node.rollback("steady").json()["error"] == "registry_unavailable"
                 ready = httpx.get(node.url + "/readyz", timeout=10)
                 assert ready.status_code == 200 and ready.json()["cluster"]["caught_up"], ready.text
-            poll("the replicators to notice", lambda: all(
-                not httpx.get(n.url + "/readyz", timeout=10).json()["cluster"]["connected"] for n in nodes), timeout=30)
+            poll(
+                "the replicators to notice",
+                lambda: all(not httpx.get(n.url + "/readyz", timeout=10).json()["cluster"]["connected"] for n in nodes),
+                timeout=30,
+            )
             kv = nodes[0].admin("GET", "/api/v1/kv")
             assert kv.status_code == 503 and kv.json()["error"] == "kv_unavailable", kv.text
             serves_everywhere(nodes, "steady", body_of("steady", 1))
@@ -271,8 +293,11 @@ def test_postgres_restart_under_load(nodes: list[Node], postgres: PgServer) -> N
         serves_everywhere(nodes, "during", body_of("during", 2))
     assert load.failures == [], load.failures[:10]
     figures("deploy refused while PostgreSQL is down (503)", fails_ms)
-    print(f"[cluster figures] PostgreSQL down {(up_at - down_at) * 1000:.0f} ms under load: {load.sent} requests, "
-          f"0 failed; every node healthy {recovered_ms:.0f} ms after it returned", flush=True)
+    print(
+        f"[cluster figures] PostgreSQL down {(up_at - down_at) * 1000:.0f} ms under load: {load.sent} requests, "
+        f"0 failed; every node healthy {recovered_ms:.0f} ms after it returned",
+        flush=True,
+    )
 
 
 def test_nodes_share_kv(nodes: list[Node]) -> None:
@@ -300,7 +325,8 @@ def via(proxy: StallingProxy, dsn: str, postgres: PgServer) -> str:
 
 
 def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catch_up(
-        nodes: list[Node], dsn: str, postgres: PgServer, tmp_path: Path) -> None:
+    nodes: list[Node], dsn: str, postgres: PgServer, tmp_path: Path
+) -> None:
     """A fourth node reaches PostgreSQL through a proxy that can stall (connections kept open, no bytes
     moved: only the node's own timeouts notice); a fifth starts while its proxy is stalled."""
     p3, p4 = StallingProxy(postgres.port), StallingProxy(postgres.port)
@@ -319,8 +345,11 @@ def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catc
         dropped_ms = (time.monotonic() - started) * 1000
         serves_everywhere(nodes, "parted", body_of("parted", 2))
         serves_everywhere([n3], "parted", body_of("parted", 1))  # cut off: it serves what it last knew
-        poll("n3 to notice it is cut off", lambda: not httpx.get(n3.url + "/readyz", timeout=10)
-             .json()["cluster"]["connected"], timeout=60)
+        poll(
+            "n3 to notice it is cut off",
+            lambda: not httpx.get(n3.url + "/readyz", timeout=10).json()["cluster"]["connected"],
+            timeout=60,
+        )
         noticed_ms = (time.monotonic() - started) * 1000
         p3.resume()
         back = time.monotonic()
@@ -353,6 +382,9 @@ def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catc
         n4.stop()
         p3.close()
         p4.close()
-    print(f"\n[cluster figures] partitioned node: deploys stopped waiting for it after {dropped_ms:.0f} ms, it "
-          f"noticed after {noticed_ms:.0f} ms, converged {converge_ms:.0f} ms after the partition ended; a node "
-          f"started while cut off ({len(answers)} probes, none ready) was ready {ready_ms:.0f} ms after", flush=True)
+    print(
+        f"\n[cluster figures] partitioned node: deploys stopped waiting for it after {dropped_ms:.0f} ms, it "
+        f"noticed after {noticed_ms:.0f} ms, converged {converge_ms:.0f} ms after the partition ended; a node "
+        f"started while cut off ({len(answers)} probes, none ready) was ready {ready_ms:.0f} ms after",
+        flush=True,
+    )

@@ -99,8 +99,10 @@ def test_store_keeps_the_registry_rules(conn: psycopg.Connection) -> None:
 
 
 def test_manifest_round_trips_exactly(conn: psycopg.Connection) -> None:
-    m = parse_manifest('{"limits": {"timeout_ms": 250}, "config": {"K": "v \\u00e9"}, "rate_limit": {"rps": 0.5}, '
-                       '"wasi": ["clocks"], "kv": ["cache"]}')
+    m = parse_manifest(
+        '{"limits": {"timeout_ms": 250}, "config": {"K": "v \\u00e9"}, "rate_limit": {"rps": 0.5}, '
+        '"wasi": ["clocks"], "kv": ["cache"]}'
+    )
     body = wasm(1)
     rec, _ = store.deploy(conn, "m", body, m, sha256_hex(body), 10)
     assert store.states(conn, ["m"])["m"].versions == [rec]
@@ -115,8 +117,10 @@ def test_notify_carries_the_generation_and_the_change_only(dsn: str, conn: psyco
         store.delete(conn, "f" * 63)
         got = [n.payload for n in listen.notifies(timeout=5, stop_after=3)]
     assert [store.parse_notice(p) for p in got] == [
-        store.Change(1, "deploy", "f" * 63, 1), store.Change(2, "rollback", "f" * 63, 1),
-        store.Change(3, "delete", "f" * 63)]
+        store.Change(1, "deploy", "f" * 63, 1),
+        store.Change(2, "rollback", "f" * 63, 1),
+        store.Change(3, "delete", "f" * 63),
+    ]
     assert all(len(p.encode()) < 200 for p in got)
 
 
@@ -124,8 +128,10 @@ def test_notify_carries_the_generation_and_the_change_only(dsn: str, conn: psyco
 
 
 def _state(name: str, current: int, versions: list[tuple[int, bytes]]) -> FunctionState:
-    return FunctionState(FunctionRecord(name, current, max(v for v, _ in versions), 1.0),
-                         [VersionRecord(name, v, sha256_hex(b), len(b), 2.0, M) for v, b in versions])
+    return FunctionState(
+        FunctionRecord(name, current, max(v for v, _ in versions), 1.0),
+        [VersionRecord(name, v, sha256_hex(b), len(b), 2.0, M) for v, b in versions],
+    )
 
 
 def test_apply_replica(registry: Registry) -> None:
@@ -162,8 +168,9 @@ def replicator(dsn: str, registry: Registry, tmp_path: Path) -> Replicator:
     return Replicator(dsn=dsn, node="n1", registry=registry, data_dir=tmp_path / "data")
 
 
-def test_catch_up_incrementally_and_fully(dsn: str, conn: psycopg.Connection, registry: Registry,
-                                          tmp_path: Path) -> None:
+def test_catch_up_incrementally_and_fully(
+    dsn: str, conn: psycopg.Connection, registry: Registry, tmp_path: Path
+) -> None:
     rep = replicator(dsn, registry, tmp_path)
     with connect(dsn) as work:
         assert rep.catch_up(work)  # an empty cluster: still recorded
@@ -188,8 +195,9 @@ def test_catch_up_incrementally_and_fully(dsn: str, conn: psycopg.Connection, re
         assert state is not None and state.caught_up and state.generation == store.head(conn).generation
 
 
-def test_catch_up_from_another_cluster_copies_everything(dsn: str, postgres: PgServer, conn: psycopg.Connection,
-                                                         registry: Registry, tmp_path: Path) -> None:
+def test_catch_up_from_another_cluster_copies_everything(
+    dsn: str, postgres: PgServer, conn: psycopg.Connection, registry: Registry, tmp_path: Path
+) -> None:
     deploy(conn, "f", 1)
     with connect(dsn) as work:
         replicator(dsn, registry, tmp_path).catch_up(work)
@@ -202,8 +210,9 @@ def test_catch_up_from_another_cluster_copies_everything(dsn: str, postgres: PgS
         assert "f" not in registry.snapshot()[1]
 
 
-def test_replicator_converges_after_its_listen_connection_is_killed(dsn: str, conn: psycopg.Connection,
-                                                                     registry: Registry, tmp_path: Path) -> None:
+def test_replicator_converges_after_its_listen_connection_is_killed(
+    dsn: str, conn: psycopg.Connection, registry: Registry, tmp_path: Path
+) -> None:
     stop = threading.Event()
     seat = Seat(tmp_path / "data", lambda: replicator(dsn, registry, tmp_path))
     rival = Seat(tmp_path / "data", lambda: replicator(dsn, registry, tmp_path))
@@ -213,8 +222,9 @@ def test_replicator_converges_after_its_listen_connection_is_killed(dsn: str, co
     try:
         deploy(conn, "f", 1)
         poll("the replica to load v1", lambda: registry.current("f") is not None)
-        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE application_name = 'edge-hive-listen n1'").fetchall()
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'edge-hive-listen n1'"
+        ).fetchall()
         assert killed == [(True,)]
         deploy(conn, "f", 2)
         poll("the replica to load v2", lambda: registry.current("f").version == 2)

@@ -36,7 +36,7 @@ FENCE_RE = re.compile(r"^```([\w-]*)\s*\n(.*?)^```\s*$", re.M | re.S)
 
 def blocks(doc: str, lang: str) -> list[tuple[int, str]]:
     text = (ROOT / doc).read_text()
-    return [(text[:m.start()].count("\n") + 1, m.group(2)) for m in FENCE_RE.finditer(text) if m.group(1) == lang]
+    return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in FENCE_RE.finditer(text) if m.group(1) == lang]
 
 
 def block(doc: str, lang: str, containing: str) -> str:
@@ -51,7 +51,9 @@ def as_source(code: str) -> str:
     if "handler(" in code and "{" not in code:
         code += "hive_response *handler(const hive_request *req) { (void)req; return NULL; }\n"
     elif "handler(" not in code:
-        code = f"hive_response *handler(const hive_request *req) {{\n{code}    return hive_response_text(200, \"\");\n}}\n"
+        code = (
+            f'hive_response *handler(const hive_request *req) {{\n{code}    return hive_response_text(200, "");\n}}\n'
+        )
     if '#include "edge_hive.h"' not in code:
         code = '#include "edge_hive.h"\n' + code
     return code
@@ -60,7 +62,9 @@ def as_source(code: str) -> str:
 def c_folder(parent: Path, name: str, source: str, toml_extra: str = "") -> Path:
     folder = parent / name
     folder.mkdir(parents=True)
-    (folder / "hive.toml").write_text(f'[function]\nname = "{name}"\nlanguage = "c"\nsources = ["main.c"]\n{toml_extra}')
+    (folder / "hive.toml").write_text(
+        f'[function]\nname = "{name}"\nlanguage = "c"\nsources = ["main.c"]\n{toml_extra}'
+    )
     (folder / "main.c").write_text(source)
     return folder
 
@@ -136,8 +140,15 @@ class FakeProject:
 
     def token(self, **claims: object) -> str:
         now = int(time.time())
-        body = {"sub": "user-7", "aud": "authenticated", "iss": f"{self.url}/auth/v1", "role": "authenticated",
-                "iat": now, "exp": now + 600, **claims}
+        body = {
+            "sub": "user-7",
+            "aud": "authenticated",
+            "iss": f"{self.url}/auth/v1",
+            "role": "authenticated",
+            "iat": now,
+            "exp": now + 600,
+            **claims,
+        }
         return jwt.encode(body, self.key, algorithm="ES256", headers={"kid": "key-1"})
 
     def close(self) -> None:
@@ -164,8 +175,15 @@ def project() -> Iterator[FakeProject]:
 def deploy(server: Server, *args: str, cwd: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     env.update(HIVE_URL=server.url, HIVE_ADMIN_TOKEN=server.token)
-    r = subprocess.run([str(BIN / "edge-hive"), "function", "deploy", *args], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=600, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [str(BIN / "edge-hive"), "function", "deploy", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -186,8 +204,15 @@ def test_todos_reads_postgrest_as_the_verified_caller(one_worker: Server, projec
     c_folder(tmp_path / "functions", "todos", block(MIGRATING, "c", "/rest/v1/todos"))
     manifest = tmp_path / "todos.json"
     manifest.write_text(block(MIGRATING, "json", '"allowed_hosts"').replace(PROJECT, project.url))
-    deploy(one_worker, "functions/todos", "--manifest", str(manifest), "--config", "SUPABASE_ANON_KEY=anon-key-0123",
-           cwd=tmp_path)
+    deploy(
+        one_worker,
+        "functions/todos",
+        "--manifest",
+        str(manifest),
+        "--config",
+        "SUPABASE_ANON_KEY=anon-key-0123",
+        cwd=tmp_path,
+    )
     token = project.token()
     with one_worker.client() as c:
         r = c.get("/functions/v1/todos", headers={"authorization": f"Bearer {token}"})

@@ -41,8 +41,10 @@ MARK = "@@edge-hive-doc-block {}@@"
 # (the command text must be in exactly one run block of that page).
 EXPECTED: dict[str, list[tuple[str, str]]] = {
     "README.md": [
-        ("curl -s http://127.0.0.1:8443/api/v1/edge/hello -d",
-         r'\{"message":"Hello, Edge Hive!","timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"\}'),
+        (
+            "curl -s http://127.0.0.1:8443/api/v1/edge/hello -d",
+            r'\{"message":"Hello, Edge Hive!","timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"\}',
+        ),
         ("/api/v1/edge/deploy", r'"function":"hello","version":2,'),
         ("edge-hive function build functions/hello", r"built \S*functions/hello/hello\.wasm \(\d+ bytes\)"),
         ("edge-hive function invoke hello", r'"message": "Hello, you!"'),
@@ -51,8 +53,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "docs/deploy.md": [
         ("edge-hive --version", r"version \d+\.\d+"),
         ("edge-hive function build functions/hello", r"built \S*functions/hello/hello\.wasm \(\d+ bytes\)"),
-        ('-F function=hello', r'\{"function":"hello","version":1,"sha256":"[0-9a-f]{64}","size":\d+,'),
-        ('-F function=hello', r'"wasi":\["clocks"\]'),
+        ("-F function=hello", r'\{"function":"hello","version":1,"sha256":"[0-9a-f]{64}","size":\d+,'),
+        ("-F function=hello", r'"wasi":\["clocks"\]'),
         ("edge-hive function deploy functions/hello\n", r"deployed hello v2 sha256=[0-9a-f]{12}"),
         ("--manifest manifest.json", r"deployed hello v3 sha256=[0-9a-f]{12}"),
         ('--token "$TOKEN" list', r"\nhello +3 "),
@@ -99,7 +101,7 @@ def shell_blocks(doc: str) -> list[Block]:
         if m.group(1) in SHELL_LANGS:
             before = NOT_RUN_RE.match(lines[i - 1]) if i > 0 else None
             reason = before.group(1).strip() if before else None
-            blocks.append(Block(doc, i + 1, "\n".join(lines[i + 1:end]) + "\n", reason))
+            blocks.append(Block(doc, i + 1, "\n".join(lines[i + 1 : end]) + "\n", reason))
         i = end + 1
     return blocks
 
@@ -112,8 +114,9 @@ def reader_env(url: str) -> dict[str, str]:
     """This process's environment as a reader's shell has it: no HIVE_* and no active venv."""
     venv_bins = {BIN.resolve(), (ROOT / ".venv" / "bin").resolve()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_") and k != "VIRTUAL_ENV"}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and Path(p).resolve() not in venv_bins)
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() not in venv_bins
+    )
     env["HIVE_URL"] = url  # the CLI's default, 127.0.0.1:8443, is the test server's port here
     return env
 
@@ -147,8 +150,9 @@ def test_every_block_is_run_or_marked_with_a_reason(doc: str) -> None:
         assert len(holders) == 1, f"{doc}: {snippet!r} is in {len(holders)} run blocks, expected 1"
 
 
-@pytest.mark.parametrize("block", [b for doc in DOCS for b in shell_blocks(doc) if b.not_run is not None],
-                         ids=lambda b: f"{b.doc}:{b.line}")
+@pytest.mark.parametrize(
+    "block", [b for doc in DOCS for b in shell_blocks(doc) if b.not_run is not None], ids=lambda b: f"{b.doc}:{b.line}"
+)
 def test_not_run_blocks_are_valid_bash(block: Block) -> None:
     r = subprocess.run(["bash", "-n"], input=block.text, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, f"{block.doc}:{block.line}: {r.stderr}"
@@ -163,8 +167,9 @@ def test_scripts_dev_takes_serve_test_and_setup() -> None:
     source = script.read_text()
     for command in ("serve", "test", "setup"):
         assert re.search(rf"^\s*{command}\)", source, re.M), f"scripts/dev has no {command} command"
-    r = subprocess.run([str(script), "no-such-command"], capture_output=True, text=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [str(script), "no-such-command"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
     assert r.returncode == 2 and "usage: scripts/dev serve|test|setup" in r.stderr
     readme = shell_blocks("README.md")[0]
     assert readme.not_run and "scripts/dev serve" in readme.text and "scripts/dev test" in readme.text
@@ -175,23 +180,42 @@ def test_scripts_dev_takes_serve_test_and_setup() -> None:
 def test_blocks_run_against_a_real_server(doc: str, tmp_path: Path) -> None:
     blocks = run_blocks(doc)
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "functions", repo / "functions",
-                    ignore=shutil.ignore_patterns("*.wasm", "target", "node_modules", ".zig-cache", "zig-out"))
+    shutil.copytree(
+        ROOT / "functions",
+        repo / "functions",
+        ignore=shutil.ignore_patterns("*.wasm", "target", "node_modules", ".zig-cache", "zig-out"),
+    )
     (repo / ".venv").symlink_to(ROOT / ".venv")
     server = start_server(repo / ".hive", token=None)  # it generates .hive/admin.token, as `scripts/dev serve`'s does
     try:
         env = reader_env(server.url)
         for name in NEEDS_EXAMPLES.get(doc, ()):  # what `scripts/dev serve` does for each example
-            r = subprocess.run([str(BIN / "edge-hive"), "function", "--url", server.url, "deploy", f"functions/{name}"],
-                               cwd=repo, env={**env, "HIVE_DATA_DIR": str(repo / ".hive")}, capture_output=True,
-                               text=True, timeout=600, stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                [str(BIN / "edge-hive"), "function", "--url", server.url, "deploy", f"functions/{name}"],
+                cwd=repo,
+                env={**env, "HIVE_DATA_DIR": str(repo / ".hive")},
+                capture_output=True,
+                text=True,
+                timeout=600,
+                stdin=subprocess.DEVNULL,
+            )
             assert r.returncode == 0, r.stdout + r.stderr
         port = server.url.rsplit(":", 1)[1]
-        script = "".join(f"printf '\\n{MARK.format(i)}\\n'\n" + b.text.replace(DOC_URL, f"127.0.0.1:{port}")
-                         for i, b in enumerate(blocks))
+        script = "".join(
+            f"printf '\\n{MARK.format(i)}\\n'\n" + b.text.replace(DOC_URL, f"127.0.0.1:{port}")
+            for i, b in enumerate(blocks)
+        )
         # stderr merged at the source, so each line lands in the block that printed it
-        r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=840, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=840,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         server.stop()
     outputs = split_output(r.stdout, len(blocks))
@@ -199,10 +223,13 @@ def test_blocks_run_against_a_real_server(doc: str, tmp_path: Path) -> None:
     if r.returncode != 0:
         assert reached >= 0, r.stdout
         b = blocks[reached]
-        pytest.fail(f"{doc}:{b.line}: the block exited with status {r.returncode}\n--- block\n{b.text}"
-                    f"--- its output\n{outputs[reached]}--- server log (tail)\n{server.log()[-3000:]}")
+        pytest.fail(
+            f"{doc}:{b.line}: the block exited with status {r.returncode}\n--- block\n{b.text}"
+            f"--- its output\n{outputs[reached]}--- server log (tail)\n{server.log()[-3000:]}"
+        )
     assert reached == len(blocks) - 1, r.stdout
     for snippet, pattern in EXPECTED[doc]:
         i = next(i for i, b in enumerate(blocks) if snippet in b.text)
-        assert re.search(pattern, outputs[i]), (f"{doc}:{blocks[i].line}: expected /{pattern}/ in the output of\n"
-                                                f"{blocks[i].text}--- got\n{outputs[i]}")
+        assert re.search(pattern, outputs[i]), (
+            f"{doc}:{blocks[i].line}: expected /{pattern}/ in the output of\n{blocks[i].text}--- got\n{outputs[i]}"
+        )

@@ -92,14 +92,18 @@ def test_permissions_are_exactly_what_the_module_imports(built: dict[str, bytes]
     assert needed == set(permissions(name))  # sufficient, and nothing granted that goes unused
 
 
-@pytest.mark.parametrize(("name", "wasi", "missing"), [
-    ("auth", [], ("environ_get", "environ_sizes_get", "clock_time_get")),
-    ("auth", ["env"], ("clock_time_get",)),
-    ("auth", ["clocks"], ("environ_get", "environ_sizes_get")),
-    ("webhook", [], ("environ_get", "environ_sizes_get")),
-])
-def test_fewer_permissions_fail_the_deploy(server: Server, built: dict[str, bytes], name: str, wasi: list[str],
-                                           missing: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("name", "wasi", "missing"),
+    [
+        ("auth", [], ("environ_get", "environ_sizes_get", "clock_time_get")),
+        ("auth", ["env"], ("clock_time_get",)),
+        ("auth", ["clocks"], ("environ_get", "environ_sizes_get")),
+        ("webhook", [], ("environ_get", "environ_sizes_get")),
+    ],
+)
+def test_fewer_permissions_fail_the_deploy(
+    server: Server, built: dict[str, bytes], name: str, wasi: list[str], missing: tuple[str, ...]
+) -> None:
     r = server.deploy(f"{name}-denied", built[name], manifest(name, {"JWT_SECRET": "x"}, wasi=wasi))
     body = assert_error(r, 422, "forbidden_import")
     assert body["import_name"] in {f"wasi_snapshot_preview1.{n}" for n in missing}, body
@@ -147,8 +151,16 @@ def call_auth(server: Server, tok: str | None, name: str = "auth", scheme: str =
 
 def test_auth_returns_the_claims(deployed: Server) -> None:
     now = int(time.time())
-    claims = {"sub": "user-42", "name": "Ada Lovelace é 🐝", "admin": True, "scope": ["read", "write"],
-              "org": {"id": 7}, "iat": now, "nbf": now - 5, "exp": now + 300}
+    claims = {
+        "sub": "user-42",
+        "name": "Ada Lovelace é 🐝",
+        "admin": True,
+        "scope": ["read", "write"],
+        "org": {"id": 7},
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 300,
+    }
     tok = token(claims)
     for _ in range(6):  # both workers
         r = call_auth(deployed, tok)
@@ -169,12 +181,15 @@ def test_auth_accepts_tokens_without_time_claims_and_any_scheme_case(deployed: S
     assert call_auth(deployed, float_exp).status_code == 200
 
 
-@pytest.mark.parametrize(("auth_header", "what"), [
-    (None, "no header"),
-    ("Basic dXNlcjpwYXNz", "another scheme"),
-    ("Bearer", "no token"),
-    ("Bearertoken", "no space"),
-])
+@pytest.mark.parametrize(
+    ("auth_header", "what"),
+    [
+        (None, "no header"),
+        ("Basic dXNlcjpwYXNz", "another scheme"),
+        ("Bearer", "no token"),
+        ("Bearertoken", "no space"),
+    ],
+)
 def test_auth_missing_token(deployed: Server, auth_header: str | None, what: str) -> None:
     headers = {} if auth_header is None else {"authorization": auth_header}
     r = fresh(deployed, "GET", "/api/v1/edge/auth", headers=headers)
@@ -191,8 +206,7 @@ def test_auth_wrong_secret(deployed: Server) -> None:
 def test_auth_expired(deployed: Server) -> None:
     now = int(time.time())
     assert_error(call_auth(deployed, token({"sub": "x", "exp": now - 5})), 401, "token_expired")
-    assert_error(call_auth(deployed, token({"sub": "x", "exp": now - 86400, "nbf": now - 90000})), 401,
-                 "token_expired")
+    assert_error(call_auth(deployed, token({"sub": "x", "exp": now - 86400, "nbf": now - 90000})), 401, "token_expired")
     # No leeway: exp == now (rounded down) is already expired.
     assert_error(call_auth(deployed, token({"sub": "x", "exp": now})), 401, "token_expired")
 
@@ -200,8 +214,9 @@ def test_auth_expired(deployed: Server) -> None:
 def test_auth_not_yet_valid(deployed: Server) -> None:
     now = int(time.time())
     assert_error(call_auth(deployed, token({"sub": "x", "nbf": now + 3600})), 401, "token_not_yet_valid")
-    assert_error(call_auth(deployed, token({"sub": "x", "nbf": now + 60, "exp": now + 600})), 401,
-                 "token_not_yet_valid")
+    assert_error(
+        call_auth(deployed, token({"sub": "x", "nbf": now + 60, "exp": now + 600})), 401, "token_not_yet_valid"
+    )
 
 
 def test_auth_rejects_every_algorithm_but_hs256(deployed: Server) -> None:
@@ -278,8 +293,9 @@ def signature(body: bytes, key: str = WEBHOOK_SECRET) -> str:
 
 
 def call_webhook(server: Server, body: bytes, headers: dict[str, str], name: str = "webhook") -> httpx.Response:
-    return fresh(server, "POST", f"/api/v1/edge/{name}", content=body,
-                 headers={"content-type": "application/json", **headers})
+    return fresh(
+        server, "POST", f"/api/v1/edge/{name}", content=body, headers={"content-type": "application/json", **headers}
+    )
 
 
 PR_EVENT = json.dumps({"action": "opened", "number": 7, "pull_request": {"title": "Edge Hive é"}}).encode()
@@ -362,8 +378,7 @@ def test_secrets_are_never_listed_or_logged(deployed: Server) -> None:
     call_webhook(deployed, PR_EVENT, {"x-hub-signature-256": signature(PR_EVENT)})
     call_webhook(deployed, PR_EVENT, {"x-hub-signature-256": signature(PR_EVENT, key="nope-" + secrets.token_hex(32))})
     texts = [fresh(deployed, "GET", "/api/v1/edge", headers=deployed.admin)]
-    texts += [fresh(deployed, "GET", f"/api/v1/edge/{n}/versions", headers=deployed.admin)
-              for n in ("auth", "webhook")]
+    texts += [fresh(deployed, "GET", f"/api/v1/edge/{n}/versions", headers=deployed.admin) for n in ("auth", "webhook")]
     for r in texts:
         assert r.status_code == 200, r.text
     rows = {row["function"]: row for row in texts[0].json()["functions"]}

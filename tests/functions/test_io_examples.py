@@ -46,8 +46,9 @@ class RatesUpstream(Upstream):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def _route(self, method: str, target: str, headers: dict[str, str], body: bytes
-                     ) -> tuple[int, str, bytes, dict[str, str]]:
+    async def _route(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         url = urllib.parse.urlsplit(target)
         self.paths[url.path] += 1
         if url.path != "/rates":
@@ -55,8 +56,13 @@ class RatesUpstream(Upstream):
         base = dict(urllib.parse.parse_qsl(url.query)).get("from", "")
         self.bases[base] += 1
         self.auth[base] = headers.get("authorization", "")
-        doc = {"amount": 1.0, "base": base, "date": "2026-11-24", "rates": {"USD": 1.08, "JPY": 161.2},
-               "n": self.bases[base]}
+        doc = {
+            "amount": 1.0,
+            "base": base,
+            "date": "2026-11-24",
+            "rates": {"USD": 1.08, "JPY": 161.2},
+            "n": self.bases[base],
+        }
         return 200, "application/json", json.dumps(doc).encode(), {}
 
 
@@ -90,8 +96,9 @@ def rates_manifest(up: RatesUpstream, url: str, *, grant: bool = True, **config:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, built: dict[str, bytes], upstream: RatesUpstream
-           ) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, built: dict[str, bytes], upstream: RatesUpstream
+) -> Iterator[Server]:
     s = start_server(tmp_path_factory.mktemp("io-examples") / "data", workers=2)
     rates = "/rates?from={base}"
     slow = json.loads(rates_manifest(upstream, "/slow?ms=3000&c={base}"))
@@ -126,8 +133,15 @@ def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 def cli(server: Server, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     env.update(HIVE_URL=server.url, HIVE_ADMIN_TOKEN=server.token)
-    r = subprocess.run([str(BIN / "edge-hive"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=600, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [str(BIN / "edge-hive"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
@@ -135,10 +149,13 @@ def cli(server: Server, *args: str, cwd: Path | None = None) -> subprocess.Compl
 # ---- both: what the module imports is what hive.toml grants -----------------------------------------
 
 
-@pytest.mark.parametrize(("name", "host_calls"), [
-    ("rates", {"log", "fetch_send", "fetch_wait", "kv", "result_read"}),
-    ("visits", {"log", "kv", "result_read"}),
-])
+@pytest.mark.parametrize(
+    ("name", "host_calls"),
+    [
+        ("rates", {"log", "fetch_send", "fetch_wait", "kv", "result_read"}),
+        ("visits", {"log", "kv", "result_read"}),
+    ],
+)
 def test_permissions_are_exactly_what_the_module_uses(built: dict[str, bytes], name: str, host_calls: set[str]) -> None:
     module = wasmtime.Module(wasmtime.Engine(), built[name])
     wasi, hive = set(), set()
@@ -168,8 +185,13 @@ def test_rates_first_call_fetches_then_the_cache_answers(server: Server, upstrea
     assert first.headers["content-type"] == "application/json" and first.headers["x-cache"] == "miss"
     doc = first.json()
     assert doc["cached"] is False and doc["base"] == "USD"
-    assert doc["data"] == {"amount": 1.0, "base": "USD", "date": "2026-11-24", "rates": {"USD": 1.08, "JPY": 161.2},
-                           "n": 1}  # the upstream's JSON, as it sent it
+    assert doc["data"] == {
+        "amount": 1.0,
+        "base": "USD",
+        "date": "2026-11-24",
+        "rates": {"USD": 1.08, "JPY": 161.2},
+        "n": 1,
+    }  # the upstream's JSON, as it sent it
     assert upstream.bases["USD"] == 1
     for _ in range(6):  # new connections: both workers read the one store
         r = rates(server, "rates-local", "base=USD")
@@ -249,10 +271,18 @@ def test_rates_only_reads(server: Server) -> None:
 
 def test_rates_outbound_calls_are_logged_and_counted(server: Server) -> None:
     assert rates(server, "rates-local", "base=AUD").status_code == 200
-    records = [json.loads(line) for line in
-               fresh(server, "GET", "/api/v1/edge/rates-local/logs", headers=server.admin).text.splitlines()]
-    assert any(r["kind"] == "outbound" and r["method"] == "GET" and r["host"] == "127.0.0.1" and r["status"] == 200
-               and r["bytes_in"] > 0 for r in records), records
+    records = [
+        json.loads(line)
+        for line in fresh(server, "GET", "/api/v1/edge/rates-local/logs", headers=server.admin).text.splitlines()
+    ]
+    assert any(
+        r["kind"] == "outbound"
+        and r["method"] == "GET"
+        and r["host"] == "127.0.0.1"
+        and r["status"] == 200
+        and r["bytes_in"] > 0
+        for r in records
+    ), records
     text = fresh(server, "GET", "/metrics", headers=server.admin).text
     assert sample(text, "hive_outbound_requests_total", function="rates-local", host="127.0.0.1", status="200") >= 1
     assert sample(text, "hive_outbound_duration_seconds_count", function="rates-local") >= 1
@@ -330,12 +360,15 @@ def test_list_pages_through_the_counters(server: Server) -> None:
     assert "/other" in pages and set(expected) <= set(pages) and pages == sorted(pages)
 
 
-@pytest.mark.parametrize(("path", "status", "code"), [
-    ("?page=" + "x" * 257, 400, "invalid_page"),
-    ("?list=1&limit=0", 400, "invalid_limit"),
-    ("?list=1&limit=101", 400, "invalid_limit"),
-    ("?list=1&cursor=zz", 400, "invalid_cursor"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("?page=" + "x" * 257, 400, "invalid_page"),
+        ("?list=1&limit=0", 400, "invalid_limit"),
+        ("?list=1&limit=101", 400, "invalid_limit"),
+        ("?list=1&cursor=zz", 400, "invalid_cursor"),
+    ],
+)
 def test_visits_bad_requests(server: Server, path: str, status: int, code: str) -> None:
     assert_error(visit(server, path), status, code)
 

@@ -40,7 +40,7 @@ def text_section(path: Path) -> tuple[int, int]:
     """(offset, size) of the machine code in an artifact (an ELF64 file)."""
     raw = path.read_bytes()
     assert raw[:4] == b"\x7fELF" and raw[4] == 2
-    shoff, = struct.unpack_from("<Q", raw, 0x28)
+    (shoff,) = struct.unpack_from("<Q", raw, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", raw, 0x3A)
 
     def section(i: int) -> tuple[int, int, int]:
@@ -50,7 +50,7 @@ def text_section(path: Path) -> tuple[int, int]:
     _, names_at, _ = section(shstrndx)
     for i in range(shnum):
         name, offset, size = section(i)
-        if raw[names_at + name:].split(b"\0", 1)[0] == b".text" and size:
+        if raw[names_at + name :].split(b"\0", 1)[0] == b".text" and size:
             return offset, size
     raise AssertionError(f"{path} has no .text section")
 
@@ -65,11 +65,17 @@ def overwrite_code(path: Path) -> None:
 
 def calls_ok(sandbox: Sandbox, wasm: bytes) -> bool:
     compiled = sandbox.load(sha256_hex(wasm), wasm, frozenset())
-    return GuestInstance(sandbox, compiled, GuestLimits(), GuestContext("f")).call(
-        abi.encode_request(b"GET", b"/", b"", [], b"")).body == b"ok"
+    return (
+        GuestInstance(sandbox, compiled, GuestLimits(), GuestContext("f"))
+        .call(abi.encode_request(b"GET", b"/", b"", [], b""))
+        .body
+        == b"ok"
+    )
 
 
-def test_an_artifact_with_changed_code_is_deleted_not_loaded(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_artifact_with_changed_code_is_deleted_not_loaded(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
     sha = sha256_hex(OK)
     sandbox.compile(OK, sha, frozenset())
     path = sandbox.artifact_path(sha)
@@ -79,7 +85,9 @@ def test_an_artifact_with_changed_code_is_deleted_not_loaded(sandbox: Sandbox, c
         with pytest.raises(FileNotFoundError):  # the runtime then passes the registry's blob
             other.load(sha, None, frozenset())
         assert not path.exists()
-        assert any("does not match the digest" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+        assert any(
+            "does not match the digest" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+        )
         assert calls_ok(other, OK)  # recompiled from the wasm
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -207,6 +215,7 @@ def test_a_tampered_artifact_is_rebuilt_on_restart_and_reload(tmp_path: Path) ->
         def replaced() -> bool:
             pids = server.worker_pids()
             return len(pids) == 2 and not pids & old
+
         poll("new workers", replaced, timeout=60)
         server.wait_ready(2)
         with server.client() as c:

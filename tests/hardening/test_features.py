@@ -16,18 +16,22 @@ from tests.support import Server
 
 # One module per disabled proposal, each otherwise a valid ABI v1 guest, and what wasmtime says.
 DISABLED = {
-    "gc": ('(type $s (struct (field i32))) (func (result i32) (drop (struct.new $s (i32.const 1))) (i32.const 0))',
-           "gc"),
+    "gc": (
+        "(type $s (struct (field i32))) (func (result i32) (drop (struct.new $s (i32.const 1))) (i32.const 0))",
+        "gc",
+    ),
     "externref (needs the GC heap)": ("(table 1 externref)", "gc"),
     "exceptions": ("(tag $t) (func (throw $t))", "exceptions"),
-    "memory64": ("MEMORY (memory (export \"memory\") i64 1)", "memory64"),
-    "threads (shared memory)": ("MEMORY (memory (export \"memory\") 1 1 shared)", "thread"),
+    "memory64": ('MEMORY (memory (export "memory") i64 1)', "memory64"),
+    "threads (shared memory)": ('MEMORY (memory (export "memory") 1 1 shared)', "thread"),
     "tail calls": ("(func $f (return_call $f))", "tail call"),
     "function references": ("(type $t (func)) (func (param (ref $t)) (call_ref $t (local.get 0)))", "function"),
     "multi-memory": ("(memory $second 1)", "multi"),
     "relaxed SIMD": ("(func (result v128) (i32x4.relaxed_trunc_f32x4_s (v128.const i32x4 0 0 0 0)))", "relaxed"),
-    "wide arithmetic": ("(func (result i64 i64) (i64.add128 (i64.const 0) (i64.const 0) (i64.const 0) (i64.const 0)))",
-                        "wide"),
+    "wide arithmetic": (
+        "(func (result i64 i64) (i64.add128 (i64.const 0) (i64.const 0) (i64.const 0) (i64.const 0)))",
+        "wide",
+    ),
 }
 
 ENABLED = {

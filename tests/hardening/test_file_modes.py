@@ -33,8 +33,15 @@ def test_the_data_dir_is_private_to_the_server(tmp_path: Path) -> None:
     finally:
         server.stop()
     found = modes(data_dir)
-    for want in ("registry.lmdb", "registry.lmdb/data.mdb", "ratelimit.lmdb", "cache", "logs", "metrics",
-                 "admin.token"):
+    for want in (
+        "registry.lmdb",
+        "registry.lmdb/data.mdb",
+        "ratelimit.lmdb",
+        "cache",
+        "logs",
+        "metrics",
+        "admin.token",
+    ):
         assert any(name == want or name.startswith(want + "/") for name in found), (want, sorted(found))
     assert any(name.endswith(".cwasm") for name in found)
     assert any(name.startswith("metrics/") for name in found)

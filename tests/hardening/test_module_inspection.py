@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()
 
-SDK_HELLO = '#include "edge_hive.h"\nhive_response *handler(const hive_request *r) { return hive_response_text(200, "hi"); }\n'
+SDK_HELLO = (
+    '#include "edge_hive.h"\nhive_response *handler(const hive_request *r) { return hive_response_text(200, "hi"); }\n'
+)
 
 
 @pytest.fixture
@@ -48,8 +50,18 @@ def server_refusal(sandbox: Sandbox, wasm: bytes) -> HiveError:
 def raw_c_module(folder: Path, source: str) -> bytes:
     """The module the C build would produce, compiled without the build's check (what a deploy sees)."""
     (folder / "raw.c").write_text(source)
-    cmd = [sys.executable, "-m", "ziglang", "cc", *WASM_CFLAGS, "-I", str(C_SDK_DIR), "-o", str(folder / "raw.wasm"),
-           str(folder / "raw.c")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ziglang",
+        "cc",
+        *WASM_CFLAGS,
+        "-I",
+        str(C_SDK_DIR),
+        "-o",
+        str(folder / "raw.wasm"),
+        str(folder / "raw.c"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     return (folder / "raw.wasm").read_bytes()
@@ -75,8 +87,9 @@ def test_c_build_without_the_abi_fails_with_the_deploy_message(sandbox: Sandbox,
 
 
 def test_c_build_with_an_import_no_host_provides(sandbox: Sandbox, tmp_path: Path) -> None:
-    source = ('__attribute__((import_module("env"), import_name("secret"))) int secret(void);\n'
-              + SDK_HELLO.replace('"hi"', 'secret() ? "a" : "b"'))
+    source = '__attribute__((import_module("env"), import_name("secret"))) int secret(void);\n' + SDK_HELLO.replace(
+        '"hi"', 'secret() ? "a" : "b"'
+    )
     refused = server_refusal(sandbox, raw_c_module(tmp_path, source))
     assert (refused.code, refused.extra["import_name"]) == ("forbidden_import", "env.secret")
     with pytest.raises(BuildError, match=r"f\.wasm imports env\.secret, which Edge Hive does not provide: .*hive_log"):
@@ -84,8 +97,10 @@ def test_c_build_with_an_import_no_host_provides(sandbox: Sandbox, tmp_path: Pat
 
 
 def test_c_build_with_a_host_import_of_the_wrong_type(sandbox: Sandbox, tmp_path: Path) -> None:
-    source = ('__attribute__((import_module("hive"), import_name("log"))) void bad_log(long long);\n'
-              + SDK_HELLO.replace('return', 'bad_log(1); return'))
+    source = (
+        '__attribute__((import_module("hive"), import_name("log"))) void bad_log(long long);\n'
+        + SDK_HELLO.replace("return", "bad_log(1); return")
+    )
     refused = server_refusal(sandbox, raw_c_module(tmp_path, source))
     assert refused.code == "invalid_module" and "import hive.log has the wrong type" in refused.message
     with pytest.raises(BuildError) as e:
@@ -103,19 +118,26 @@ def test_rust_build_without_the_abi_fails_with_the_deploy_message(tmp_path: Path
     folder = tmp_path / "plain"
     shutil.copytree(ROOT / "functions" / "hello-rust", folder, ignore=shutil.ignore_patterns("target", "*.wasm"))
     (folder / "hive.toml").write_text('[function]\nname = "plain"\nlanguage = "rust"\n')
-    (folder / "src" / "lib.rs").write_text("#[no_mangle]\npub extern \"C\" fn answer() -> i32 { 42 }\n")
+    (folder / "src" / "lib.rs").write_text('#[no_mangle]\npub extern "C" fn answer() -> i32 { 42 }\n')
     with pytest.raises(BuildError) as e:
         build_function(folder)
-    assert "plain.wasm: the module does not export 'hive_alloc': it is not an Edge Hive ABI v1 module" in e.value.message
+    assert (
+        "plain.wasm: the module does not export 'hive_alloc': it is not an Edge Hive ABI v1 module" in e.value.message
+    )
     assert "#[edge_function]" in e.value.message
     assert not (folder / "plain.wasm").exists()
 
 
 def test_a_build_over_the_function_limit_fails_with_the_deploy_message(sandbox: Sandbox, tmp_path: Path) -> None:
     # 60,000 one-line functions, each kept by `used` (volatile) so the optimiser cannot fold them.
-    source = SDK_HELLO + "".join(f"int f{i}(void) {{ return {i}; }}\n" for i in range(60_000)) + (
-        "int (*const used[])(void) = {" + ",".join(f"f{i}" for i in range(60_000)) + "};\n"
-        "__attribute__((export_name(\"touch\"))) int touch(int i) { return used[i](); }\n")
+    source = (
+        SDK_HELLO
+        + "".join(f"int f{i}(void) {{ return {i}; }}\n" for i in range(60_000))
+        + (
+            "int (*const used[])(void) = {" + ",".join(f"f{i}" for i in range(60_000)) + "};\n"
+            '__attribute__((export_name("touch"))) int touch(int i) { return used[i](); }\n'
+        )
+    )
     folder = c_function(tmp_path / "f", source)
     with pytest.raises(BuildError) as e:
         build_function(folder)

@@ -22,10 +22,23 @@ def serve(data_dir: Path, port: int, workers: int = 2) -> Server:
     env["HIVE_ADMIN_TOKEN"] = ADMIN_TOKEN
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-             "--data-dir", str(data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, cwd=data_dir.parent)
+            [
+                str(BIN / "edge-hive"),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=data_dir.parent,
+        )
     server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path)
     try:
         server.wait_ready(workers)

@@ -75,8 +75,10 @@ def test_the_server_answers_507_when_the_map_is_full(tmp_path: Path) -> None:
     try:
         r = server.deploy("big", constant(b"big", pad=2 << 20))
         assert r.status_code == 507, r.text
-        assert r.json()["error"] == "registry_full" and "raise the server setting registry_map_size_mb" in \
-            r.json()["message"].lower()
+        assert (
+            r.json()["error"] == "registry_full"
+            and "raise the server setting registry_map_size_mb" in r.json()["message"].lower()
+        )
         assert server.deploy("small", constant(b"small")).status_code == 201
         assert invoke(server, "small") == (200, "small")
     finally:
@@ -92,8 +94,18 @@ needs_unshare = pytest.mark.skipif(UNSHARE is None, reason="needs unshare(1) to 
 def in_small_fs(size_mb: int, *command: str, mount_at: Path) -> list[str]:
     """`command` in a new mount namespace whose `mount_at` is a tmpfs of `size_mb` MiB."""
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    return [str(UNSHARE), *user, "--mount", "--propagation", "private", "sh", "-c",
-            f'mount -t tmpfs -o size={size_mb}m,mode=0700 none "$0" && exec "$@"', str(mount_at), *command]
+    return [
+        str(UNSHARE),
+        *user,
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount -t tmpfs -o size={size_mb}m,mode=0700 none "$0" && exec "$@"',
+        str(mount_at),
+        *command,
+    ]
 
 
 def fill(path: Path) -> None:
@@ -147,8 +159,9 @@ def test_a_full_disk_under_the_registry_is_insufficient_storage(tmp_path: Path) 
         reg.deploy("big", b"\\0asm\\1\\0\\0\\0" + b"x" * (4 << 20), Manifest())
         print("after", reg.current("big").version)
     """)
-    r = subprocess.run(in_small_fs(16, sys.executable, "-c", code, mount_at=mount), capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        in_small_fs(16, sys.executable, "-c", code, mount_at=mount), capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("insufficient_storage 507 no space left on the disk"), r.stdout
@@ -167,10 +180,25 @@ def server_on_small_fs(tmp_path: Path, size_mb: int = 64) -> Iterator[tuple[Serv
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            in_small_fs(size_mb, str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                        "--data-dir", str(data_dir), mount_at=data_dir),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-            cwd=tmp_path)
+            in_small_fs(
+                size_mb,
+                str(BIN / "edge-hive"),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(data_dir),
+                mount_at=data_dir,
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
     server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path)
     try:
         server.wait_ready(2)
@@ -198,8 +226,11 @@ def test_the_server_answers_507_when_the_disk_is_full(tmp_path: Path) -> None:
 
 
 @needs_unshare
-@pytest.mark.xfail(strict=True, reason="prometheus-client grows its mmapped files in <data>/metrics with truncate(), "
-                   "so the next new series on a full disk is SIGBUS in the worker (hive/metrics.py: fallocate)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="prometheus-client grows its mmapped files in <data>/metrics with truncate(), "
+    "so the next new series on a full disk is SIGBUS in the worker (hive/metrics.py: fallocate)",
+)
 def test_a_full_disk_takes_no_worker_down(tmp_path: Path) -> None:
     with server_on_small_fs(tmp_path) as (server, inside):
         assert server.deploy("before", constant(b"before")).status_code == 201
@@ -250,9 +281,24 @@ def test_a_truncated_registry_stops_the_server_with_a_clear_log_line(tmp_path: P
     env["HIVE_ADMIN_TOKEN"] = ADMIN_TOKEN
     log_path = tmp_path / "restart.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(BIN / "edge-hive"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                 "--data-dir", str(data_dir)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "edge-hive"),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
     try:
         # Before the fix every worker died of SIGBUS and gunicorn respawned them without end.
         poll("the server to give up", lambda: proc.poll() is not None, timeout=60, interval=0.05)

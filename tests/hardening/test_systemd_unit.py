@@ -53,8 +53,13 @@ def test_the_unit_verifies_and_its_exposure_is_low(systemd_analyze: str, tmp_pat
     copy = local_copy(tmp_path)
     rc, complaints = verify(systemd_analyze, copy)
     assert rc == 0 and not complaints, "\n".join(complaints)
-    r = subprocess.run([systemd_analyze, "security", "--offline=yes", str(copy)], capture_output=True, text=True,
-                       timeout=120, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [systemd_analyze, "security", "--offline=yes", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout + r.stderr)
     assert match, r.stdout + r.stderr
     assert float(match.group(1)) <= 2.0, r.stdout  # docs/security.md states the figure (1.4 with systemd 252)
@@ -63,8 +68,9 @@ def test_the_unit_verifies_and_its_exposure_is_low(systemd_analyze: str, tmp_pat
 @functools.cache
 def expand(systemd_analyze: str, group: str) -> frozenset[str]:
     """The system calls in a systemd syscall group, nested groups included."""
-    out = subprocess.run([systemd_analyze, "syscall-filter", group], capture_output=True, text=True, check=True,
-                         timeout=60).stdout
+    out = subprocess.run(
+        [systemd_analyze, "syscall-filter", group], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     names: set[str] = set()
     for line in out.splitlines()[1:]:
         word = line.strip()
@@ -79,8 +85,9 @@ def allowed_calls(systemd_analyze: str) -> set[str]:
     allowed: set[str] = set()
     for value in (v for k, v in service() if k == "SystemCallFilter"):
         deny = value.startswith("~")
-        calls = set().union(*(expand(systemd_analyze, w) if w.startswith("@") else {w}
-                              for w in value.lstrip("~").split()))
+        calls = set().union(
+            *(expand(systemd_analyze, w) if w.startswith("@") else {w} for w in value.lstrip("~").split())
+        )
         allowed = allowed - calls if deny else allowed | calls
     return allowed
 
@@ -121,10 +128,28 @@ def test_the_server_runs_under_the_units_system_call_filter(systemd_analyze: str
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, str(LIBSECCOMP), " ".join(sorted(calls)), str(BIN / "edge-hive"), "serve",
-             "--bind", f"127.0.0.1:{port}", "--workers", "2", "--data-dir", str(data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-            cwd=tmp_path)
+            [
+                sys.executable,
+                "-c",
+                LAUNCHER,
+                str(LIBSECCOMP),
+                " ".join(sorted(calls)),
+                str(BIN / "edge-hive"),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
     server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path)
     try:
         server.wait_ready(2)
@@ -142,6 +167,7 @@ def test_the_server_runs_under_the_units_system_call_filter(systemd_analyze: str
 
         def gone() -> bool:
             return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers)
+
         poll("the workers to follow the master", gone, timeout=30, interval=0.05)
         text = log_path.read_text(errors="replace")
         assert "SIGSYS" not in text and "Bad system call" not in text, text

@@ -97,12 +97,15 @@ class Conn:
         return status, headers, body
 
 
-def req(method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None,
-        version: str = "HTTP/1.1") -> bytes:
+def req(
+    method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None, version: str = "HTTP/1.1"
+) -> bytes:
     h = {"Host": "test", **(headers or {})}
     if body and "Transfer-Encoding" not in h:
         h.setdefault("Content-Length", str(len(body)))
-    return (f"{method} {target} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode() + body
+    return (
+        f"{method} {target} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    ).encode() + body
 
 
 def chunked(*parts: bytes) -> bytes:
@@ -226,8 +229,9 @@ ERRORS = [
 
 
 @pytest.mark.parametrize("method, name, headers, status, code", ERRORS, ids=[e[4] or "bad-cl" for e in ERRORS])
-def test_errors_are_the_same_as_the_starlette_path(server: Server, method: str, name: str, headers: dict[str, str],
-                                                   status: int, code: str | None) -> None:
+def test_errors_are_the_same_as_the_starlette_path(
+    server: Server, method: str, name: str, headers: dict[str, str], status: int, code: str | None
+) -> None:
     fast = exchange(server, req(method, f"/api/v1/edge/{name}", headers=headers))
     slow = exchange(server, req(method, f"/api/v1/edge/{escaped(name)}", headers=headers))
     assert fast[0] == slow[0] == status
@@ -250,7 +254,9 @@ def test_rate_limit_429_matches_too(server: Server) -> None:
 
 def test_auth_passes_with_the_key(server: Server) -> None:
     assert exchange(server, req("POST", "/api/v1/edge/keyed", headers={"x-api-key": KEY}))[2] == b"keyed"
-    assert exchange(server, req("POST", "/api/v1/edge/keyed", headers={"Authorization": f"Bearer {KEY}"}))[2] == b"keyed"
+    assert (
+        exchange(server, req("POST", "/api/v1/edge/keyed", headers={"Authorization": f"Bearer {KEY}"}))[2] == b"keyed"
+    )
 
 
 def test_guest_responses_are_the_same_bytes_both_ways(server: Server) -> None:
@@ -386,8 +392,11 @@ def test_an_escaped_query_reaches_the_guest_as_sent(server: Server) -> None:
 
 
 def test_idle_connections_close_after_keepalive_and_busy_ones_stay(server: Server) -> None:
-    with Conn(server, timeout=IDLE_S * 4) as idle, Conn(server, timeout=IDLE_S * 4) as silent, \
-            Conn(server, timeout=IDLE_S * 4) as busy:
+    with (
+        Conn(server, timeout=IDLE_S * 4) as idle,
+        Conn(server, timeout=IDLE_S * 4) as silent,
+        Conn(server, timeout=IDLE_S * 4) as busy,
+    ):
         idle.send(req("POST", "/api/v1/edge/const"))
         assert idle.response()[2] == b"steady"
         for _ in range(IDLE_S + 3):  # a request a second on `busy`, for longer than the idle limit

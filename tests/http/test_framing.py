@@ -70,8 +70,9 @@ TABLE = [
 
 
 @pytest.mark.parametrize("case, name, headers, body, status, code", TABLE, ids=[t[0] for t in TABLE])
-def test_both_adapters_give_the_same_bytes(server: Server, case: str, name: str, headers: dict[str, str],
-                                           body: bytes, status: int, code: str | None) -> None:
+def test_both_adapters_give_the_same_bytes(
+    server: Server, case: str, name: str, headers: dict[str, str], body: bytes, status: int, code: str | None
+) -> None:
     answers = []
     for target in (f"/api/v1/edge/{name}", f"/api/v1/edge/{escaped(name)}"):
         with Conn(server) as c:

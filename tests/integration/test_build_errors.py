@@ -38,8 +38,15 @@ def cli(*args: str, cwd: Path, server: Server | None = None) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     if server is not None:
         env.update(HIVE_URL=server.url, HIVE_ADMIN_TOKEN=server.token)
-    return subprocess.run([str(BIN / "edge-hive"), *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "edge-hive"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def error_lines(output: str) -> list[str]:

@@ -16,8 +16,15 @@ pytestmark = pytest.mark.slow
 
 def cli(server: Server, *args: str, cwd=None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HIVE_URL": server.url, "HIVE_ADMIN_TOKEN": server.token}
-    return subprocess.run([str(BIN / "edge-hive"), *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "edge-hive"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_build_deploy_invoke_list_delete(server: Server, tmp_path) -> None:
@@ -67,8 +74,17 @@ def test_new_scaffold_deploys_with_config_and_shows_logs(server: Server, tmp_pat
 
     env_file = tmp_path / "secrets.env"
     env_file.write_text("# comment\nAPI_SECRET='from-file'\n")
-    r = cli(server, "function", "deploy", "scaffolded", "--config", "TOKEN=s3cr3t-value",
-            "--config-file", str(env_file), cwd=tmp_path)
+    r = cli(
+        server,
+        "function",
+        "deploy",
+        "scaffolded",
+        "--config",
+        "TOKEN=s3cr3t-value",
+        "--config-file",
+        str(env_file),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     r = cli(server, "function", "invoke", "scaffolded", "--data", '{"name": "logs"}')
     assert r.returncode == 0 and json.loads(r.stdout)["message"] == "Hello, logs!"

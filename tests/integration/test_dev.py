@@ -32,9 +32,15 @@ class DevProcess:
 
     def __init__(self, cwd: Path, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-        self.proc = subprocess.Popen([str(BIN / "edge-hive"), "dev", *args], cwd=cwd, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(BIN / "edge-hive"), "dev", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -117,8 +123,9 @@ def save_to_answer(src: Path, url: str, greeting: str) -> float:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "functions" / "hello", tmp_path / "functions" / "hello",
-                    ignore=shutil.ignore_patterns("*.wasm"))
+    shutil.copytree(
+        ROOT / "functions" / "hello", tmp_path / "functions" / "hello", ignore=shutil.ignore_patterns("*.wasm")
+    )
     return tmp_path
 
 
@@ -140,8 +147,10 @@ def test_dev_serves_redeploys_on_save_survives_a_compile_error_and_stops_on_ctrl
 
         src = project / "functions" / "hello" / HELLO_C
         latencies = [save_to_answer(src, url, greeting) for greeting in ("Howdy", "Hi", "Hey")]
-        print(f"\nedge-hive dev: save-to-new-answer latency of a C function: "
-              f"{', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
+        print(
+            f"\nedge-hive dev: save-to-new-answer latency of a C function: "
+            f"{', '.join(f'{s * 1000:.0f} ms' for s in latencies)}"
+        )
         dev.wait_for("the v4 deploy", r"^\[hello\] v4 serving in")
 
         # A compile error: shown once, the compiler's own words, and v4 keeps serving.
@@ -157,8 +166,7 @@ def test_dev_serves_redeploys_on_save_survives_a_compile_error_and_stops_on_ctrl
         assert out.count("build failed") == 1
 
         # Each invocation's log line, as `edge-hive function logs` prints it, with the function's name.
-        dev.wait_for("an invocation's log line",
-                     r"^\[hello\] \S+Z v5 200 \d+us pid=\d+ req=dev-loop-test$")
+        dev.wait_for("an invocation's log line", r"^\[hello\] \S+Z v5 200 \d+us pid=\d+ req=dev-loop-test$")
 
         os.kill(dev.proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends it
         assert dev.proc.wait(timeout=60) == 0, dev.output()
@@ -212,9 +220,18 @@ def test_build_outputs_are_not_sources(tmp_path: Path) -> None:
     fn = tmp_path / "functions" / "hello"
     for path in ("hello.c", "hive.toml", "src/lib.rs", "assembly/index.ts", "Cargo.toml"):
         assert keep(Change.modified, str(fn / path)), path
-    for path in ("hello.wasm", "hello.wasm.tmp36de732", "target/wasm32-wasi/release/x.wasm", "target/x.d",
-                 "node_modules/edge-hive/index.ts", ".zig-cache/o/abc/x.o", "build/release.wat",
-                 "zig-out/bin/x", "hello.c.swp", "hello.c~"):
+    for path in (
+        "hello.wasm",
+        "hello.wasm.tmp36de732",
+        "target/wasm32-wasi/release/x.wasm",
+        "target/x.d",
+        "node_modules/edge-hive/index.ts",
+        ".zig-cache/o/abc/x.o",
+        "build/release.wat",
+        "zig-out/bin/x",
+        "hello.c.swp",
+        "hello.c~",
+    ):
         assert not keep(Change.modified, str(fn / path)), path
     assert not keep(Change.modified, str(tmp_path / ".hive-dev" / "logs" / "functions.jsonl"))
 

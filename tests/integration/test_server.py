@@ -63,8 +63,10 @@ def test_hello_end_to_end(server: Server, hello_wasm: bytes) -> None:
         ts = datetime.strptime(body["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         assert abs((datetime.now(UTC) - ts).total_seconds()) < 600  # a real clock, not a constant
     assert fresh(server, "POST", "/api/v1/edge/hello", content=b"").json()["message"] == "Hello, World!"
-    assert fresh(server, "POST", "/api/v1/edge/hello", json={"name": 'a "quoted" \\ name'}).json()["message"] \
+    assert (
+        fresh(server, "POST", "/api/v1/edge/hello", json={"name": 'a "quoted" \\ name'}).json()["message"]
         == 'Hello, a "quoted" \\ name!'
+    )
 
 
 def test_deploy_list_delete_cycle(server: Server) -> None:
@@ -104,8 +106,11 @@ def test_server_survives_every_bad_input(server: Server) -> None:
         (lambda: fresh(server, "POST", "/api/v1/edge/loop"), 504, "timeout"),
         (lambda: fresh(server, "POST", "/api/v1/edge/trap"), 502, "trap"),
         (lambda: fresh(server, "POST", "/api/v1/edge/oob"), 502, "abi_violation"),
-        (lambda: fresh(server, "POST", "/api/v1/edge/steady", content=b"x" * (6 * 1024 * 1024 + 1)), 413,
-         "payload_too_large"),
+        (
+            lambda: fresh(server, "POST", "/api/v1/edge/steady", content=b"x" * (6 * 1024 * 1024 + 1)),
+            413,
+            "payload_too_large",
+        ),
         (lambda: fresh(server, "POST", "/api/v1/edge/nothing"), 404, "function_not_found"),
     ]
     for send, status, code in cases:
@@ -116,8 +121,9 @@ def test_server_survives_every_bad_input(server: Server) -> None:
         assert fresh(server, "POST", "/api/v1/edge/steady").text == "steady"
     # No worker died along the way.
     assert "Worker exiting" not in server.log() and "was sent SIGKILL" not in server.log()
-    assert not re.search(r"Booting worker with pid: \d+\n(.|\n)*Booting worker with pid: \d+\n(.|\n)*Booting worker",
-                         server.log())
+    assert not re.search(
+        r"Booting worker with pid: \d+\n(.|\n)*Booting worker with pid: \d+\n(.|\n)*Booting worker", server.log()
+    )
 
 
 PRINTER_WAT = r"""
@@ -144,6 +150,7 @@ def test_guest_stdout_reaches_the_server_log_tagged(server: Server) -> None:
 
 def test_no_compile_or_instantiate_on_the_request_path(server: Server) -> None:
     server.deploy("warm", wat(const_wat("warm")))
+
     def counters() -> dict[int, tuple[int, int]]:
         seen: dict[int, tuple[int, int]] = {}
         for _ in range(200):
@@ -152,6 +159,7 @@ def test_no_compile_or_instantiate_on_the_request_path(server: Server) -> None:
             if len(seen) == 2:
                 break
         return seen
+
     before = counters()
     for _ in range(100):
         assert fresh(server, "POST", "/api/v1/edge/warm").text == "warm"

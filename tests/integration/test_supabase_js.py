@@ -34,8 +34,12 @@ def node_command() -> list[str]:
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "@supabase" / "supabase-js").is_dir():
         raise RuntimeError("supabase-js is not installed: run scripts/toolchains/supabase-js.sh (scripts/dev runs it)")
-    major = int(subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30,
-                               check=True).stdout.strip().lstrip("v").split(".")[0])
+    major = int(
+        subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=True)
+        .stdout.strip()
+        .lstrip("v")
+        .split(".")[0]
+    )
     # supabase-js's createClient needs a global WebSocket (realtime), which Node.js has by default from 22.
     return [node, *(["--experimental-websocket"] if major < 22 else []), str(NODE_DIR / "invoke.mjs")]
 
@@ -79,8 +83,13 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def outcomes(server: Server) -> dict[str, Any]:
-    r = subprocess.run([*node_command(), server.url, json.dumps(CASES)], capture_output=True, text=True,
-                       timeout=NODE_TIMEOUT_S, cwd=NODE_DIR)
+    r = subprocess.run(
+        [*node_command(), server.url, json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_S,
+        cwd=NODE_DIR,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -94,24 +103,30 @@ def test_calls_that_succeed(outcomes: dict[str, Any]) -> None:
     assert "x-hive-auth-claims" in outcomes["jwt_ok"]["data"] and '"role":"anon"' in outcomes["jwt_ok"]["data"]
 
 
-@pytest.mark.parametrize("case, status, code", [
-    ("missing", 404, "function_not_found"),
-    ("key_refused", 401, "invalid_api_key"),
-    ("jwt_refused", 401, "invalid_token"),
-    ("too_large", 413, "payload_too_large"),
-    ("trap", 502, "trap"),
-    ("timeout", 504, "timeout"),
-])
+@pytest.mark.parametrize(
+    "case, status, code",
+    [
+        ("missing", 404, "function_not_found"),
+        ("key_refused", 401, "invalid_api_key"),
+        ("jwt_refused", 401, "invalid_token"),
+        ("too_large", 413, "payload_too_large"),
+        ("trap", 502, "trap"),
+        ("timeout", 504, "timeout"),
+    ],
+)
 def test_the_servers_errors_are_relay_errors(outcomes: dict[str, Any], case: str, status: int, code: str) -> None:
     err = outcomes[case]["error"]
     assert err is not None and err["class"] == "FunctionsRelayError" and err["relay"] and not err["http"], err
     assert err["status"] == status and json.loads(err["body"])["error"] == code
 
 
-@pytest.mark.parametrize("case, status, body", [
-    ("guest_500", 500, '{"error":"the function failed"}'),
-    ("guest_404", 404, "not here"),
-])
+@pytest.mark.parametrize(
+    "case, status, body",
+    [
+        ("guest_500", 500, '{"error":"the function failed"}'),
+        ("guest_404", 404, "not here"),
+    ],
+)
 def test_a_functions_own_errors_are_http_errors(outcomes: dict[str, Any], case: str, status: int, body: str) -> None:
     err = outcomes[case]["error"]
     assert err is not None and err["class"] == "FunctionsHttpError" and err["http"] and not err["relay"], err

@@ -45,8 +45,12 @@ class Upstream:
                 status, ctype, out, extra = await self._route(method, target, headers, body)
                 self.hits += 1
                 hdrs = {"content-type": ctype, "content-length": str(len(out)), **extra}
-                writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'X')}\r\n".encode()
-                             + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()).encode() + b"\r\n" + out)
+                writer.write(
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'X')}\r\n".encode()
+                    + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()).encode()
+                    + b"\r\n"
+                    + out
+                )
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     break
@@ -55,8 +59,9 @@ class Upstream:
         finally:
             writer.close()
 
-    async def _route(self, method: str, target: str, headers: dict[str, str], body: bytes
-                     ) -> tuple[int, str, bytes, dict[str, str]]:
+    async def _route(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         url = urllib.parse.urlsplit(target)
         q = dict(urllib.parse.parse_qsl(url.query))
         if url.path == "/json":

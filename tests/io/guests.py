@@ -133,18 +133,32 @@ SPAM = f"""(module {IMPORTS}
 
 # --- records ---
 
+
 def _f(b: bytes) -> bytes:
     return struct.pack("<I", len(b)) + b
 
 
 def fetch(url: str, method: str = "GET", headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> bytes:
     hs = headers or []
-    return (_f(method.encode()) + _f(url.encode()) + struct.pack("<I", len(hs))
-            + b"".join(_f(k.encode()) + _f(v.encode()) for k, v in hs) + _f(body))
+    return (
+        _f(method.encode())
+        + _f(url.encode())
+        + struct.pack("<I", len(hs))
+        + b"".join(_f(k.encode()) + _f(v.encode()) for k, v in hs)
+        + _f(body)
+    )
 
 
-def kv(op: str, store: str, key: bytes, value: bytes = b"", ttl_ms: int = 0, cursor: bytes = b"",
-       limit: int = 100, delta: int = 1) -> bytes:
+def kv(
+    op: str,
+    store: str,
+    key: bytes,
+    value: bytes = b"",
+    ttl_ms: int = 0,
+    cursor: bytes = b"",
+    limit: int = 100,
+    delta: int = 1,
+) -> bytes:
     code = {"get": 1, "set": 2, "delete": 3, "list": 4, "incr": 5}[op]
     rec = struct.pack("<I", code) + _f(store.encode()) + _f(key)
     if op == "set":
@@ -168,6 +182,7 @@ def program(*steps: tuple[str, bytes] | tuple[str, bytes, int]) -> bytes:
 
 # --- results ---
 
+
 class Result:
     def __init__(self, raw: bytes) -> None:
         (self.kind,) = struct.unpack_from("<I", raw)
@@ -185,7 +200,7 @@ class Result:
     def kv_get(self) -> bytes | None:
         assert self.kind == 0, (self.code, self.message)
         found, n = struct.unpack_from("<II", self.raw)
-        return self.raw[8:8 + n] if found else None
+        return self.raw[8 : 8 + n] if found else None
 
     def kv_keys(self) -> tuple[list[bytes], bytes]:
         assert self.kind == 0, (self.code, self.message)
@@ -208,6 +223,6 @@ def results(body: bytes) -> list[Result | int]:
         if n < 0:
             out.append(n)
             continue
-        out.append(Result(body[pos:pos + n]))
+        out.append(Result(body[pos : pos + n]))
         pos += n
     return out

@@ -30,8 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[
         "nogrant": {},
         "quick": {**grant, "limits": {"timeout_ms": 30}},  # 30 ms of guest time; its upstream takes 300
         "walled": {**grant, "limits": {"wall_timeout_ms": 300}},
-        "budget": {**grant, "limits": {"fetch": {"max_requests": 3, "max_concurrent": 2,
-                                                  "max_response_bytes": 1000}}},
+        "budget": {**grant, "limits": {"fetch": {"max_requests": 3, "max_concurrent": 2, "max_response_bytes": 1000}}},
         "narrow": {**grant, "limits": {"max_concurrency": 2, "max_queue": 1}},
         "wide": {**grant, "limits": {"max_concurrency": 256, "max_queue": 256}},
     }
@@ -39,8 +38,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[
         r = s.deploy(name, io_guest(), json.dumps(manifest))
         assert r.status_code == 201, r.text
     assert s.deploy("hello", wat(const_wat("hello"))).status_code == 201
-    assert s.deploy("spam", wat(SPAM), json.dumps({**grant, "kv": ["default"],
-                                                   "limits": {"timeout_ms": 200}})).status_code == 201
+    assert (
+        s.deploy("spam", wat(SPAM), json.dumps({**grant, "kv": ["default"], "limits": {"timeout_ms": 200}})).status_code
+        == 201
+    )
     yield s
     s.stop()
 
@@ -60,21 +61,29 @@ def test_a_granted_fetch_returns_the_upstream_response(server: Server, upstream:
 
 
 def test_method_headers_and_body_reach_the_upstream(server: Server, upstream: str) -> None:
-    (res,) = run(server, "fetcher", ("fetch", fetch(f"{upstream}/echo", "POST", [("x-key", "k1"),
-                                                                              ("content-type", "text/plain")],
-                                                    b"hello upstream")))
+    (res,) = run(
+        server,
+        "fetcher",
+        (
+            "fetch",
+            fetch(f"{upstream}/echo", "POST", [("x-key", "k1"), ("content-type", "text/plain")], b"hello upstream"),
+        ),
+    )
     doc = json.loads(res.response().body)  # type: ignore[union-attr]
     assert doc["method"] == "POST" and doc["body"] == "hello upstream" and doc["headers"]["x-key"] == "k1"
 
 
-@pytest.mark.parametrize("url, code", [
-    ("http://127.0.0.1:9/x", "host_not_allowed"),  # the same IP, another port
-    ("http://169.254.169.254/latest/meta-data/", "host_not_allowed"),
-    ("http://localhost:{port}/json", "host_not_allowed"),  # a name for the granted IP is not the grant
-    ("http://2852039166/", "host_not_allowed"),  # 169.254.169.254 in decimal
-    ("http://0251.0376.0251.0376/", "host_not_allowed"),  # ... and in octal
-    ("ftp://127.0.0.1/x", "bad_url"),
-])
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("http://127.0.0.1:9/x", "host_not_allowed"),  # the same IP, another port
+        ("http://169.254.169.254/latest/meta-data/", "host_not_allowed"),
+        ("http://localhost:{port}/json", "host_not_allowed"),  # a name for the granted IP is not the grant
+        ("http://2852039166/", "host_not_allowed"),  # 169.254.169.254 in decimal
+        ("http://0251.0376.0251.0376/", "host_not_allowed"),  # ... and in octal
+        ("ftp://127.0.0.1/x", "bad_url"),
+    ],
+)
 def test_refused_fetches_are_error_values_not_traps(server: Server, upstream: str, url: str, code: str) -> None:
     port = upstream.rsplit(":", 1)[1]
     (res,) = run(server, "fetcher", ("fetch", fetch(url.format(port=port))))
@@ -171,8 +180,10 @@ def test_a_waiting_function_never_stalls_its_worker(server: Server, upstream: st
         # a plain socket per request: a Python HTTP client would itself take seconds for 256 at once
         host, port = server.url.removeprefix("http://").split(":")
         r, w = await asyncio.open_connection(host, int(port))
-        w.write(b"POST /api/v1/edge/wide HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        w.write(
+            b"POST /api/v1/edge/wide HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
         data = await r.read()
         w.close()
         return int(data.split(b" ", 2)[1])
@@ -192,8 +203,10 @@ def test_a_waiting_function_never_stalls_its_worker(server: Server, upstream: st
     assert statuses == [200] * 256
     assert hello_ms, "hello was never answered during the burst"
     hello_ms.sort()
-    print(f"256 x 200 ms upstream on one worker: {took * 1000:.0f} ms; hello during it: {len(hello_ms)} calls, "
-          f"p50 {hello_ms[len(hello_ms) // 2]:.1f} ms, max {hello_ms[-1]:.1f} ms")
+    print(
+        f"256 x 200 ms upstream on one worker: {took * 1000:.0f} ms; hello during it: {len(hello_ms)} calls, "
+        f"p50 {hello_ms[len(hello_ms) // 2]:.1f} ms, max {hello_ms[-1]:.1f} ms"
+    )
 
 
 def test_a_guest_that_spams_host_calls_is_bounded(server: Server) -> None:

@@ -22,8 +22,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = start_server(tmp_path_factory.mktemp("kv") / "data", workers=2)
-    for name, manifest in {"counter": {"kv": ["default"]}, "reader": {"kv": ["default"]},
-                           "other": {"kv": ["other"]}, "nokv": {}}.items():
+    for name, manifest in {
+        "counter": {"kv": ["default"]},
+        "reader": {"kv": ["default"]},
+        "other": {"kv": ["other"]},
+        "nokv": {},
+    }.items():
         assert s.deploy(name, io_guest(), json.dumps(manifest)).status_code == 201
     assert s.deploy("big", io_guest(pages=96), json.dumps({"kv": ["default"]})).status_code == 201
     yield s
@@ -85,8 +89,12 @@ def test_list_pages_by_prefix(server: Server) -> None:
 def test_keys_expire(server: Server) -> None:
     one(server, "counter", kv("set", "default", b"short", b"lived", ttl_ms=300))
     assert one(server, "counter", kv("get", "default", b"short")).kv_get() == b"lived"
-    poll("the key to expire", lambda: one(server, "reader", kv("get", "default", b"short")).kv_get() is None,
-         timeout=20, interval=0.1)
+    poll(
+        "the key to expire",
+        lambda: one(server, "reader", kv("get", "default", b"short")).kv_get() is None,
+        timeout=20,
+        interval=0.1,
+    )
 
 
 def test_limits_are_error_values(server: Server) -> None:
@@ -102,8 +110,15 @@ def test_the_admin_api_and_cli(server: Server, tmp_path: Path) -> None:
     env = {**os.environ, "HIVE_URL": server.url, "HIVE_ADMIN_TOKEN": server.token}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "edge-hive"), "kv", *args], capture_output=True, text=True, env=env,
-                              timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+        return subprocess.run(
+            [str(BIN / "edge-hive"), "kv", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
 
     r = cli("set", "default", "config/theme", "dark", "--json")
     assert r.returncode == 0, r.stderr

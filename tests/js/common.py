@@ -26,23 +26,48 @@ class Js:
     sandbox: Sandbox
     engine: CompiledModule
 
-    def instance(self, source: str | bytes, *, env: dict[str, str] | None = None, limits: GuestLimits | None = None,
-                 log: Log | None = None, load_timeout_ms: int = DEFAULT_LOAD_TIMEOUT_MS) -> GuestInstance:
+    def instance(
+        self,
+        source: str | bytes,
+        *,
+        env: dict[str, str] | None = None,
+        limits: GuestLimits | None = None,
+        log: Log | None = None,
+        load_timeout_ms: int = DEFAULT_LOAD_TIMEOUT_MS,
+    ) -> GuestInstance:
         code = source.encode() if isinstance(source, str) else source
-        ctx = GuestContext("fn", env=[f"{k}={v}".encode() for k, v in (env or {}).items()],
-                           sink=log.sink if log else None)
-        return new_instance(self.sandbox, self.engine, code, limits or GuestLimits(timeout_ms=2000), ctx,
-                            load_timeout_ms=load_timeout_ms)
+        ctx = GuestContext(
+            "fn", env=[f"{k}={v}".encode() for k, v in (env or {}).items()], sink=log.sink if log else None
+        )
+        return new_instance(
+            self.sandbox,
+            self.engine,
+            code,
+            limits or GuestLimits(timeout_ms=2000),
+            ctx,
+            load_timeout_ms=load_timeout_ms,
+        )
 
 
-def request(method: str = "GET", path: str = "/", query: str = "", headers: list[tuple[str, str]] | None = None,
-            body: bytes = b"") -> bytes:
+def request(
+    method: str = "GET",
+    path: str = "/",
+    query: str = "",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> bytes:
     hs = [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or [])]
     return abi.encode_request(method.encode(), path.encode(), query.encode(), hs, body)
 
 
-def call(inst: GuestInstance, method: str = "GET", path: str = "/", query: str = "",
-         headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> abi.Response:
+def call(
+    inst: GuestInstance,
+    method: str = "GET",
+    path: str = "/",
+    query: str = "",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> abi.Response:
     return inst.call(request(method, path, query, headers, body))
 
 

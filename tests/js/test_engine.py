@@ -67,13 +67,26 @@ def test_request_method_url_headers_and_bodies(js: Js) -> None:
       });
     """)
     body = json.dumps({"name": "Edge Hive", "n": [1, 2]}).encode()
-    resp = call(inst, "POST", "/functions/v1/echo/a", "q=1&q=two%20x",
-                [("host", "edge.example"), ("content-type", "application/json"), ("x-tag", "one"), ("x-tag", "two")], body)
+    resp = call(
+        inst,
+        "POST",
+        "/functions/v1/echo/a",
+        "q=1&q=two%20x",
+        [("host", "edge.example"), ("content-type", "application/json"), ("x-tag", "one"), ("x-tag", "two")],
+        body,
+    )
     assert as_json(resp) == {
         # The route prefix is Supabase's gateway's, not the function's: it sees /NAME/rest.
-        "method": "POST", "url": "http://edge.example/echo/a?q=1&q=two%20x", "path": "/echo/a",
-        "q": ["1", "two x"], "ct": "application/json", "tags": "one, two", "has": True,
-        "json": {"name": "Edge Hive", "n": [1, 2]}, "text": body.decode(), "used": True,
+        "method": "POST",
+        "url": "http://edge.example/echo/a?q=1&q=two%20x",
+        "path": "/echo/a",
+        "q": ["1", "two x"],
+        "ct": "application/json",
+        "tags": "one, two",
+        "has": True,
+        "json": {"name": "Edge Hive", "n": [1, 2]},
+        "text": body.decode(),
+        "used": True,
     }
 
 
@@ -130,18 +143,24 @@ def test_response_kinds(js: Js) -> None:
     blob = get("blob")
     assert (blob.body, header(blob, "content-type")) == (b"<b>x</b>", "text/html")
     params = get("params")
-    assert (params.body, header(params, "content-type")) == (b"a=1+2&b=%C3%A9", "application/x-www-form-urlencoded;charset=UTF-8")
+    assert (params.body, header(params, "content-type")) == (
+        b"a=1+2&b=%C3%A9",
+        "application/x-www-form-urlencoded;charset=UTF-8",
+    )
 
 
 def test_env_from_the_function_config(js: Js) -> None:
-    inst = js.instance("""
+    inst = js.instance(
+        """
       Deno.serve(() => {
         let setError = null;
         try { Deno.env.set("X", "1"); } catch (e) { setError = e.message; }
         return Response.json({ secret: Deno.env.get("SECRET"), missing: Deno.env.get("NOPE") ?? null,
                                has: Deno.env.has("EMPTY"), all: Deno.env.toObject(), setError });
       });
-    """, env={"SECRET": "s3cr=t", "EMPTY": ""})
+    """,
+        env={"SECRET": "s3cr=t", "EMPTY": ""},
+    )
     out = as_json(call(inst))
     assert out["secret"] == "s3cr=t" and out["missing"] is None and out["has"] is True
     assert out["all"] == {"SECRET": "s3cr=t", "EMPTY": ""}
@@ -150,7 +169,8 @@ def test_env_from_the_function_config(js: Js) -> None:
 
 def test_console_output_reaches_the_function_log(js: Js) -> None:
     log = Log()
-    inst = js.instance("""
+    inst = js.instance(
+        """
       console.log("loading", 1);
       Deno.serve(() => {
         console.log("log %s=%d", "n", 42, { a: [1, "x"] });
@@ -160,7 +180,9 @@ def test_console_output_reaches_the_function_log(js: Js) -> None:
         console.error("error", new Map([["k", 1]]));
         return new Response("ok");
       });
-    """, log=log)
+    """,
+        log=log,
+    )
     assert log.lines == [("stdout", logging.INFO, "loading 1")]
     assert call(inst).body == b"ok"
     assert log.lines[1:] == [
@@ -174,7 +196,8 @@ def test_console_output_reaches_the_function_log(js: Js) -> None:
 
 def test_uncaught_exception_is_a_500_with_the_stack_in_the_log(js: Js) -> None:
     log = Log()
-    inst = js.instance("""
+    inst = js.instance(
+        """
       function validate(body) {
         throw new TypeError("name is required");
       }
@@ -182,7 +205,9 @@ def test_uncaught_exception_is_a_500_with_the_stack_in_the_log(js: Js) -> None:
         validate(await req.text());
         return new Response("unreachable");
       });
-    """, log=log)
+    """,
+        log=log,
+    )
     resp = call(inst, "POST", body=b"{}")
     assert resp.status == 500
     assert header(resp, "content-type") == "application/json"
@@ -196,7 +221,8 @@ def test_uncaught_exception_is_a_500_with_the_stack_in_the_log(js: Js) -> None:
 
 def test_rejected_promise_and_thrown_values(js: Js) -> None:
     log = Log()
-    inst = js.instance("""
+    inst = js.instance(
+        """
       Deno.serve(async (req) => {
         const how = new URL(req.url).searchParams.get("how");
         if (how === "reject") return await Promise.reject(new RangeError("nope"));
@@ -205,7 +231,9 @@ def test_rejected_promise_and_thrown_values(js: Js) -> None:
         if (how === "cause") throw new Error("outer", { cause: new Error("inner") });
         return new Response("ok");
       });
-    """, log=log)
+    """,
+        log=log,
+    )
     assert as_json(call(inst, query="how=reject")) == {"error": "uncaught_exception", "message": "RangeError: nope"}
     assert as_json(call(inst, query="how=string"))["message"] == "plain string"
     assert as_json(call(inst, query="how=object"))["message"] == "{ code: 7 }"
@@ -215,13 +243,16 @@ def test_rejected_promise_and_thrown_values(js: Js) -> None:
 
 def test_unhandled_rejection_elsewhere_is_logged_not_fatal(js: Js) -> None:
     log = Log()
-    inst = js.instance("""
+    inst = js.instance(
+        """
       Deno.serve(() => {
         Promise.reject(new Error("forgotten"));
         setTimeout(() => { throw new Error("in a timer"); }, 0);
         return new Promise((resolve) => setTimeout(() => resolve(new Response("fine")), 2));
       });
-    """, log=log)
+    """,
+        log=log,
+    )
     assert call(inst).body == b"fine"
     stderr = log.text("stderr")
     assert "Uncaught (in promise) Error: forgotten" in stderr
@@ -258,7 +289,9 @@ def test_deno_serve_forms_and_on_error(js: Js) -> None:
     assert call(js.instance(forms[1])).body == b"a"
     handled = call(js.instance(forms[2]))
     assert (handled.status, handled.body) == (503, b"handled x")
-    default_export = call(js.instance('export default { fetch: (req) => new Response("default " + req.method) };'), "PUT")
+    default_export = call(
+        js.instance('export default { fetch: (req) => new Response("default " + req.method) };'), "PUT"
+    )
     assert default_export.body == b"default PUT"
     with pytest.raises(JsLoadError, match="called twice"):
         js.instance('Deno.serve(() => new Response("1")); Deno.serve(() => new Response("2"));')
@@ -266,14 +299,17 @@ def test_deno_serve_forms_and_on_error(js: Js) -> None:
 
 def test_wait_until_runs_before_the_invocation_returns(js: Js) -> None:
     log = Log()
-    inst = js.instance("""
+    inst = js.instance(
+        """
       let done = [];
       Deno.serve((req) => {
         EdgeRuntime.waitUntil(new Promise((r) => setTimeout(r, 5)).then(() => { done.push("bg"); console.log("background done"); }));
         EdgeRuntime.waitUntil(Promise.reject(new Error("bg failed")));
         return Response.json({ before: done.length });
       });
-    """, log=log)
+    """,
+        log=log,
+    )
     assert as_json(call(inst)) == {"before": 0}
     assert "background done" in log.text("stdout")
     assert "Uncaught (in promise) Error: bg failed" in log.text("stderr")
@@ -341,12 +377,16 @@ def test_infinite_loop_hits_the_time_limit_and_a_new_instance_works(js: Js) -> N
 
 def test_memory_limit_is_a_clean_error(js: Js) -> None:
     log = Log()
-    inst = js.instance("""
+    inst = js.instance(
+        """
       Deno.serve((req) => {
         if (req.method === "POST") { const hoard = []; for (;;) hoard.push(new Array(65536).fill(1.5)); }
         return new Response("still here");
       });
-    """, limits=GuestLimits(timeout_ms=20_000, memory_bytes=24 << 20), log=log)
+    """,
+        limits=GuestLimits(timeout_ms=20_000, memory_bytes=24 << 20),
+        log=log,
+    )
     resp = call(inst, "POST")
     assert resp.status == 500
     assert as_json(resp)["error"] == "out_of_memory"
@@ -371,20 +411,28 @@ def test_malformed_envelopes_are_400s_and_the_instance_keeps_serving(js: Js) -> 
 
 
 def test_large_bodies_both_ways(js: Js) -> None:
-    inst = js.instance("Deno.serve(async (req) => new Response((await req.text()).toUpperCase()));",
-                       limits=GuestLimits(timeout_ms=10_000))
+    inst = js.instance(
+        "Deno.serve(async (req) => new Response((await req.text()).toUpperCase()));",
+        limits=GuestLimits(timeout_ms=10_000),
+    )
     body = b"abc" * (1 << 20)
     assert inst.call(abi.encode_request(b"POST", b"/", b"", [], body)).body == body.upper()
 
 
-@pytest.mark.parametrize(("source", "fragment"), [
-    ("const x = ;", "does not compile: SyntaxError"),
-    ('import { x } from "npm:left-pad"; Deno.serve(() => new Response(x));', "import 'npm:left-pad' is not available"),
-    ('throw new Error("bad config");', "threw while loading: Error: bad config"),
-    ('await Promise.reject(new Error("async boom"));', "threw while loading: Error: async boom"),
-    ('console.log("no handler");', "never registered a handler"),
-    ('await new Promise(() => {}); Deno.serve(() => new Response("x"));', "top-level await never settled"),
-])
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("const x = ;", "does not compile: SyntaxError"),
+        (
+            'import { x } from "npm:left-pad"; Deno.serve(() => new Response(x));',
+            "import 'npm:left-pad' is not available",
+        ),
+        ('throw new Error("bad config");', "threw while loading: Error: bad config"),
+        ('await Promise.reject(new Error("async boom"));', "threw while loading: Error: async boom"),
+        ('console.log("no handler");', "never registered a handler"),
+        ('await new Promise(() => {}); Deno.serve(() => new Response("x"));', "top-level await never settled"),
+    ],
+)
 def test_load_failures_name_the_problem(js: Js, source: str, fragment: str) -> None:
     with pytest.raises(JsLoadError) as info:
         js.instance(source)
@@ -399,8 +447,12 @@ def test_es_module_with_top_level_await_and_exports(js: Js) -> None:
       Deno.serve(() => Response.json({ text: greet("module"), url: import.meta.url, main: import.meta.main,
                                        asset: import.meta.resolve("./data.json") }));
     """)
-    assert as_json(call(inst)) == {"text": "hi module", "url": "file:///function.js", "main": True,
-                                   "asset": "file:///data.json"}
+    assert as_json(call(inst)) == {
+        "text": "hi module",
+        "url": "file:///function.js",
+        "main": True,
+        "asset": "file:///data.json",
+    }
 
 
 def test_classic_script_bundle(js: Js) -> None:
@@ -413,8 +465,10 @@ def test_top_level_code_has_the_load_time_limit(js: Js) -> None:
     with pytest.raises(Timeout):
         js.instance("for (;;) {}", load_timeout_ms=100)
     # The load's limit is its own, not the request's: a start slower than one request may take loads.
-    inst = js.instance("const t = Date.now(); while (Date.now() - t < 150) {} Deno.serve(() => new Response('ok'));",
-                       limits=GuestLimits(timeout_ms=50))
+    inst = js.instance(
+        "const t = Date.now(); while (Date.now() - t < 150) {} Deno.serve(() => new Response('ok'));",
+        limits=GuestLimits(timeout_ms=50),
+    )
     assert call(inst).body == b"ok"
 
 

@@ -110,8 +110,12 @@ def test_stores_are_separate(kv: KvBackend) -> None:
 def test_key_limits(kv: KvBackend) -> None:
     kv.set("default", b"k" * MAX_KEY_BYTES, b"v")
     assert kv.get("default", b"k" * MAX_KEY_BYTES) == b"v"
-    for op in (lambda k: kv.set("default", k, b"v"), lambda k: kv.get("default", k),
-               lambda k: kv.delete("default", k), lambda k: kv.incr("default", k)):
+    for op in (
+        lambda k: kv.set("default", k, b"v"),
+        lambda k: kv.get("default", k),
+        lambda k: kv.delete("default", k),
+        lambda k: kv.incr("default", k),
+    ):
         with pytest.raises(KeyTooLarge) as e:
             op(b"k" * (MAX_KEY_BYTES + 1))
         assert e.value.extra == {"size": 513, "max_bytes": 512}
@@ -135,8 +139,14 @@ def test_value_limits(kv: KvBackend) -> None:
 
 @pytest.mark.parametrize("store", ["", "A", "1abc", "a" * 64, "a.b", "a/b", "ä", " a", "a\x00", None, b"abc"])
 def test_invalid_store_names(kv: KvBackend, store: Any) -> None:
-    for op in (lambda: kv.set(store, b"k", b"v"), lambda: kv.get(store, b"k"), lambda: kv.delete(store, b"k"),
-               lambda: kv.list(store), lambda: kv.incr(store, b"k"), lambda: kv.usage(store)):
+    for op in (
+        lambda: kv.set(store, b"k", b"v"),
+        lambda: kv.get(store, b"k"),
+        lambda: kv.delete(store, b"k"),
+        lambda: kv.list(store),
+        lambda: kv.incr(store, b"k"),
+        lambda: kv.usage(store),
+    ):
         with pytest.raises(InvalidStore):
             op()
     assert kv.stores() == []
@@ -325,9 +335,25 @@ def test_incr_reads_a_decimal_set_by_set(kv: KvBackend) -> None:
     assert kv.incr("default", b"n") == -6
 
 
-@pytest.mark.parametrize("raw", [b"abc", b"1.5", b" 1", b"1 ", b"+1", b"", b"1\n", b"--1", b"0x10", b"1_000",
-                                 b"\xd9\xa1", b"9223372036854775808", b"-9223372036854775809",
-                                 b"00000000000000000001"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"abc",
+        b"1.5",
+        b" 1",
+        b"1 ",
+        b"+1",
+        b"",
+        b"1\n",
+        b"--1",
+        b"0x10",
+        b"1_000",
+        b"\xd9\xa1",
+        b"9223372036854775808",
+        b"-9223372036854775809",
+        b"00000000000000000001",
+    ],
+)
 def test_incr_of_a_non_number(kv: KvBackend, raw: bytes) -> None:
     kv.set("default", b"n", raw)
     with pytest.raises(NotANumber) as e:
@@ -426,11 +452,18 @@ def test_quota_makes_room_from_expired_keys(open_kv: OpenKv) -> None:
 
 def test_error_codes_and_statuses() -> None:
     table = {
-        KvError: ("kv_error", 500), InvalidStore: ("invalid_store", 400), InvalidKey: ("invalid_key", 400),
-        InvalidArgument: ("invalid_argument", 400), KeyNotFound: ("key_not_found", 404),
-        NotANumber: ("not_a_number", 409), NumberOverflow: ("number_overflow", 409),
-        KeyTooLarge: ("key_too_large", 413), ValueTooLarge: ("value_too_large", 413),
-        QuotaExceeded: ("quota_exceeded", 507), KvFull: ("kv_full", 507), KvUnavailable: ("kv_unavailable", 503),
+        KvError: ("kv_error", 500),
+        InvalidStore: ("invalid_store", 400),
+        InvalidKey: ("invalid_key", 400),
+        InvalidArgument: ("invalid_argument", 400),
+        KeyNotFound: ("key_not_found", 404),
+        NotANumber: ("not_a_number", 409),
+        NumberOverflow: ("number_overflow", 409),
+        KeyTooLarge: ("key_too_large", 413),
+        ValueTooLarge: ("value_too_large", 413),
+        QuotaExceeded: ("quota_exceeded", 507),
+        KvFull: ("kv_full", 507),
+        KvUnavailable: ("kv_unavailable", 503),
     }
     for cls, (code, status) in table.items():
         assert issubclass(cls, KvError) and issubclass(cls, HiveError)
@@ -443,11 +476,16 @@ def test_error_codes_and_statuses() -> None:
 # Store names of 1 and 63 characters; keys up to 512 bytes sharing long prefixes, so idents cross
 # every length an LMDB key can and cannot hold.
 _STORES = st.sampled_from(["s", "s" * 63])
-_KEYS = st.builds(lambda n, tail: (b"p" * n + tail)[:MAX_KEY_BYTES] or b"p",
-                  st.sampled_from([0, 1, 440, 446, 447, 448, 449, 450, 500, 506, 507, 508, 509, 510, 511]),
-                  st.binary(min_size=0, max_size=4))
-_OPS = st.lists(st.tuples(st.sampled_from(["set", "delete", "incr", "get"]), _STORES, _KEYS,
-                          st.binary(max_size=3)), min_size=1, max_size=25)
+_KEYS = st.builds(
+    lambda n, tail: (b"p" * n + tail)[:MAX_KEY_BYTES] or b"p",
+    st.sampled_from([0, 1, 440, 446, 447, 448, 449, 450, 500, 506, 507, 508, 509, 510, 511]),
+    st.binary(min_size=0, max_size=4),
+)
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["set", "delete", "incr", "get"]), _STORES, _KEYS, st.binary(max_size=3)),
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -47,8 +47,11 @@ def test_reopen_after_close_keeps_everything(path: Path) -> None:
         assert kv.get("default", b"ttl", now=T0 + 10) is None
         assert kv.get("long-" + "x" * 58, b"L" * MAX_KEY_BYTES) == b"long key"
         assert kv.incr("counters", b"n") == 6
-        assert kv.stores() == [StoreUsage("counters", 1, 2), StoreUsage("default", 2, 10),
-                               StoreUsage("long-" + "x" * 58, 1, MAX_KEY_BYTES + 8)]
+        assert kv.stores() == [
+            StoreUsage("counters", 1, 2),
+            StoreUsage("default", 2, 10),
+            StoreUsage("long-" + "x" * 58, 1, MAX_KEY_BYTES + 8),
+        ]
         assert kv.purge_expired(now=T0 + 10) == 1
         assert check_integrity(kv) == []
     finally:
@@ -59,8 +62,12 @@ def test_closed_handle_is_unavailable(path: Path) -> None:
     kv = LmdbKv(path)
     kv.close()
     kv.close()  # twice is fine
-    for op in (lambda: kv.get("default", b"k"), lambda: kv.set("default", b"k", b"v"), kv.stores,
-               lambda: kv.purge_expired()):
+    for op in (
+        lambda: kv.get("default", b"k"),
+        lambda: kv.set("default", b"k", b"v"),
+        kv.stores,
+        lambda: kv.purge_expired(),
+    ):
         with pytest.raises(KvUnavailable) as e:
             op()
         assert e.value.status == 503

@@ -91,8 +91,12 @@ def _mixed_worker(path: str, index: int, start: Any, results: Any) -> None:
             op = rng.random()
             try:
                 if op < 0.5:
-                    kv.set(store, key, os.urandom(rng.choice([0, 10, 3000, 20_000])),
-                           ttl_s=rng.choice([None, None, 0.01, 60]))
+                    kv.set(
+                        store,
+                        key,
+                        os.urandom(rng.choice([0, 10, 3000, 20_000])),
+                        ttl_s=rng.choice([None, None, 0.01, 60]),
+                    )
                 elif op < 0.7:
                     kv.delete(store, key)
                 elif op < 0.8:

@@ -81,9 +81,12 @@ def test_deploys_and_rollbacks_under_load_lose_nothing_and_read_your_writes(serv
             changes.append(Change(what, sent, acked, body_of[version]))
             # Several requests sent after the ack must come back before the next change, so every
             # window below has requests in it (spread over the 4 keep-alive connections and workers).
-            poll(f"load after {what}: {load.summary()}",
-                 lambda: sum(1 for x in load.results[start:] if x.sent_at > acked) >= 12,
-                 timeout=30, interval=0.005)
+            poll(
+                f"load after {what}: {load.summary()}",
+                lambda: sum(1 for x in load.results[start:] if x.sent_at > acked) >= 12,
+                timeout=30,
+                interval=0.005,
+            )
             return version
 
         load.wait_for(40)
@@ -100,11 +103,17 @@ def test_deploys_and_rollbacks_under_load_lose_nothing_and_read_your_writes(serv
             else:
                 # Explicit rollback to an older kept version (3 back: the other build).
                 target = current - 3
-                change(f"rollback to v{target}",
-                       lambda t=target: rollback(server, fn, json.dumps({"version": t}).encode()), target)
+                change(
+                    f"rollback to v{target}",
+                    lambda t=target: rollback(server, fn, json.dumps({"version": t}).encode()),
+                    target,
+                )
             # Forward again to the newest, so the next deploy flips the body too.
-            change(f"roll forward to v{current}",
-                   lambda c=current: rollback(server, fn, json.dumps({"version": c}).encode()), current)
+            change(
+                f"roll forward to v{current}",
+                lambda c=current: rollback(server, fn, json.dumps({"version": c}).encode()),
+                current,
+            )
         load.wait_for(40)
         results = list(load.results)
 
@@ -178,8 +187,20 @@ def test_versions_are_pruned_to_keep_versions_and_rollback_moves_back(server: Se
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"version": "3"}', b'{"version": 3.0}', b'{"version": true}',
-                                  b"[3]", b"3", b"null", b'{"version": [3]}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"version": "3"}',
+        b'{"version": 3.0}',
+        b'{"version": true}',
+        b"[3]",
+        b"3",
+        b"null",
+        b'{"version": [3]}',
+        b"\xff\xfe",
+    ],
+)
 def test_rollback_with_a_bad_body_is_400_and_moves_nothing(server: Server, body: bytes) -> None:
     fn = "badbody"
     if fresh(server, "GET", f"/api/v1/edge/{fn}/versions", headers=server.admin).status_code == 404:
@@ -215,8 +236,9 @@ def test_rollback_errors(server: Server) -> None:
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     env.update(HIVE_URL=server.url, HIVE_ADMIN_TOKEN=server.token)
-    return subprocess.run([str(BIN / "edge-hive"), *args], capture_output=True, text=True, env=env, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "edge-hive"), *args], capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL
+    )
 
 
 def test_cli_versions_and_rollback(server: Server) -> None:

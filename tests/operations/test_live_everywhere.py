@@ -20,8 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = start_server(tmp_path_factory.mktemp("live") / "data", workers=3,
-                     env={"HIVE_SYNC_INTERVAL_MS": "500", "HIVE_SYNC_WAIT_MS": "20000"})
+    s = start_server(
+        tmp_path_factory.mktemp("live") / "data",
+        workers=3,
+        env={"HIVE_SYNC_INTERVAL_MS": "500", "HIVE_SYNC_WAIT_MS": "20000"},
+    )
     yield s
     s.stop()
 
@@ -60,8 +63,7 @@ def test_every_worker_serves_a_change_when_it_answers(server: Server) -> None:
 
 
 def test_a_stopped_worker_delays_the_answer_only_up_to_sync_wait(tmp_path: Path) -> None:
-    s = start_server(tmp_path / "data", workers=2,
-                     env={"HIVE_SYNC_INTERVAL_MS": "20", "HIVE_SYNC_WAIT_MS": "1000"})
+    s = start_server(tmp_path / "data", workers=2, env={"HIVE_SYNC_INTERVAL_MS": "20", "HIVE_SYNC_WAIT_MS": "1000"})
     try:
         assert s.deploy("paused", wat(const_wat("v1"))).status_code == 201
         stopped = min(live_workers(s))

@@ -88,8 +88,13 @@ def test_one_json_log_line_per_invocation(server: Server) -> None:
 def test_logs_follow_streams_new_lines(server: Server) -> None:
     server.deploy("followed", wat(const_wat("ok")))
     env = {**os.environ, "HIVE_URL": server.url, "HIVE_ADMIN_TOKEN": server.token}
-    proc = subprocess.Popen([str(BIN / "edge-hive"), "function", "logs", "followed", "--follow", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [str(BIN / "edge-hive"), "function", "logs", "followed", "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 30
         fresh(server, "POST", "/api/v1/edge/followed", headers={"x-request-id": "follow-1"})

@@ -52,8 +52,15 @@ def env_of(server: Server) -> dict[str, str]:
 
 def cli(server: Server, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HIVE_URL": server.url, "HIVE_ADMIN_TOKEN": server.token}
-    return subprocess.run([str(BIN / "edge-hive"), "secrets", *args], capture_output=True, text=True, env=env,
-                          timeout=60, stdin=subprocess.DEVNULL, cwd=cwd)
+    return subprocess.run(
+        [str(BIN / "edge-hive"), "secrets", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+    )
 
 
 def test_secrets_reach_every_function_and_worker_without_a_redeploy(server: Server, tmp_path: Path) -> None:

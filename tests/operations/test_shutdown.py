@@ -21,8 +21,13 @@ def test_sigterm_ends_a_following_log_stream(tmp_path) -> None:
     try:
         assert s.deploy("f", wat(const_wat("ok"))).status_code == 201
         env = {**os.environ, "HIVE_URL": s.url, "HIVE_ADMIN_TOKEN": s.token}
-        follower = subprocess.Popen([str(BIN / "edge-hive"), "function", "logs", "f", "--follow"], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        follower = subprocess.Popen(
+            [str(BIN / "edge-hive"), "function", "logs", "f", "--follow"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         time.sleep(0.5)  # let the stream open (the client's pace, not a wait for the server)
         started = time.monotonic()
         os.kill(s.proc.pid, signal.SIGTERM)

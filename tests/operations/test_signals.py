@@ -46,8 +46,9 @@ def served_after(load: Load, t: float, n: int) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-    return subprocess.run([str(BIN / "edge-hive"), *args], capture_output=True, text=True, env=env, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "edge-hive"), *args], capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def test_sighup_replaces_every_worker_and_drops_nothing(server: Server) -> None:
@@ -64,8 +65,10 @@ def test_sighup_replaces_every_worker_and_drops_nothing(server: Server) -> None:
             else:
                 os.kill(master, signal.SIGHUP)
             # Every worker is replaced: the set of workers becomes entirely new; the master stays.
-            poll(f"all workers replaced after {how}",
-                 lambda o=old: len(pids := live_workers(server)) == WORKERS and not pids & o)
+            poll(
+                f"all workers replaced after {how}",
+                lambda o=old: len(pids := live_workers(server)) == WORKERS and not pids & o,
+            )
             assert server.proc.poll() is None and server.proc.pid == master
             mark = time.monotonic()
             served_after(load, mark, 100)  # the new workers serve the same keep-alive clients

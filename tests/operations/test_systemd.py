@@ -26,8 +26,13 @@ UNIT = ROOT / "systemd" / "edge-hive.service"
 def systemd_analyze() -> str:
     """The systemd-analyze binary; Debian's systemd package is installed when it is missing."""
     if shutil.which("systemd-analyze") is None:
-        r = subprocess.run(["bash", str(ROOT / "scripts" / "toolchains" / "systemd.sh")], capture_output=True,
-                           text=True, timeout=900, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "toolchains" / "systemd.sh")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
     path = shutil.which("systemd-analyze")
     assert path, "systemd-analyze is still missing after scripts/toolchains/systemd.sh"
@@ -59,8 +64,22 @@ def one(section: list[tuple[str, str]], key: str) -> str:
 
 def seconds(span: str) -> float:
     """A systemd time span such as 45, 45s, 1min 30s, 2m."""
-    units = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60,
-             "minutes": 60, "ms": 0.001, "msec": 0.001, "h": 3600, "hr": 3600, "hour": 3600}
+    units = {
+        "": 1,
+        "s": 1,
+        "sec": 1,
+        "second": 1,
+        "seconds": 1,
+        "m": 60,
+        "min": 60,
+        "minute": 60,
+        "minutes": 60,
+        "ms": 0.001,
+        "msec": 0.001,
+        "h": 3600,
+        "hr": 3600,
+        "hour": 3600,
+    }
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", span)
     assert parts and re.fullmatch(r"(\s*\d+(?:\.\d+)?\s*[a-z]*)+\s*", span), span
     return sum(float(n) * units[u] for n, u in parts)
@@ -71,8 +90,9 @@ def verify(systemd_analyze: str, unit: Path) -> tuple[int, list[str]]:
 
     verify exits 0 even for unknown keys and unparsable values (systemd ignores those lines with a
     warning), so the complaints that name the unit count as errors too."""
-    r = subprocess.run([systemd_analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [systemd_analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     return r.returncode, [line for line in lines if unit.name in line or str(unit) in line or r.returncode]
 
@@ -105,10 +125,13 @@ def test_unit_passes_systemd_analyze_verify(systemd_analyze: str, tmp_path: Path
     copy = local_copy(tmp_path)
     rc, complaints = verify(systemd_analyze, copy)
     assert rc == 0 and not complaints, "\n".join(complaints)
+
     # Same directives as the shipped unit, apart from the two paths.
     def without_paths(path: Path) -> dict[str, list[tuple[str, str]]]:
-        return {name: [(k, v) for k, v in lines if k not in {"ExecStart", "WorkingDirectory"}]
-                for name, lines in parse_unit(path.read_text()).items()}
+        return {
+            name: [(k, v) for k, v in lines if k not in {"ExecStart", "WorkingDirectory"}]
+            for name, lines in parse_unit(path.read_text()).items()
+        }
 
     assert without_paths(UNIT) == without_paths(copy)
 
@@ -117,9 +140,11 @@ def test_verify_catches_a_broken_unit(systemd_analyze: str, tmp_path: Path) -> N
     """The check above really runs verify: a typo in a hardening directive or a bad value fails it."""
     copy = local_copy(tmp_path)
     text = copy.read_text()
-    for broken in (text.replace("ProtectSystem=strict", "ProtectSystm=strict"),
-                   text.replace("Type=notify", "Type=notfy"),
-                   text.replace("KillMode=mixed", "KillMode=gently")):
+    for broken in (
+        text.replace("ProtectSystem=strict", "ProtectSystm=strict"),
+        text.replace("Type=notify", "Type=notfy"),
+        text.replace("KillMode=mixed", "KillMode=gently"),
+    ):
         assert broken != text
         copy.write_text(broken)
         rc, complaints = verify(systemd_analyze, copy)
@@ -170,8 +195,11 @@ def test_server_reports_ready_to_notify_socket(tmp_path: Path) -> None:
                     data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("iII")))
                 except TimeoutError:
                     continue
-                pid = next(struct.unpack("iII", d[:12])[0] for lvl, typ, d in anc
-                           if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS)
+                pid = next(
+                    struct.unpack("iII", d[:12])[0]
+                    for lvl, typ, d in anc
+                    if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS
+                )
                 messages.append((pid, data.decode()))
             sender, message = next((p, m) for p, m in messages if "READY=1" in m.split("\n"))
             # READY=1 comes from a worker once it has warmed every function (the master alone would

@@ -23,8 +23,14 @@ pytestmark = pytest.mark.slow
 MiB = 1 << 20
 
 
-def watchdog(*, rss: int = 0, cpu: float = 0.0, window: float = 30.0, interval: float = 1.0,
-             on_trip: Callable[[str], None] = lambda reason: None) -> Watchdog:
+def watchdog(
+    *,
+    rss: int = 0,
+    cpu: float = 0.0,
+    window: float = 30.0,
+    interval: float = 1.0,
+    on_trip: Callable[[str], None] = lambda reason: None,
+) -> Watchdog:
     return Watchdog(max_rss_mb=rss, max_cpu_percent=cpu, cpu_window_s=window, interval_s=interval, on_trip=on_trip)
 
 
@@ -86,13 +92,16 @@ HOG_PAGES = 96 * 16  # 96 MiB of 64 KiB wasm pages
 def hog_wat(body: str) -> str:
     """On each call: grow guest memory to 96 MiB and fill it with non-zero bytes, so every page is
     resident; the warm instance keeps it alive between calls."""
-    return const_wat(body, work=f"""
+    return const_wat(
+        body,
+        work=f"""
     (if (i32.lt_u (memory.size) (i32.const {HOG_PAGES}))
       (then
         (if (i32.eq (memory.grow (i32.sub (i32.const {HOG_PAGES}) (memory.size))) (i32.const -1))
           (then unreachable))))
     (memory.fill (i32.const 65536) (i32.const 0x5a)
-                 (i32.sub (i32.shl (memory.size) (i32.const 16)) (i32.const 65536)))""")
+                 (i32.sub (i32.shl (memory.size) (i32.const 16)) (i32.const 65536)))""",
+    )
 
 
 HOG_MANIFEST = json.dumps({"limits": {"memory_mb": 256, "timeout_ms": 10_000}})
@@ -121,8 +130,9 @@ def test_worker_over_its_rss_ceiling_is_recycled_while_others_keep_serving(tmp_p
 
     # 2. The same data dir (both functions deployed) with a ceiling the hog's 96 MiB must cross.
     ceiling = int(fresh_rss) + 40
-    server = start_server(data, workers=2, env={"HIVE_WORKER_MAX_RSS_MB": str(ceiling),
-                                                "HIVE_WATCHDOG_INTERVAL_MS": "100"})
+    server = start_server(
+        data, workers=2, env={"HIVE_WORKER_MAX_RSS_MB": str(ceiling), "HIVE_WATCHDOG_INTERVAL_MS": "100"}
+    )
     try:
         with Load(server.url, "/api/v1/edge/normal", clients=4, max_seconds=50) as load:
             load.wait_for(100)
@@ -131,8 +141,10 @@ def test_worker_over_its_rss_ceiling_is_recycled_while_others_keep_serving(tmp_p
             with server.client(headers={"connection": "close"}) as c:
                 r = c.post("/api/v1/edge/hog")
             assert r.status_code == 200 and r.text == "held", r.text
-            poll("the hog's worker to be recycled",
-                 lambda: len(p := live_workers(server)) == 2 and len(p - old) == 1 and len(old - p) == 1)
+            poll(
+                "the hog's worker to be recycled",
+                lambda: len(p := live_workers(server)) == 2 and len(p - old) == 1 and len(old - p) == 1,
+            )
             gone = (old - live_workers(server)).pop()
             server.wait_ready(2)
             recycled = time.monotonic()

@@ -93,8 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        seen = {"method": self.command, "path": self.path, "headers": [(k.lower(), v) for k, v in self.headers.items()],
-                "body": body.decode("latin-1"), "peer": self.client_address[:2], "server": up.tag}
+        seen = {
+            "method": self.command,
+            "path": self.path,
+            "headers": [(k.lower(), v) for k, v in self.headers.items()],
+            "body": body.decode("latin-1"),
+            "peer": self.client_address[:2],
+            "server": up.tag,
+        }
         with up.lock:
             up.requests.append(seen)
             up.connections.add(self.client_address[:2])
@@ -299,22 +305,39 @@ def rules(*entries: str) -> tuple[HostRule, ...]:
     return parse_allowed_hosts(list(entries))
 
 
-async def afetch(ob: Outbound, allowed: tuple[HostRule, ...], url: str, *, function: str = "f", method: str = "GET",
-                 headers: Sequence[tuple[str, str]] = (), body: bytes = b"", limits: FetchLimits | None = None,
-                 budget: FetchBudget | None = None) -> FetchResponse:
-    return await ob.fetch(function, allowed, FetchRequest(method, url, list(headers), body), limits or FetchLimits(),
-                          budget or FetchBudget())
+async def afetch(
+    ob: Outbound,
+    allowed: tuple[HostRule, ...],
+    url: str,
+    *,
+    function: str = "f",
+    method: str = "GET",
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    limits: FetchLimits | None = None,
+    budget: FetchBudget | None = None,
+) -> FetchResponse:
+    return await ob.fetch(
+        function,
+        allowed,
+        FetchRequest(method, url, list(headers), body),
+        limits or FetchLimits(),
+        budget or FetchBudget(),
+    )
 
 
-def fetch(allowed: tuple[HostRule, ...], url: str, *, resolver: Any = None, ca_file: str | None = None,
-          **kw: Any) -> FetchResponse:
+def fetch(
+    allowed: tuple[HostRule, ...], url: str, *, resolver: Any = None, ca_file: str | None = None, **kw: Any
+) -> FetchResponse:
     """One fetch on a fresh Outbound, closed afterwards."""
+
     async def go() -> FetchResponse:
         ob = Outbound(ca_file=ca_file, resolver=resolver)
         try:
             return await afetch(ob, allowed, url, **kw)
         finally:
             await ob.aclose()
+
     return run(go())
 
 
@@ -341,13 +364,21 @@ class Pki:
     ca_key: ec.EllipticCurvePrivateKey
     folder: Path
 
-    def server_context(self, *, names: Sequence[str] = ("api.example.test", "localhost"),
-                       ips: Sequence[str] = ("127.0.0.1",), expired: bool = False,
-                       sni_seen: list[str] | None = None) -> ssl.SSLContext:
+    def server_context(
+        self,
+        *,
+        names: Sequence[str] = ("api.example.test", "localhost"),
+        ips: Sequence[str] = ("127.0.0.1",),
+        expired: bool = False,
+        sni_seen: list[str] | None = None,
+    ) -> ssl.SSLContext:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        start, end = (now - dt.timedelta(days=10), now - dt.timedelta(days=1)) if expired else (
-            now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
+        start, end = (
+            (now - dt.timedelta(days=10), now - dt.timedelta(days=1))
+            if expired
+            else (now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
+        )
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         cert = (
@@ -360,25 +391,40 @@ class Pki:
             .not_valid_after(end)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_encipherment=False,
+                    content_commitment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()),
-                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
         stem = self.folder / f"server-{cert.serial_number}"
         cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert_path, key_path)
         if sni_seen is not None:
+
             def remember(sock: Any, name: str | None, _ctx: Any) -> None:
                 sni_seen.append(name or "")
+
             ctx.sni_callback = remember
         return ctx
 
@@ -396,9 +442,20 @@ def make_pki(folder: Path) -> Pki:
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )

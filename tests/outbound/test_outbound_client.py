@@ -80,23 +80,45 @@ def test_connections_are_pooled_per_function(upstream: Upstream) -> None:
 
 
 def test_guest_cannot_set_host_or_framing_headers(upstream: Upstream) -> None:
-    sent = [("Host", "evil.test"), ("Connection", "x-secret-hop, close"), ("X-Secret-Hop", "1"),
-            ("Transfer-Encoding", "chunked"), ("Content-Length", "999"), ("TE", "trailers"), ("Upgrade", "h2c"),
-            ("Keep-Alive", "timeout=5"), ("Proxy-Authorization", "Basic eA=="), ("Expect", "100-continue"),
-            ("X-Normal", " kept ")]
+    sent = [
+        ("Host", "evil.test"),
+        ("Connection", "x-secret-hop, close"),
+        ("X-Secret-Hop", "1"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "999"),
+        ("TE", "trailers"),
+        ("Upgrade", "h2c"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Authorization", "Basic eA=="),
+        ("Expect", "100-continue"),
+        ("X-Normal", " kept "),
+    ]
     seen = echoed(fetch(rules(upstream.origin), upstream.url("/echo"), method="POST", body=b"abc", headers=sent))
     headers = dict(seen["headers"])
     assert headers["host"] == f"127.0.0.1:{upstream.port}"
     assert headers["content-length"] == "3" and seen["body"] == "abc"
     assert headers["x-normal"] == "kept" and headers["user-agent"] == "edge-hive"
-    for name in ("connection", "x-secret-hop", "transfer-encoding", "te", "upgrade", "keep-alive",
-                 "proxy-authorization", "expect"):
+    for name in (
+        "connection",
+        "x-secret-hop",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "proxy-authorization",
+        "expect",
+    ):
         assert name not in headers, name
 
 
 def test_guest_user_agent_and_repeated_headers_are_kept(upstream: Upstream) -> None:
-    seen = echoed(fetch(rules(upstream.origin), upstream.url("/echo"),
-                        headers=[("User-Agent", "mine/1"), ("X-Many", "1"), ("X-Many", "2")]))
+    seen = echoed(
+        fetch(
+            rules(upstream.origin),
+            upstream.url("/echo"),
+            headers=[("User-Agent", "mine/1"), ("X-Many", "1"), ("X-Many", "2")],
+        )
+    )
     assert ("user-agent", "mine/1") in seen["headers"]
     assert [v for k, v in seen["headers"] if k == "x-many"] == ["1", "2"]
 
@@ -115,8 +137,9 @@ def test_on_complete_gets_one_record_per_hop_and_per_refusal(upstream: Upstream)
     async def go() -> None:
         ob = Outbound(on_complete=seen.append)
         try:
-            await afetch(ob, rules(upstream.origin), upstream.url("/chain/1"), function="fn", method="post",
-                         body=b"12345")
+            await afetch(
+                ob, rules(upstream.origin), upstream.url("/chain/1"), function="fn", method="post", body=b"12345"
+            )
             with pytest.raises(FetchRefused):
                 await afetch(ob, rules(upstream.origin), "https://elsewhere.example/", function="fn")
         finally:
@@ -124,12 +147,22 @@ def test_on_complete_gets_one_record_per_hop_and_per_refusal(upstream: Upstream)
 
     run(go())
     first, second, refusal = seen
-    assert (first.function, first.method, first.host, first.status, first.code) == ("fn", "POST", "127.0.0.1", 302, None)
+    assert (first.function, first.method, first.host, first.status, first.code) == (
+        "fn",
+        "POST",
+        "127.0.0.1",
+        302,
+        None,
+    )
     assert first.rule == upstream.origin and first.address == "127.0.0.1" and first.bytes_out == 5
     assert (second.method, second.status, second.bytes_out, second.bytes_in) == ("GET", 200, 0, len(b"end of chain"))
     assert first.ms >= 0 and second.ms >= 0
-    assert (refusal.host, refusal.status, refusal.code, refusal.rule) == ("elsewhere.example", None, "host_not_allowed",
-                                                                          None)
+    assert (refusal.host, refusal.status, refusal.code, refusal.rule) == (
+        "elsewhere.example",
+        None,
+        "host_not_allowed",
+        None,
+    )
 
 
 def test_a_cancelled_fetch_gives_back_its_slot(upstream: Upstream) -> None:
@@ -139,15 +172,17 @@ def test_a_cancelled_fetch_gives_back_its_slot(upstream: Upstream) -> None:
     async def go() -> tuple[int, int]:
         ob, budget = Outbound(), FetchBudget()
         try:
-            task = asyncio.ensure_future(afetch(ob, allowed, upstream.url("/hold"), budget=budget,
-                                                limits=FetchLimits(max_concurrent=1)))
+            task = asyncio.ensure_future(
+                afetch(ob, allowed, upstream.url("/hold"), budget=budget, limits=FetchLimits(max_concurrent=1))
+            )
             await asyncio.to_thread(wait_until, lambda: upstream.holding == 1, "the fetch to be in flight")
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             in_flight = budget.in_flight
-            status = (await afetch(ob, allowed, upstream.url("/echo"), budget=budget,
-                                   limits=FetchLimits(max_concurrent=1))).status
+            status = (
+                await afetch(ob, allowed, upstream.url("/echo"), budget=budget, limits=FetchLimits(max_concurrent=1))
+            ).status
             return in_flight, status
         finally:
             upstream.release.set()
@@ -163,8 +198,9 @@ def test_many_fetches_wait_together_on_one_loop(upstream: Upstream) -> None:
     async def go() -> list[int]:
         ob = Outbound()
         try:
-            holders = [asyncio.ensure_future(afetch(ob, allowed, upstream.url("/hold"), function="slow"))
-                       for _ in range(40)]
+            holders = [
+                asyncio.ensure_future(afetch(ob, allowed, upstream.url("/hold"), function="slow")) for _ in range(40)
+            ]
             await asyncio.to_thread(wait_until, lambda: upstream.holding == 40, "all forty in flight at once")
             upstream.release.set()
             return [r.status for r in await asyncio.gather(*holders)]
@@ -178,8 +214,9 @@ def test_works_on_the_default_asyncio_loop_too(upstream: Upstream) -> None:
     async def go() -> int:
         ob = Outbound()
         try:
-            response = await ob.fetch("f", rules(upstream.origin), FetchRequest("GET", upstream.url("/echo")),
-                                      FetchLimits(), FetchBudget())
+            response = await ob.fetch(
+                "f", rules(upstream.origin), FetchRequest("GET", upstream.url("/echo")), FetchLimits(), FetchBudget()
+            )
             return response.status
         finally:
             await ob.aclose()

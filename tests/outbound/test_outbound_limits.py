@@ -26,14 +26,33 @@ from tests.outbound.common import (
 def test_refusals_are_values_not_hive_errors() -> None:
     assert not issubclass(FetchRefused, HiveError)
     assert set(CODES) == {
-        "bad_url", "bad_request", "host_not_allowed", "address_not_allowed", "dns_failed", "too_many_requests",
-        "too_many_concurrent", "request_too_large", "response_too_large", "connect_timeout", "timeout",
-        "connect_failed", "tls_error", "protocol_error", "too_many_redirects"}
+        "bad_url",
+        "bad_request",
+        "host_not_allowed",
+        "address_not_allowed",
+        "dns_failed",
+        "too_many_requests",
+        "too_many_concurrent",
+        "request_too_large",
+        "response_too_large",
+        "connect_timeout",
+        "timeout",
+        "connect_failed",
+        "tls_error",
+        "protocol_error",
+        "too_many_redirects",
+    }
 
 
 def test_defaults() -> None:
-    assert FetchLimits() == FetchLimits(max_requests=50, max_concurrent=6, connect_timeout_ms=5000, timeout_ms=30000,
-                                        max_response_bytes=10 * 1024 * 1024, max_request_bytes=6 * 1024 * 1024)
+    assert FetchLimits() == FetchLimits(
+        max_requests=50,
+        max_concurrent=6,
+        connect_timeout_ms=5000,
+        timeout_ms=30000,
+        max_response_bytes=10 * 1024 * 1024,
+        max_request_bytes=6 * 1024 * 1024,
+    )
 
 
 def test_max_requests_per_invocation(upstream: Upstream) -> None:
@@ -42,8 +61,10 @@ def test_max_requests_per_invocation(upstream: Upstream) -> None:
     async def go() -> tuple[list[int], FetchRefused, int]:
         ob, budget = Outbound(), FetchBudget()
         try:
-            statuses = [(await afetch(ob, rules(upstream.origin), upstream.url("/echo"), limits=limits,
-                                      budget=budget)).status for _ in range(3)]
+            statuses = [
+                (await afetch(ob, rules(upstream.origin), upstream.url("/echo"), limits=limits, budget=budget)).status
+                for _ in range(3)
+            ]
             with pytest.raises(FetchRefused) as info:
                 await afetch(ob, rules(upstream.origin), upstream.url("/echo"), limits=limits, budget=budget)
             # A new invocation has a new budget.
@@ -60,13 +81,19 @@ def test_max_requests_per_invocation(upstream: Upstream) -> None:
 
 def test_refused_calls_count_too() -> None:
     """A guest that spams refused fetches runs out like any other: each call takes a request."""
+
     async def go() -> list[str]:
         ob, budget, codes = Outbound(), FetchBudget(), []
         try:
             for _ in range(4):
                 try:
-                    await afetch(ob, rules("https://a.example"), "https://b.example/", budget=budget,
-                                 limits=FetchLimits(max_requests=3))
+                    await afetch(
+                        ob,
+                        rules("https://a.example"),
+                        "https://b.example/",
+                        budget=budget,
+                        limits=FetchLimits(max_requests=3),
+                    )
                 except FetchRefused as e:
                     codes.append(e.code)
             return codes
@@ -83,8 +110,10 @@ def test_max_concurrent_per_invocation(upstream: Upstream) -> None:
     async def go() -> tuple[list[object], FetchRefused, int]:
         ob, budget = Outbound(), FetchBudget()
         try:
-            holders = [asyncio.ensure_future(afetch(ob, allowed, upstream.url("/hold"), limits=limits, budget=budget))
-                       for _ in range(2)]
+            holders = [
+                asyncio.ensure_future(afetch(ob, allowed, upstream.url("/hold"), limits=limits, budget=budget))
+                for _ in range(2)
+            ]
             await asyncio.to_thread(wait_until, lambda: upstream.holding == 2, "two fetches in flight")
             with pytest.raises(FetchRefused) as info:
                 await afetch(ob, allowed, upstream.url("/echo"), limits=limits, budget=budget)
@@ -160,7 +189,9 @@ def test_connect_timeout_on_a_handshake_that_never_completes() -> None:
 
 def test_connect_timeout_covers_a_slow_resolver() -> None:
     dns = Dns({"slow.test": ["127.0.0.1"]}, delay_s=5)
-    e = refused(rules("http://slow.test"), "http://slow.test/", resolver=dns, limits=FetchLimits(connect_timeout_ms=200))
+    e = refused(
+        rules("http://slow.test"), "http://slow.test/", resolver=dns, limits=FetchLimits(connect_timeout_ms=200)
+    )
     assert e.code == "connect_timeout" and "slow.test" in e.message
 
 
@@ -185,11 +216,19 @@ def test_upstream_speaking_garbage_is_a_protocol_error(upstream: Upstream) -> No
     assert refused(rules(upstream.origin), upstream.url("/garbage")).code == "protocol_error"
 
 
-@pytest.mark.parametrize("method, headers", [
-    ("GE T", []), ("", []), ("CONNECT", []), ("GET\n", []),
-    ("GET", [("bad name", "v")]), ("GET", [("x-h", "a\r\nInjected: 1")]), ("GET", [("x-h", "a\x00")]),
-    ("GET", [("", "v")]),
-])
+@pytest.mark.parametrize(
+    "method, headers",
+    [
+        ("GE T", []),
+        ("", []),
+        ("CONNECT", []),
+        ("GET\n", []),
+        ("GET", [("bad name", "v")]),
+        ("GET", [("x-h", "a\r\nInjected: 1")]),
+        ("GET", [("x-h", "a\x00")]),
+        ("GET", [("", "v")]),
+    ],
+)
 def test_bad_requests(upstream: Upstream, method: str, headers: list[tuple[str, str]]) -> None:
     e = refused(rules(upstream.origin), upstream.url("/echo"), method=method, headers=headers)
     assert e.code == "bad_request"
@@ -200,8 +239,9 @@ def test_budget_counts_bytes(upstream: Upstream) -> None:
     async def go() -> FetchBudget:
         ob, budget = Outbound(), FetchBudget()
         try:
-            await afetch(ob, rules(upstream.origin), upstream.url("/large?n=1234"), method="POST", body=b"abc",
-                         budget=budget)
+            await afetch(
+                ob, rules(upstream.origin), upstream.url("/large?n=1234"), method="POST", body=b"abc", budget=budget
+            )
             return budget
         finally:
             await ob.aclose()

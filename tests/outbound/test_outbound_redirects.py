@@ -73,17 +73,32 @@ def test_redirect_to_another_allowed_host(upstream: Upstream, other: Upstream) -
     assert echoed(response)["server"] == "B" and response.url == other.url("/echo")
 
 
-@pytest.mark.parametrize("code, method, then_method, keeps_body", [
-    (301, "POST", "GET", False), (302, "POST", "GET", False), (303, "POST", "GET", False),
-    (303, "PUT", "GET", False), (303, "HEAD", "HEAD", False),
-    (301, "PUT", "PUT", True), (302, "DELETE", "DELETE", False),
-    (307, "POST", "POST", True), (308, "PUT", "PUT", True), (307, "GET", "GET", False),
-])
-def test_methods_across_redirects(upstream: Upstream, code: int, method: str, then_method: str,
-                                  keeps_body: bool) -> None:
+@pytest.mark.parametrize(
+    "code, method, then_method, keeps_body",
+    [
+        (301, "POST", "GET", False),
+        (302, "POST", "GET", False),
+        (303, "POST", "GET", False),
+        (303, "PUT", "GET", False),
+        (303, "HEAD", "HEAD", False),
+        (301, "PUT", "PUT", True),
+        (302, "DELETE", "DELETE", False),
+        (307, "POST", "POST", True),
+        (308, "PUT", "PUT", True),
+        (307, "GET", "GET", False),
+    ],
+)
+def test_methods_across_redirects(
+    upstream: Upstream, code: int, method: str, then_method: str, keeps_body: bool
+) -> None:
     body = b"payload" if method in ("POST", "PUT") else b""
-    response = fetch(rules(upstream.origin), redirect(upstream, "/echo", code), method=method, body=body,
-                     headers=[("Content-Type", "text/plain")])
+    response = fetch(
+        rules(upstream.origin),
+        redirect(upstream, "/echo", code),
+        method=method,
+        body=body,
+        headers=[("Content-Type", "text/plain")],
+    )
     assert response.status == 200
     final = upstream.requests[-1]
     assert final["method"] == then_method

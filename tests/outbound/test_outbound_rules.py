@@ -16,19 +16,22 @@ def one(entry: str):
     return rule
 
 
-@pytest.mark.parametrize("entry, scheme, host, port, wildcard", [
-    ("https://api.example.com", "https", "api.example.com", 443, False),
-    ("http://api.example.com", "http", "api.example.com", 80, False),
-    ("https://API.Example.COM:8443/", "https", "api.example.com", 8443, False),
-    ("HTTPS://*.example.com", "https", "example.com", 443, True),
-    ("http://127.0.0.1:8080", "http", "127.0.0.1", 8080, False),
-    ("https://[::1]:8443", "https", "::1", 8443, False),
-    ("https://[0:0:0:0:0:0:0:1]", "https", "::1", 443, False),
-    ("http://[::ffff:127.0.0.1]:81", "http", "127.0.0.1", 81, False),  # the IPv4 it denotes
-    ("https://bücher.example", "https", "xn--bcher-kva.example", 443, False),
-    ("https://*.ＥＸＡＭＰＬＥ.com", "https", "example.com", 443, True),
-    ("https://example.com.", "https", "example.com", 443, False),
-])
+@pytest.mark.parametrize(
+    "entry, scheme, host, port, wildcard",
+    [
+        ("https://api.example.com", "https", "api.example.com", 443, False),
+        ("http://api.example.com", "http", "api.example.com", 80, False),
+        ("https://API.Example.COM:8443/", "https", "api.example.com", 8443, False),
+        ("HTTPS://*.example.com", "https", "example.com", 443, True),
+        ("http://127.0.0.1:8080", "http", "127.0.0.1", 8080, False),
+        ("https://[::1]:8443", "https", "::1", 8443, False),
+        ("https://[0:0:0:0:0:0:0:1]", "https", "::1", 443, False),
+        ("http://[::ffff:127.0.0.1]:81", "http", "127.0.0.1", 81, False),  # the IPv4 it denotes
+        ("https://bücher.example", "https", "xn--bcher-kva.example", 443, False),
+        ("https://*.ＥＸＡＭＰＬＥ.com", "https", "example.com", 443, True),
+        ("https://example.com.", "https", "example.com", 443, False),
+    ],
+)
 def test_accepted_entries_are_read_canonically(entry, scheme, host, port, wildcard) -> None:
     rule = one(entry)
     assert (rule.scheme, rule.host, rule.port, rule.wildcard, rule.entry) == (scheme, host, port, wildcard, entry)
@@ -40,36 +43,39 @@ def test_ip_entries_carry_the_address() -> None:
     assert one("https://api.example.com").ip is None
 
 
-@pytest.mark.parametrize("entry, why", [
-    ("api.example.com", "scheme://host"),
-    ("ftp://api.example.com", "not http or https"),
-    ("https://", "host is empty"),
-    ("https://api.example.com/path", "no userinfo, path"),
-    ("https://api.example.com?q=1", "no userinfo, path"),
-    ("https://api.example.com#frag", "no userinfo, path"),
-    ("https://user@api.example.com", "no userinfo"),
-    ("https://user:pw@api.example.com", "no userinfo"),
-    ("https://api.example.com:0", "out of range"),
-    ("https://api.example.com:65536", "out of range"),
-    ("https://api.example.com:", "scheme://host"),
-    ("https://a.*.example.com", "whole first label"),
-    ("https://*", "whole first label"),
-    ("https://**.example.com", "whole first label"),
-    ("https://*example.com", "whole first label"),
-    ("https://*.127.0.0.1", "cannot precede an IP"),
-    ("http://2130706433", "dotted-decimal"),
-    ("http://0177.0.0.1", "dotted-decimal"),
-    ("http://0x7f.1", "dotted-decimal"),
-    ("http://1.2.3.4.5", "not an IPv4 address"),
-    ("https://[::1", "scheme://host"),
-    ("https://[fe80::1%25eth0]", "zone ids"),
-    ("https://exa mple.com", "whitespace"),
-    ("https://example.com\n", "whitespace"),
-    ("https://ex\\ample.com", "scheme://host"),
-    ("https://-bad-.example.com", "not a valid host name"),
-    ("https://xn--zz.example.com", "invalid IDNA label"),
-    ("https://" + "a" * 64 + ".example.com", "not a valid host name"),
-])
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        ("api.example.com", "scheme://host"),
+        ("ftp://api.example.com", "not http or https"),
+        ("https://", "host is empty"),
+        ("https://api.example.com/path", "no userinfo, path"),
+        ("https://api.example.com?q=1", "no userinfo, path"),
+        ("https://api.example.com#frag", "no userinfo, path"),
+        ("https://user@api.example.com", "no userinfo"),
+        ("https://user:pw@api.example.com", "no userinfo"),
+        ("https://api.example.com:0", "out of range"),
+        ("https://api.example.com:65536", "out of range"),
+        ("https://api.example.com:", "scheme://host"),
+        ("https://a.*.example.com", "whole first label"),
+        ("https://*", "whole first label"),
+        ("https://**.example.com", "whole first label"),
+        ("https://*example.com", "whole first label"),
+        ("https://*.127.0.0.1", "cannot precede an IP"),
+        ("http://2130706433", "dotted-decimal"),
+        ("http://0177.0.0.1", "dotted-decimal"),
+        ("http://0x7f.1", "dotted-decimal"),
+        ("http://1.2.3.4.5", "not an IPv4 address"),
+        ("https://[::1", "scheme://host"),
+        ("https://[fe80::1%25eth0]", "zone ids"),
+        ("https://exa mple.com", "whitespace"),
+        ("https://example.com\n", "whitespace"),
+        ("https://ex\\ample.com", "scheme://host"),
+        ("https://-bad-.example.com", "not a valid host name"),
+        ("https://xn--zz.example.com", "invalid IDNA label"),
+        ("https://" + "a" * 64 + ".example.com", "not a valid host name"),
+    ],
+)
 def test_bad_entries_say_the_accepted_form(entry, why) -> None:
     with pytest.raises(InvalidManifest) as info:
         parse_allowed_hosts([entry])

@@ -34,8 +34,10 @@ def test_granting_another_port_does_not_grant_this_one(upstream: Upstream) -> No
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("form", ["2130706433", "0177.0.0.1", "0x7f.1", "0x7f000001", "127.1", "[::ffff:127.0.0.1]",
-                                  "０ｘ７ｆ.１", "127.0.0.1."])
+@pytest.mark.parametrize(
+    "form",
+    ["2130706433", "0177.0.0.1", "0x7f.1", "0x7f000001", "127.1", "[::ffff:127.0.0.1]", "０ｘ７ｆ.１", "127.0.0.1."],
+)
 def test_other_spellings_of_loopback_are_recognised(upstream: Upstream, form: str) -> None:
     url = f"http://{form}:{upstream.port}/echo"
     # Not granted: refused as the IP it denotes.
@@ -69,17 +71,27 @@ def test_name_resolving_to_loopback_is_refused_unless_the_ip_is_granted(upstream
 
 
 def test_name_resolving_to_cloud_metadata_is_refused() -> None:
-    dns = Dns({"metadata.attacker.test": ["169.254.169.254"], "v6.attacker.test": ["fe80::1"],
-               "mapped.attacker.test": ["::ffff:169.254.169.254"], "nat64.attacker.test": ["64:ff9b::a9fe:a9fe"]})
+    dns = Dns(
+        {
+            "metadata.attacker.test": ["169.254.169.254"],
+            "v6.attacker.test": ["fe80::1"],
+            "mapped.attacker.test": ["::ffff:169.254.169.254"],
+            "nat64.attacker.test": ["64:ff9b::a9fe:a9fe"],
+        }
+    )
     for name in dns.table:
         e = refused(rules(f"http://{name}"), f"http://{name}/latest/meta-data/", resolver=dns)
         assert e.code == "address_not_allowed", name
     # And the literal itself, reached through a granted name's redirect or directly, is a host rule miss.
-    assert refused(rules("http://metadata.attacker.test"), "http://169.254.169.254/", resolver=dns).code == "host_not_allowed"
+    assert (
+        refused(rules("http://metadata.attacker.test"), "http://169.254.169.254/", resolver=dns).code
+        == "host_not_allowed"
+    )
 
 
-@pytest.mark.parametrize("answer", ["10.0.0.5", "192.168.1.1", "172.16.0.1", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1",
-                                    "fd00::1", "::"])
+@pytest.mark.parametrize(
+    "answer", ["10.0.0.5", "192.168.1.1", "172.16.0.1", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fd00::1", "::"]
+)
 def test_name_resolving_to_private_ranges_is_refused(answer: str) -> None:
     dns = Dns({"svc.test": [answer]})
     assert refused(rules("http://svc.test:9"), "http://svc.test:9/", resolver=dns).code == "address_not_allowed"
@@ -88,8 +100,11 @@ def test_name_resolving_to_private_ranges_is_refused(answer: str) -> None:
 def test_any_refused_answer_refuses_the_host(upstream: Upstream) -> None:
     """A name that mixes a granted address with a forbidden one is an attack, not a configuration."""
     dns = Dns({"mixed.test": ["127.0.0.1", "10.0.0.1"]})
-    e = refused(rules(f"http://mixed.test:{upstream.port}", upstream.origin), f"http://mixed.test:{upstream.port}/echo",
-                resolver=dns)
+    e = refused(
+        rules(f"http://mixed.test:{upstream.port}", upstream.origin),
+        f"http://mixed.test:{upstream.port}/echo",
+        resolver=dns,
+    )
     assert e.code == "address_not_allowed" and "10.0.0.1" in e.message
     assert upstream.requests == []
 
@@ -175,8 +190,11 @@ def test_idna_names_are_matched_in_their_ascii_form(upstream: Upstream) -> None:
     port = upstream.port
     dns = Dns({"xn--bcher-kva.example": ["127.0.0.1"]})
     granted = rules(f"http://bücher.example:{port}", upstream.origin)
-    for url in (f"http://BÜCHER.example:{port}/echo", f"http://xn--bcher-kva.example:{port}/echo",
-                f"http://bücher.ｅｘａｍｐｌｅ:{port}/echo"):
+    for url in (
+        f"http://BÜCHER.example:{port}/echo",
+        f"http://xn--bcher-kva.example:{port}/echo",
+        f"http://bücher.ｅｘａｍｐｌｅ:{port}/echo",
+    ):
         seen = echoed(fetch(granted, url, resolver=dns))
         assert ("host", f"xn--bcher-kva.example:{port}") in seen["headers"]
     assert set(dns.calls) == {"xn--bcher-kva.example"}

@@ -32,11 +32,13 @@ VECTORS = json.loads((Path(abi.__file__).parent / "sdk" / "abi_vectors.json").re
 
 def decode_both(buf: bytes, max_body: int = 6 << 20) -> tuple[object, object]:
     """(what decode_response gives, what the field-by-field decoder gives): a Response or (error type, message)."""
+
     def run(f: object) -> object:
         try:
             return f(buf, max_body)  # type: ignore[operator]
         except AbiViolation as e:
             return type(e), e.message
+
     return run(abi.decode_response), run(abi._decode_response_checked)
 
 
@@ -44,16 +46,23 @@ def envelope(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> by
     return abi.encode_response(abi.Response(status, headers, body))
 
 
-names = st.one_of(st.sampled_from([b"content-type", b"X-Upper", b"connection", b"transfer-encoding", b"x"]),
-                  st.binary(max_size=20))
+names = st.one_of(
+    st.sampled_from([b"content-type", b"X-Upper", b"connection", b"transfer-encoding", b"x"]), st.binary(max_size=20)
+)
 values = st.one_of(st.sampled_from([b"text/plain", b"a\r\nb", b"\x00", b"close"]), st.binary(max_size=20))
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.integers(0, 700), st.lists(st.tuples(names, values), max_size=6), st.binary(max_size=64),
-       st.integers(0, 80), st.integers(-3, 3))
-def test_fast_decoder_agrees_with_the_checked_one(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                                                  max_body: int, cut: int) -> None:
+@given(
+    st.integers(0, 700),
+    st.lists(st.tuples(names, values), max_size=6),
+    st.binary(max_size=64),
+    st.integers(0, 80),
+    st.integers(-3, 3),
+)
+def test_fast_decoder_agrees_with_the_checked_one(
+    status: int, headers: list[tuple[bytes, bytes]], body: bytes, max_body: int, cut: int
+) -> None:
     buf = envelope(status, headers, body)
     if cut < 0:
         buf = buf[:cut]  # truncated
@@ -85,8 +94,11 @@ def test_fast_decoder_agrees_on_the_shared_vectors() -> None:
 
 def test_decode_of_a_memoryview_goes_through_the_checked_decoder() -> None:
     buf = envelope(201, [(b"A", b"b")], b"body")
-    assert abi.decode_response(memoryview(buf), 100) == abi.decode_response(buf, 100) == \
-        abi.Response(201, [(b"a", b"b")], b"body")
+    assert (
+        abi.decode_response(memoryview(buf), 100)
+        == abi.decode_response(buf, 100)
+        == abi.Response(201, [(b"a", b"b")], b"body")
+    )
 
 
 def test_cached_clock_text_is_the_same_as_now_iso() -> None:
@@ -114,8 +126,13 @@ def test_series_updates_the_metrics_like_the_public_api() -> None:
         hb.labels("f").observe(s)
 
     def dump(reg: CollectorRegistry) -> list[tuple[str, list[tuple[str, str]], float]]:
-        return sorted((s.name, sorted(s.labels.items()), s.value) for fam in reg.collect() for s in fam.samples
-                      if not s.name.endswith("_created"))
+        return sorted(
+            (s.name, sorted(s.labels.items()), s.value)
+            for fam in reg.collect()
+            for s in fam.samples
+            if not s.name.endswith("_created")
+        )
+
     assert dump(reg_a) == dump(reg_b)
 
 
@@ -152,10 +169,12 @@ def deploy(inv: invoke.Invoker, name: str, wasm: bytes, timeout_ms: int | None =
 
 def call(inv: invoke.Invoker, name: str) -> object:
     """Through the invocation core, as both transports do: the body, or the error code."""
+
     async def go() -> object:
         r = inv.begin(name, b"POST", b"/x", b"", [(b"host", b"test")]).finish()
         reply = r if isinstance(r, Reply) else await r
         return reply.body if reply.status == 200 else json.loads(reply.body)["error"]
+
     return asyncio.run(go())
 
 

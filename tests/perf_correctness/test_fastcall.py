@@ -20,8 +20,7 @@ from tests.guests import LOOP_WAT, RESP, TRAP_WAT, WASI, echo_guest, guest, pack
 
 ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()
 ECHO = echo_guest(gap=12)
-EXIT = guest("(call $exit (i32.const 7)) (i64.const 0)",
-             f'(import "{WASI}" "proc_exit" (func $exit (param i32)))')
+EXIT = guest("(call $exit (i32.const 7)) (i64.const 0)", f'(import "{WASI}" "proc_exit" (func $exit (param i32)))')
 # Writes 8 bytes of the realtime clock through a host function, then answers with its arguments.
 ARGS = guest(
     f"""(drop (call $clock (i32.const 0) (i64.const 1) (i32.const 64)))
@@ -95,7 +94,7 @@ def outcome(call: object) -> tuple[str, object, object]:
 
 def test_results_are_the_same(sandbox: Sandbox) -> None:
     p = Pair(sandbox, ARGS)
-    for args in [(0, 0), (1, 2), (1024, 99), (2**31 - 1, 2**31), (2**32 - 1, 7), (-1, -2**31)]:
+    for args in [(0, 0), (1, 2), (1024, 99), (2**31 - 1, 2**31), (2**32 - 1, 7), (-1, -(2**31))]:
         assert p.fhandle.call2(*args) == p.fhandle(*args) == p.public_handle(*args)
     a = Pair(sandbox, ALLOC)
     alloc = a.public[1]["hive_alloc"]
@@ -193,7 +192,10 @@ def test_host_exceptions_are_kept_per_thread(sandbox: Sandbox) -> None:
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=("exit", exiting)), threading.Thread(target=run, args=("trap", trapping))]
+    threads = [
+        threading.Thread(target=run, args=("exit", exiting)),
+        threading.Thread(target=run, args=("trap", trapping)),
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -22,7 +22,8 @@ def const_guest(body: bytes, *fields: str, trap_over: int | None = None) -> byte
     raw = abi.encode_response(abi.Response(200, [], body))
     escaped = "".join(f"\\{b:02x}" for b in raw)
     trap = f"(if (i32.gt_u (local.get $len) (i32.const {trap_over})) (then unreachable))" if trap_over else ""
-    return bytes(wat2wasm(f"""
+    return bytes(
+        wat2wasm(f"""
 (module
   {" ".join(fields)}
   (memory (export "memory") 1)
@@ -32,16 +33,19 @@ def const_guest(body: bytes, *fields: str, trap_over: int | None = None) -> byte
     {trap}
     (i64.const {(8192 << 32) | len(raw)}))
   (data (i32.const 8192) "{escaped}"))
-"""))
+""")
+    )
 
 
-LOOP = bytes(wat2wasm("""
+LOOP = bytes(
+    wat2wasm("""
 (module
   (memory (export "memory") 1)
   (func (export "hive_abi_v1"))
   (func (export "hive_alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "hive_handle") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))
-"""))
+""")
+)
 
 SMALL = abi.encode_request(b"GET", b"/", b"", [], b"")
 BIG = abi.encode_request(b"POST", b"/", b"", [], b"x" * 100)
@@ -51,8 +55,9 @@ BIG = abi.encode_request(b"POST", b"/", b"", [], b"x" * 100)
 def settings(tmp_path: Path) -> Settings:
     config = tmp_path / "hive.toml"
     config.write_text("")
-    return load_settings(env={"HIVE_CONFIG": str(config)},
-                         overrides={"data_dir": str(tmp_path / "data"), "keep_versions": 3})
+    return load_settings(
+        env={"HIVE_CONFIG": str(config)}, overrides={"data_dir": str(tmp_path / "data"), "keep_versions": 3}
+    )
 
 
 @pytest.fixture
@@ -172,7 +177,8 @@ def test_a_trap_discards_the_instance_and_refill_warms_a_new_one(runtime: Runtim
 
 
 def test_after_a_trap_the_next_request_gets_a_fresh_instance_even_before_refill(
-        runtime: Runtime, registry: Registry) -> None:
+    runtime: Runtime, registry: Registry
+) -> None:
     registry.deploy("fragile", const_guest(b"fine", trap_over=64), Manifest())
     runtime.sync()
     loaded = runtime.lookup("fragile")
@@ -245,8 +251,9 @@ def test_deleting_a_failed_function_clears_the_failure(runtime: Runtime, registr
     assert runtime.readiness()[0] is True
 
 
-def test_a_corrupt_artifact_is_recompiled_from_the_blob(settings: Settings, registry: Registry,
-                                                       sandbox: Sandbox) -> None:
+def test_a_corrupt_artifact_is_recompiled_from_the_blob(
+    settings: Settings, registry: Registry, sandbox: Sandbox
+) -> None:
     registry.deploy("hello", const_guest(b"hello"), Manifest())
     Runtime(settings, registry, sandbox).sync()  # compiles and writes the artifact
     artifact = sandbox.artifact_path(registry.current("hello").sha256)
@@ -258,8 +265,7 @@ def test_a_corrupt_artifact_is_recompiled_from_the_blob(settings: Settings, regi
     assert artifact.read_bytes() != b"not a compiled module"
 
 
-def test_an_unloadable_function_is_recorded_in_failed(settings: Settings, registry: Registry,
-                                                      sandbox: Sandbox) -> None:
+def test_an_unloadable_function_is_recorded_in_failed(settings: Settings, registry: Registry, sandbox: Sandbox) -> None:
     registry.deploy("hello", const_guest(b"hello"), Manifest())
     registry.deploy("other", const_guest(b"other"), Manifest())
     sha = registry.current("hello").sha256
@@ -276,9 +282,13 @@ def test_an_unloadable_function_is_recorded_in_failed(settings: Settings, regist
 def test_limits_and_env_come_from_the_manifest(settings: Settings) -> None:
     defaults = limits_for(Manifest(), settings)
     assert (defaults.timeout_ms, defaults.memory_bytes, defaults.max_response_bytes) == (
-        settings.timeout_ms, settings.memory_mb << 20, settings.max_response_bytes)
-    m = parse_manifest(b'{"limits": {"timeout_ms": 5, "memory_mb": 2, "max_response_bytes": 0},'
-                       b' "config": {"B": "2", "A": "x=y"}}')
+        settings.timeout_ms,
+        settings.memory_mb << 20,
+        settings.max_response_bytes,
+    )
+    m = parse_manifest(
+        b'{"limits": {"timeout_ms": 5, "memory_mb": 2, "max_response_bytes": 0}, "config": {"B": "2", "A": "x=y"}}'
+    )
     lim = limits_for(m, settings)
     assert (lim.timeout_ms, lim.memory_bytes, lim.max_response_bytes) == (5, 2 << 20, 0)
     assert env_for(m) == [b"A=x=y", b"B=2"]

@@ -43,8 +43,13 @@ OK = constant(abi.Response(200, [(b"content-type", b"text/plain")], b"ok"))
 ECHO = echo_guest(gap=12)
 
 
-def request(body: bytes = b"", method: bytes = b"GET", path: bytes = b"/", query: bytes = b"",
-            headers: abi.Headers | None = None) -> bytes:
+def request(
+    body: bytes = b"",
+    method: bytes = b"GET",
+    path: bytes = b"/",
+    query: bytes = b"",
+    headers: abi.Headers | None = None,
+) -> bytes:
     return abi.encode_request(method, path, query, headers or [], body)
 
 
@@ -59,8 +64,9 @@ def compile_(sandbox: Sandbox, wasm: bytes, allowed: frozenset[str] = ALLOWED) -
     return sandbox.compile(wasm, sha256_hex(wasm), allowed)
 
 
-def instance(sandbox: Sandbox, wasm: bytes, limits: GuestLimits | None = None,
-             ctx: GuestContext | None = None) -> GuestInstance:
+def instance(
+    sandbox: Sandbox, wasm: bytes, limits: GuestLimits | None = None, ctx: GuestContext | None = None
+) -> GuestInstance:
     return GuestInstance(sandbox, compile_(sandbox, wasm), limits or GuestLimits(), ctx or GuestContext("fn"))
 
 
@@ -81,7 +87,12 @@ def test_echo_round_trip(sandbox: Sandbox) -> None:
     assert resp.body == sent
     got = abi.decode_request(resp.body)
     assert (got.method, got.path, got.query, got.headers, got.body) == (
-        b"POST", b"/api/v1/edge/echo/a%20b", b"q=1&q=2", headers, body)
+        b"POST",
+        b"/api/v1/edge/echo/a%20b",
+        b"q=1&q=2",
+        headers,
+        body,
+    )
 
 
 def test_one_instance_serves_many_calls(sandbox: Sandbox) -> None:
@@ -163,7 +174,8 @@ def test_memory_grow_fails_cleanly_at_the_limit(sandbox: Sandbox) -> None:
             (i32.store (i32.const {RESP}) (i32.const 200))
             (i32.store (i32.const {RESP + 8}) (i32.const 4))
             (i32.store (i32.const {RESP + 12}) (memory.size))
-            {packed(RESP, 16)}""")
+            {packed(RESP, 16)}"""
+    )
     inst = instance(sandbox, bomb, GuestLimits(memory_bytes=2 << 20))
     for _ in range(2):  # the instance stays usable
         resp = inst.call(request())
@@ -194,8 +206,10 @@ def test_unreachable_traps(sandbox: Sandbox) -> None:
 
 
 def test_deep_recursion_is_a_stack_overflow(sandbox: Sandbox) -> None:
-    wasm = guest("(call $recurse (i32.const 0)) (i64.const 0)",
-                 "(func $recurse (param $d i32) (call $recurse (i32.add (local.get $d) (i32.const 1))))")
+    wasm = guest(
+        "(call $recurse (i32.const 0)) (i64.const 0)",
+        "(func $recurse (param $d i32) (call $recurse (i32.add (local.get $d) (i32.const 1))))",
+    )
     with pytest.raises(GuestTrap) as e:
         instance(sandbox, wasm).call(request())
     assert e.value.extra["trap"] == "stack_overflow"
@@ -223,7 +237,8 @@ def test_a_new_instance_after_a_trap_starts_clean(sandbox: Sandbox) -> None:
             (if (result i64) (i32.load8_u (i32.const 0))
               (then {packed(RESP + 64, len(poisoned))})
               (else {packed(RESP, len(ok))}))""",
-        data(RESP, ok), data(RESP + 64, poisoned),
+        data(RESP, ok),
+        data(RESP + 64, poisoned),
     )
     compiled = compile_(sandbox, wasm)
     first = GuestInstance(sandbox, compiled, GuestLimits(), GuestContext("fn"))
@@ -237,8 +252,10 @@ def test_a_new_instance_after_a_trap_starts_clean(sandbox: Sandbox) -> None:
 
 def test_a_new_instance_after_a_timeout_works(sandbox: Sandbox) -> None:
     raw = abi.encode_response(abi.Response(204))
-    wasm = guest(f"(if (i32.gt_u (local.get $len) (i32.const 64)) (then (loop $l (br $l)))) {packed(RESP, len(raw))}",
-                 data(RESP, raw))
+    wasm = guest(
+        f"(if (i32.gt_u (local.get $len) (i32.const 64)) (then (loop $l (br $l)))) {packed(RESP, len(raw))}",
+        data(RESP, raw),
+    )
     compiled = compile_(sandbox, wasm)
     limits = GuestLimits(timeout_ms=20)
     with pytest.raises(Timeout):
@@ -249,14 +266,17 @@ def test_a_new_instance_after_a_timeout_works(sandbox: Sandbox) -> None:
 # --- lying guests ---
 
 
-@pytest.mark.parametrize("ptr, length", [
-    (65536, 16),  # just past the end of its one page
-    (65530, 12),  # straddles the end
-    (0xFFFF_FFF0, 0x20),  # would wrap around in 32-bit arithmetic
-    (1024, 0xFFFF_FFFF),  # absurd length
-    (0, 0xFFFF_FFFF),
-    (0xFFFF_FFFF, 0xFFFF_FFFF),  # -1 as an i64
-])
+@pytest.mark.parametrize(
+    "ptr, length",
+    [
+        (65536, 16),  # just past the end of its one page
+        (65530, 12),  # straddles the end
+        (0xFFFF_FFF0, 0x20),  # would wrap around in 32-bit arithmetic
+        (1024, 0xFFFF_FFFF),  # absurd length
+        (0, 0xFFFF_FFFF),
+        (0xFFFF_FFFF, 0xFFFF_FFFF),  # -1 as an i64
+    ],
+)
 def test_response_outside_guest_memory(sandbox: Sandbox, ptr: int, length: int) -> None:
     value = (ptr << 32) | length
     value = value - (1 << 64) if value >= 1 << 63 else value  # WAT wants a signed literal
@@ -316,8 +336,7 @@ def test_huge_response_envelope_is_refused_before_it_is_copied(sandbox: Sandbox)
 
 
 def test_proc_exit_is_a_guest_exit(sandbox: Sandbox) -> None:
-    wasm = guest("(call $exit (i32.const 1)) unreachable",
-                 f'(import "{WASI}" "proc_exit" (func $exit (param i32)))')
+    wasm = guest("(call $exit (i32.const 1)) unreachable", f'(import "{WASI}" "proc_exit" (func $exit (param i32)))')
     with pytest.raises(GuestExit) as e:
         instance(sandbox, wasm).call(request())
     assert (e.value.code, e.value.extra["exit_code"]) == ("guest_exit", 1)
@@ -338,8 +357,9 @@ def write_fd(fd: int, text: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("fd, level, stream", [(1, logging.INFO, "stdout"), (2, logging.ERROR, "stderr")])
-def test_fd_write_becomes_a_log_record(sandbox: Sandbox, caplog: pytest.LogCaptureFixture,
-                                       fd: int, level: int, stream: str) -> None:
+def test_fd_write_becomes_a_log_record(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture, fd: int, level: int, stream: str
+) -> None:
     caplog.set_level(logging.DEBUG, logger="hive.guest")
     inst = instance(sandbox, write_fd(fd, b"hello from the guest\nno newline"), ctx=GuestContext("greeter", 3))
     assert inst.call(request(), request_id="req-1").body == b"ok"
@@ -361,7 +381,8 @@ def test_fd_write_to_another_fd_is_refused(sandbox: Sandbox, caplog: pytest.LogC
               (call $fd_write (i32.const 3) (i32.const 16) (i32.const 1) (i32.const 48)))
             {packed(RESP, 16)}""",
         f'(import "{WASI}" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))',
-        data(16, struct.pack("<II", 64, 4)), data(64, b"data"),
+        data(16, struct.pack("<II", 64, 4)),
+        data(64, b"data"),
     )
     assert instance(sandbox, wasm).call(request()).body == struct.pack("<I", 8)  # EBADF
     assert not [r for r in caplog.records if r.name == "hive.guest"]
@@ -370,8 +391,12 @@ def test_fd_write_to_another_fd_is_refused(sandbox: Sandbox, caplog: pytest.LogC
 def test_hive_log(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="hive.guest")
     raw = abi.encode_response(abi.Response(200))
-    wasm = guest(f"(call $log (i32.const 2) (i32.const 64) (i32.const 7)) {packed(RESP, len(raw))}",
-                 '(import "hive" "log" (func $log (param i32 i32 i32)))', data(64, b"careful"), data(RESP, raw))
+    wasm = guest(
+        f"(call $log (i32.const 2) (i32.const 64) (i32.const 7)) {packed(RESP, len(raw))}",
+        '(import "hive" "log" (func $log (param i32 i32 i32)))',
+        data(64, b"careful"),
+        data(RESP, raw),
+    )
     instance(sandbox, wasm, ctx=GuestContext("logger")).call(request())
     [record] = [r for r in caplog.records if r.name == "hive.guest"]
     assert (record.levelno, record.getMessage()) == (logging.WARNING, "[logger v0 log -] careful")
@@ -401,12 +426,12 @@ def test_environ_get_returns_the_configured_entries(sandbox: Sandbox, env: list[
     body = instance(sandbox, ENVIRON, ctx=GuestContext("fn", env=env)).call(request()).body
     count, size = struct.unpack_from("<II", body)
     ptrs = struct.unpack_from(f"<{count}I", body, 8)
-    strings = body[8 + 4 * count:]
+    strings = body[8 + 4 * count :]
     assert count == len(env)
     assert size == len(strings) == sum(len(e) + 1 for e in env)
     assert strings.split(b"\0")[:-1] == env
     base = RESP + 20 + 4 * count
-    assert [strings[p - base:].split(b"\0")[0] for p in ptrs] == env
+    assert [strings[p - base :].split(b"\0")[0] for p in ptrs] == env
 
 
 def clock_guest(clock_id: int) -> bytes:
@@ -461,21 +486,34 @@ def test_random_get_outside_memory_is_efault(sandbox: Sandbox) -> None:
 # --- what a module may import and must export ---
 
 
-@pytest.mark.parametrize("imp, qualified, manifest", [
-    ('(import "env" "foo" (func))', "env.foo", None),
-    (f'(import "{WASI}" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))',
-     f"{WASI}.path_open", None),
-    (f'(import "{WASI}" "sock_accept" (func (param i32 i32 i32) (result i32)))', f"{WASI}.sock_accept", None),
-    (f'(import "{WASI}" "clock_time_get" (func (param i32 i64 i32) (result i32)))',
-     f"{WASI}.clock_time_get", b'{"wasi": ["random", "stdio"]}'),
-    (f'(import "{WASI}" "fd_write" (func (param i32 i32 i32 i32) (result i32)))',
-     f"{WASI}.fd_write", b'{"wasi": []}'),
-    ('(import "hive" "fetch" (func))', "hive.fetch", None),
-    ('(import "env" "table" (table 1 funcref))', "env.table", None),
-    ('(import "env" "g" (global i32))', "env.g", None),
-])
-def test_forbidden_imports_are_refused_by_name(sandbox: Sandbox, imp: str, qualified: str,
-                                               manifest: bytes | None) -> None:
+@pytest.mark.parametrize(
+    "imp, qualified, manifest",
+    [
+        ('(import "env" "foo" (func))', "env.foo", None),
+        (
+            f'(import "{WASI}" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))',
+            f"{WASI}.path_open",
+            None,
+        ),
+        (f'(import "{WASI}" "sock_accept" (func (param i32 i32 i32) (result i32)))', f"{WASI}.sock_accept", None),
+        (
+            f'(import "{WASI}" "clock_time_get" (func (param i32 i64 i32) (result i32)))',
+            f"{WASI}.clock_time_get",
+            b'{"wasi": ["random", "stdio"]}',
+        ),
+        (
+            f'(import "{WASI}" "fd_write" (func (param i32 i32 i32 i32) (result i32)))',
+            f"{WASI}.fd_write",
+            b'{"wasi": []}',
+        ),
+        ('(import "hive" "fetch" (func))', "hive.fetch", None),
+        ('(import "env" "table" (table 1 funcref))', "env.table", None),
+        ('(import "env" "g" (global i32))', "env.g", None),
+    ],
+)
+def test_forbidden_imports_are_refused_by_name(
+    sandbox: Sandbox, imp: str, qualified: str, manifest: bytes | None
+) -> None:
     allowed = parse_manifest(manifest).allowed_wasi_imports()
     with pytest.raises(ForbiddenImport) as e:
         compile_(sandbox, guest("unreachable", imp), allowed)
@@ -514,20 +552,25 @@ ALLOC = '(func (export "hive_alloc") (param i32) (result i32) (i32.const 1024))'
 HANDLE = '(func (export "hive_handle") (param i32 i32) (result i64) (i64.const 0))'
 
 
-@pytest.mark.parametrize("fields, what", [
-    ([MARKER, ALLOC, HANDLE, "(memory 1)"], "memory"),
-    ([MARKER, ALLOC, HANDLE, '(memory 1) (global (export "memory") i32 (i32.const 0))'], "memory"),
-    ([MEMORY, ALLOC, HANDLE], "hive_abi_v1"),
-    ([MEMORY, MARKER, HANDLE], "hive_alloc"),
-    ([MEMORY, MARKER, ALLOC], "hive_handle"),
-    ([MEMORY, MARKER, ALLOC, '(func (export "hive_handle") (param i32 i32) (result i32) (i32.const 0))'],
-     "hive_handle"),
-    ([MEMORY, MARKER, HANDLE, '(func (export "hive_alloc") (param i64) (result i32) (i32.const 0))'], "hive_alloc"),
-    ([MEMORY, MARKER, HANDLE, '(global (export "hive_alloc") i32 (i32.const 0))'], "hive_alloc"),
-    ([MEMORY, ALLOC, HANDLE, '(func (export "hive_abi_v1") (param i32))'], "hive_abi_v1"),
-    ([MEMORY, MARKER, ALLOC, HANDLE, '(func (export "hive_free") (param i32))'], "hive_free"),
-    ([MEMORY, MARKER, ALLOC, HANDLE, '(func (export "_initialize") (result i32) (i32.const 0))'], "_initialize"),
-])
+@pytest.mark.parametrize(
+    "fields, what",
+    [
+        ([MARKER, ALLOC, HANDLE, "(memory 1)"], "memory"),
+        ([MARKER, ALLOC, HANDLE, '(memory 1) (global (export "memory") i32 (i32.const 0))'], "memory"),
+        ([MEMORY, ALLOC, HANDLE], "hive_abi_v1"),
+        ([MEMORY, MARKER, HANDLE], "hive_alloc"),
+        ([MEMORY, MARKER, ALLOC], "hive_handle"),
+        (
+            [MEMORY, MARKER, ALLOC, '(func (export "hive_handle") (param i32 i32) (result i32) (i32.const 0))'],
+            "hive_handle",
+        ),
+        ([MEMORY, MARKER, HANDLE, '(func (export "hive_alloc") (param i64) (result i32) (i32.const 0))'], "hive_alloc"),
+        ([MEMORY, MARKER, HANDLE, '(global (export "hive_alloc") i32 (i32.const 0))'], "hive_alloc"),
+        ([MEMORY, ALLOC, HANDLE, '(func (export "hive_abi_v1") (param i32))'], "hive_abi_v1"),
+        ([MEMORY, MARKER, ALLOC, HANDLE, '(func (export "hive_free") (param i32))'], "hive_free"),
+        ([MEMORY, MARKER, ALLOC, HANDLE, '(func (export "_initialize") (result i32) (i32.const 0))'], "_initialize"),
+    ],
+)
 def test_missing_or_mistyped_exports(sandbox: Sandbox, fields: list[str], what: str) -> None:
     with pytest.raises(InvalidModule, match=what) as e:
         compile_(sandbox, wat(f"(module {' '.join(fields)})"))
@@ -553,14 +596,17 @@ def test_hive_free_is_optional_and_used(sandbox: Sandbox) -> None:
     assert inst.req_ptr == 16384
 
 
-@pytest.mark.parametrize("raw", [
-    b"",
-    b"hello world",
-    b"\0asm",
-    b"(module)",  # WAT text: wasmtime would compile it, the sandbox must not
-    b"\0asm\x0d\x00\x01\x00" + bytes(16),  # a component's header
-    b"\0asm\x02\x00\x00\x00",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"hello world",
+        b"\0asm",
+        b"(module)",  # WAT text: wasmtime would compile it, the sandbox must not
+        b"\0asm\x0d\x00\x01\x00" + bytes(16),  # a component's header
+        b"\0asm\x02\x00\x00\x00",
+    ],
+)
 def test_not_a_core_module(sandbox: Sandbox, raw: bytes) -> None:
     with pytest.raises(InvalidModule):
         compile_(sandbox, raw)
@@ -620,8 +666,11 @@ def test_load_from_cache_still_checks_imports(sandbox: Sandbox) -> None:
         sandbox.load(sha256_hex(wasm), None, parse_manifest(b'{"wasi": ["random"]}').allowed_wasi_imports())
 
 
-@pytest.mark.parametrize("corrupt", [lambda raw: b"garbage" * 100, lambda raw: raw[: len(raw) // 2], lambda raw: b""],
-                         ids=["garbage", "truncated", "empty"])
+@pytest.mark.parametrize(
+    "corrupt",
+    [lambda raw: b"garbage" * 100, lambda raw: raw[: len(raw) // 2], lambda raw: b""],
+    ids=["garbage", "truncated", "empty"],
+)
 def test_corrupted_artifact_is_recompiled(sandbox: Sandbox, caplog: pytest.LogCaptureFixture, corrupt: object) -> None:
     sha = sha256_hex(OK)
     compile_(sandbox, OK)

@@ -22,8 +22,15 @@ def verified_claims() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     jwks = {"keys": [{**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k"}]}
     auth = InvokeAuth(parse_manifest(json.dumps({"auth": {"mode": "jwt", "jwt": {"jwks": jwks}}})).auth)
-    payload = {"sub": "user-1", "exp": int(time.time()) + 60, "name": "Zoë \"Z\" 🐝", "app_metadata": {"provider": "email"}}
-    claims = auth.check({"authorization": f"Bearer {jwt.encode(payload, key, algorithm='ES256', headers={'kid': 'k'})}"})
+    payload = {
+        "sub": "user-1",
+        "exp": int(time.time()) + 60,
+        "name": 'Zoë "Z" 🐝',
+        "app_metadata": {"provider": "email"},
+    }
+    claims = auth.check(
+        {"authorization": f"Bearer {jwt.encode(payload, key, algorithm='ES256', headers={'kid': 'k'})}"}
+    )
     assert claims is not None
     return claims_header(claims)
 
@@ -36,6 +43,6 @@ def check_claims_guest(sandbox: Sandbox, wasm: Path) -> None:
     resp = inst.call(req(b"POST", b"/api/v1/edge/claims", b"", [(b"accept", b"*/*"), (CLAIMS_HEADER.encode(), value)]))
     assert (resp.status, resp.body) == (200, value)
     assert (b"x-sub", b"user-1") in resp.headers
-    assert json.loads(resp.body)["name"] == "Zoë \"Z\" 🐝"
+    assert json.loads(resp.body)["name"] == 'Zoë "Z" 🐝'
     missing = inst.call(req(b"GET", b"/api/v1/edge/claims", b"", [(b"authorization", b"Bearer x")]))
     assert (missing.status, missing.body) == (404, b"none")

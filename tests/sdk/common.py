@@ -51,8 +51,13 @@ Run = Callable[[list[bytes]], list[bytes]]
 # ---- envelopes -------------------------------------------------------------------------------------
 
 
-def req(method: bytes = b"GET", path: bytes = b"/", query: bytes = b"", headers: abi.Headers | None = None,
-        body: bytes = b"") -> bytes:
+def req(
+    method: bytes = b"GET",
+    path: bytes = b"/",
+    query: bytes = b"",
+    headers: abi.Headers | None = None,
+    body: bytes = b"",
+) -> bytes:
     return abi.encode_request(method, path, query, headers or [], body)
 
 
@@ -64,12 +69,12 @@ def mutate(rng: random.Random, env: bytes) -> bytes:
     b = bytearray(env)
     match rng.randrange(5):
         case 0:
-            return bytes(b[:rng.randrange(len(b))])
+            return bytes(b[: rng.randrange(len(b))])
         case 1:
             return env + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
         case 2:  # a lying length or count at a word boundary
             pos = rng.randrange(0, max(1, len(b) - 3))
-            b[pos:pos + 4] = struct.pack("<I", rng.choice([0, 1, 7, 255, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]))
+            b[pos : pos + 4] = struct.pack("<I", rng.choice([0, 1, 7, 255, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]))
         case 3:
             b[rng.randrange(len(b))] = rng.randrange(256)
         case _:
@@ -145,8 +150,19 @@ def build_c_driver(folder: Path, source: str, *wasm_flags: str) -> dict[str, tup
     """driver.c built natively (with UB traps) and for wasm32-wasi: each path with the compiler's stderr."""
     src = folder / "driver.c"
     src.write_text(source)
-    native = zig_cc("-std=c11", "-O1", "-g", "-fsanitize=undefined", "-fsanitize-trap=undefined", *WARN,
-                    "-I", C_SDK_DIR, "-o", folder / "driver", src)
+    native = zig_cc(
+        "-std=c11",
+        "-O1",
+        "-g",
+        "-fsanitize=undefined",
+        "-fsanitize-trap=undefined",
+        *WARN,
+        "-I",
+        C_SDK_DIR,
+        "-o",
+        folder / "driver",
+        src,
+    )
     wasm = zig_cc("--target=wasm32-wasi", "-O2", *wasm_flags, *WARN, "-I", C_SDK_DIR, "-o", folder / "driver.wasm", src)
     return {"native": (folder / "driver", native.stderr), "wasm": (folder / "driver.wasm", wasm.stderr)}
 
@@ -154,8 +170,9 @@ def build_c_driver(folder: Path, source: str, *wasm_flags: str) -> dict[str, tup
 # ---- guests in the real host sandbox -------------------------------------------------------------
 
 
-def instance(sandbox: Sandbox, wasm: bytes, env: list[bytes] | None = None, limits: GuestLimits | None = None,
-             name: str = "fn") -> GuestInstance:
+def instance(
+    sandbox: Sandbox, wasm: bytes, env: list[bytes] | None = None, limits: GuestLimits | None = None, name: str = "fn"
+) -> GuestInstance:
     compiled = sandbox.compile(wasm, sha256_hex(wasm), ALLOWED)  # also refuses forbidden imports
     return GuestInstance(sandbox, compiled, limits or GuestLimits(), GuestContext(name, env=env or []))
 
@@ -220,15 +237,17 @@ def exports_and_imports(path: Path) -> tuple[dict[str, tuple[list[str], list[str
     module = wasmtime.Module.from_file(wasmtime.Engine(), str(path))
     exports = {e.name: e.type for e in module.exports}
     assert isinstance(exports.pop("memory"), wasmtime.MemoryType)
-    sigs = {name: ([str(p) for p in t.params], [str(r) for r in t.results]) for name, t in exports.items()
-            if isinstance(t, wasmtime.FuncType)}
+    sigs = {
+        name: ([str(p) for p in t.params], [str(r) for r in t.results])
+        for name, t in exports.items()
+        if isinstance(t, wasmtime.FuncType)
+    }
     return sigs, {(i.module, i.name) for i in module.imports}
 
 
 def check_imports_allowed(imports: set[tuple[str, str]], allowed_wasi: frozenset[str] = ALLOWED) -> None:
     for mod, name in imports:
-        assert (mod == "wasi_snapshot_preview1" and name in allowed_wasi) or (mod, name) == ("hive", "log"), \
-            (mod, name)
+        assert (mod == "wasi_snapshot_preview1" and name in allowed_wasi) or (mod, name) == ("hive", "log"), (mod, name)
 
 
 def check_interface(path: Path, abi_exports: dict[str, tuple[list[str], list[str]]] = ABI_EXPORTS) -> dict[str, object]:

@@ -132,7 +132,7 @@ class IoHost:
     def _result_read(self, caller: wasmtime.Caller, handle: int, ptr: int, n: int) -> int:
         if self.lie.lose or handle not in self.slots:
             return -1
-        data = self.slots.pop(handle)[:max(n, 0)]
+        data = self.slots.pop(handle)[: max(n, 0)]
         mem = caller["memory"]
         assert isinstance(mem, wasmtime.Memory)
         assert 0 <= ptr and ptr + len(data) <= mem.data_len(caller), "result_read outside guest memory"
@@ -167,7 +167,7 @@ def parse(raw: bytes) -> abi.Response:
         nonlocal pos
         assert pos + n <= len(raw), "a truncated response envelope"
         pos += n
-        return raw[pos - n:pos]
+        return raw[pos - n : pos]
 
     def field() -> bytes:
         return take(U32.unpack(take(4))[0])

@@ -37,8 +37,12 @@ AS_EXPORTS = {**common.ABI_EXPORTS, "_initialize": ([], [])}  # asc's reactor st
 
 HELLO = {"c": "hello", "rust": "hello-rust", "zig": "hello-zig", "assemblyscript": "hello-as"}
 # What a copy of each example leaves out: build outputs and caches.
-HELLO_IGNORE = {"c": (), "rust": ("target",), "zig": (".zig-cache",),
-                "assemblyscript": ("node_modules", "package-lock.json")}
+HELLO_IGNORE = {
+    "c": (),
+    "rust": ("target",),
+    "zig": (".zig-cache",),
+    "assemblyscript": ("node_modules", "package-lock.json"),
+}
 
 DESCRIBE, BUILD, LOOKUP, JSON_GET, ESCAPE, MISC = range(6)  # the C driver's modes (guests/c/driver.c)
 
@@ -188,7 +192,7 @@ class NativeGuest:
         out, pos = [], 0
         while pos < len(proc.stdout):
             (n,) = struct.unpack_from("<I", proc.stdout, pos)
-            out.append(proc.stdout[pos + 4:pos + 4 + n])
+            out.append(proc.stdout[pos + 4 : pos + 4 + n])
             pos += 4 + n
         assert len(out) == len(cases)
         return out

@@ -28,6 +28,7 @@ from tests.sdk.langs import AS_EXPORTS, ENV, Builds, as_package
 
 pytestmark = pytest.mark.slow  # runs npm and the AssemblyScript compiler
 
+
 def check_interface(path: Path) -> dict[str, object]:
     return common.check_interface(path, AS_EXPORTS)
 
@@ -102,15 +103,19 @@ def test_builders_and_helpers(echo: RawGuest) -> None:
     assert case(echo, "object", b' {"b":1,"a":{"c":[]}}').body == b"b,a"
     for body in (b"[1]", b"1", b'"x"', b"{", b""):
         assert case(echo, "object", body).status == 422
-    assert case(echo, "text") == abi.Response(200, [(b"content-type", b"text/plain; charset=utf-8")], "plain é".encode())
+    assert case(echo, "text") == abi.Response(
+        200, [(b"content-type", b"text/plain; charset=utf-8")], "plain é".encode()
+    )
     assert case(echo, "body-text", b"ok \xff\xc3 \xe2\x82x").body == "ok \ufffd\ufffd \ufffdx".encode()
     assert case(echo, "bytes").body == b"\x00\xff\x00"
     a, b, c, now, date_now = case(echo, "time").body.decode().split()
     assert (a, b, c) == ("1970-01-01T00:00:00Z", "2000-02-29T23:59:59Z", "2100-01-01T00:00:00Z")
     assert abs(int(now) - time.time()) < 300 and abs(float(date_now) - time.time()) < 300
     assert case(echo, "random").body == b"ok"
-    assert case(echo, "query", b"a=1&b=%20x+y&a=2&c&d=%zz&%C3%A9=%E2%82%AC").body == \
-        "a=1;b= x y;c=;d=%zz;é=€;zz=(null);".encode()
+    assert (
+        case(echo, "query", b"a=1&b=%20x+y&a=2&c&d=%zz&%C3%A9=%E2%82%AC").body
+        == "a=1;b= x y;c=;d=%zz;é=€;zz=(null);".encode()
+    )
     resp = case(echo, "headers")
     assert resp.body == b"yn" and resp.headers == [(b"a", b"1"), (b"a", b"3"), (b"b", b"4")]
 
@@ -149,14 +154,16 @@ def test_build_refuses_imports_the_host_lacks(tmp_path: Path, hello: tuple[Path,
     (folder / "assembly" / "index.ts").write_text(
         'import { Request, Response, serve } from "edge-hive";\n'
         '@external("env", "secret") declare function secret(): i32;\n'
-        "serve((req: Request): Response => Response.text(secret().toString()));\n")
+        "serve((req: Request): Response => Response.text(secret().toString()));\n"
+    )
     with pytest.raises(BuildError, match=r"imports env\.secret, which Edge Hive does not provide"):
         build_function(folder)
     assert not (folder / "envy.wasm").exists()
 
 
-def test_no_handler_and_trace(sandbox: Sandbox, tmp_path: Path, hello: tuple[Path, list[str], float],
-                              caplog: pytest.LogCaptureFixture) -> None:
+def test_no_handler_and_trace(
+    sandbox: Sandbox, tmp_path: Path, hello: tuple[Path, list[str], float], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="hive.guest")
     folder = tmp_path / "idle"
     (folder / "assembly").mkdir(parents=True)

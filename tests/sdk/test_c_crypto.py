@@ -27,8 +27,21 @@ pytestmark = pytest.mark.slow  # runs the zig compiler
 
 STRICT = [*WARN, "-std=c11", "-Wpedantic", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wcast-qual"]
 
-(SHA, SHA_STREAM, HMAC, HMAC_STREAM, HEX_ENC, HEX_DEC, B64_ENC, B64URL_ENC, B64_DEC, B64URL_DEC, CT_EQ, JSON_NUM,
- CONFIG) = range(13)
+(
+    SHA,
+    SHA_STREAM,
+    HMAC,
+    HMAC_STREAM,
+    HEX_ENC,
+    HEX_DEC,
+    B64_ENC,
+    B64URL_ENC,
+    B64_DEC,
+    B64URL_DEC,
+    CT_EQ,
+    JSON_NUM,
+    CONFIG,
+) = range(13)
 
 # One program, every operation: stdin ([u8 op][u32 len a][a][u32 len b][b])*, stdout ([i32 rc][u32 len][out])*.
 # Every buffer is malloc'ed at exactly the size the header documents, so an overrun is a heap error that
@@ -181,7 +194,7 @@ def _results(out: bytes, count: int) -> list[Result]:
     results, pos = [], 0
     while pos < len(out):
         rc, n = struct.unpack_from("<iI", out, pos)
-        results.append((rc, out[pos + 8:pos + 8 + n]))
+        results.append((rc, out[pos + 8 : pos + 8 + n]))
         pos += 8 + n
     assert len(results) == count
     return results
@@ -231,8 +244,9 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, st
 
 
 @pytest.fixture(scope="module", params=["native", "wasm"])
-def guest(request: pytest.FixtureRequest, builds: dict[str, tuple[Path, str]],
-          tmp_path_factory: pytest.TempPathFactory) -> Native | Wasm:
+def guest(
+    request: pytest.FixtureRequest, builds: dict[str, tuple[Path, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Native | Wasm:
     path = builds[request.param][0]
     return Native(path) if request.param == "native" else Wasm(path, tmp_path_factory.mktemp("wasmio"))
 
@@ -245,12 +259,14 @@ def test_compiles_without_warnings(builds: dict[str, tuple[Path, str]]) -> None:
 def test_header_alone_passes_strict_warnings(tmp_path: Path, target: list[str]) -> None:
     """The crypto header by itself, with -Wconversion and friends on top of -Wall -Wextra."""
     src = tmp_path / "only.c"
-    src.write_text('#include "edge_hive_crypto.h"\n'
-                   "int main(void) {\n"
-                   "    unsigned char mac[32];\n"
-                   '    hive_hmac_sha256("k", 1, "m", 1, mac);\n'
-                   "    return hive_ct_equal(mac, mac, sizeof mac) ? 0 : 1;\n"
-                   "}\n")
+    src.write_text(
+        '#include "edge_hive_crypto.h"\n'
+        "int main(void) {\n"
+        "    unsigned char mac[32];\n"
+        '    hive_hmac_sha256("k", 1, "m", 1, mac);\n'
+        "    return hive_ct_equal(mac, mac, sizeof mac) ? 0 : 1;\n"
+        "}\n"
+    )
     assert zig_cc(*target, *STRICT, "-I", C_SDK_DIR, "-o", tmp_path / "only", src).stderr == ""
 
 
@@ -265,8 +281,10 @@ def test_sha256_known_answers(guest: Native | Wasm) -> None:
     cases = [
         (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
         (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
-        (b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+        (
+            b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+        ),
         (b"a" * 1_000_000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
     ]
     for (data, want), (rc, out) in zip(cases, guest.run([(SHA, d, b"") for d, _ in cases]), strict=True):
@@ -293,11 +311,17 @@ RFC4231 = [
     (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
     (b"\xaa" * 20, b"\xdd" * 50, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
     (bytes(range(1, 26)), b"\xcd" * 50, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"),
-    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
-     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
-    (b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than block-size data. The key "
-     b"needs to be hashed before being used by the HMAC algorithm.",
-     "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"),
+    (
+        b"\xaa" * 131,
+        b"Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    ),
+    (
+        b"\xaa" * 131,
+        b"This is a test using a larger than block-size key and a larger than block-size data. The key "
+        b"needs to be hashed before being used by the HMAC algorithm.",
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+    ),
 ]
 
 
@@ -309,8 +333,11 @@ def test_hmac_rfc4231(guest: Native | Wasm, op: int) -> None:
 
 @pytest.mark.parametrize("op", [HMAC, HMAC_STREAM], ids=["one-shot", "streaming"])
 def test_hmac_matches_python(guest: Native | Wasm, op: int) -> None:
-    cases = [(RNG.randbytes(k), RNG.randbytes(m)) for k in (0, 1, 31, 32, 63, 64, 65, 128, 131, 1000)
-             for m in (0, 1, 55, 56, 63, 64, 65, 200)]
+    cases = [
+        (RNG.randbytes(k), RNG.randbytes(m))
+        for k in (0, 1, 31, 32, 63, 64, 65, 128, 131, 1000)
+        for m in (0, 1, 55, 56, 63, 64, 65, 200)
+    ]
     cases += [(b"secret", LONG), (b"", b""), (b"k" * 64, b"")]
     for (key, msg), (rc, out) in zip(cases, guest.run([(op, k, m) for k, m in cases]), strict=True):
         assert (rc, out) == (0, hmac.new(key, msg, hashlib.sha256).digest()), (len(key), len(msg))
@@ -345,8 +372,26 @@ def test_hex(guest: Native | Wasm) -> None:
     datas = [b"", b"\x00", bytes(range(256)), RNG.randbytes(1000)]
     for data, (rc, out) in zip(datas, guest.run([(HEX_ENC, d, b"") for d in datas]), strict=True):
         assert (rc, out) == (0, data.hex().encode())
-    texts = [b"", b"00", b"0aFf", bytes(range(256)).hex().upper().encode(), b"0", b"abc", b"0g", b"g0", b" 00",
-             b"00 ", b"0x00", b"\xff\xff", b"-1", b"+1", b"0:", b"@A", b"`a", b"fG"]
+    texts = [
+        b"",
+        b"00",
+        b"0aFf",
+        bytes(range(256)).hex().upper().encode(),
+        b"0",
+        b"abc",
+        b"0g",
+        b"g0",
+        b" 00",
+        b"00 ",
+        b"0x00",
+        b"\xff\xff",
+        b"-1",
+        b"+1",
+        b"0:",
+        b"@A",
+        b"`a",
+        b"fG",
+    ]
     texts += [bytes(RNG.choice(b"0123456789abcdefABCDEFxyz :") for _ in range(RNG.randrange(7))) for _ in range(300)]
     for text, (rc, out) in zip(texts, guest.run([(HEX_DEC, t, b"") for t in texts]), strict=True):
         want = _hex_oracle(text)
@@ -386,8 +431,12 @@ def test_base64_round_trips(guest: Native | Wasm) -> None:
     for n in [*range(0, 70), 1000, 100_000]:
         data = RNG.randbytes(n)
         std, url = base64.b64encode(data), base64.urlsafe_b64encode(data)
-        cases += [(B64_DEC, std, data), (B64_DEC, std.rstrip(b"="), data),
-                  (B64URL_DEC, url.rstrip(b"="), data), (B64URL_DEC, url, data)]
+        cases += [
+            (B64_DEC, std, data),
+            (B64_DEC, std.rstrip(b"="), data),
+            (B64URL_DEC, url.rstrip(b"="), data),
+            (B64URL_DEC, url, data),
+        ]
         if std != url:  # the other alphabet's characters are invalid
             cases += [(B64_DEC, url, None), (B64URL_DEC, std, None)]
     for (op, text, want), (rc, out) in zip(cases, guest.run([(op, t, b"") for op, t, _ in cases]), strict=True):
@@ -395,9 +444,36 @@ def test_base64_round_trips(guest: Native | Wasm) -> None:
 
 
 BAD_BASE64 = [
-    b"Q", b"QUJDR", b"QQ=", b"QQ===", b"Q===", b"====", b"=", b"==", b"QQ=A", b"Q=Q=", b"=QQQ", b"QQ==QQ==",
-    b"QUJD=", b"QUJD====", b"QR==", b"QR", b"QUK=", b"QUK", b"QUJDRB", b"QUJDRE", b"QUI\n", b" QUI", b"QU I",
-    b"QUI\x00", b"QU\xc3\xa9", b"QUI.", b"QUI*", b"QUI!", b"Q+/=", b"Q-_=",
+    b"Q",
+    b"QUJDR",
+    b"QQ=",
+    b"QQ===",
+    b"Q===",
+    b"====",
+    b"=",
+    b"==",
+    b"QQ=A",
+    b"Q=Q=",
+    b"=QQQ",
+    b"QQ==QQ==",
+    b"QUJD=",
+    b"QUJD====",
+    b"QR==",
+    b"QR",
+    b"QUK=",
+    b"QUK",
+    b"QUJDRB",
+    b"QUJDRE",
+    b"QUI\n",
+    b" QUI",
+    b"QU I",
+    b"QUI\x00",
+    b"QU\xc3\xa9",
+    b"QUI.",
+    b"QUI*",
+    b"QUI!",
+    b"Q+/=",
+    b"Q-_=",
 ]
 
 
@@ -405,12 +481,12 @@ BAD_BASE64 = [
 def test_base64_decoders_are_strict(guest: Native | Wasm, op: int) -> None:
     url = op == B64URL_DEC
     texts = BAD_BASE64 + [b"", b"QQ", b"QQ==", b"QUI", b"QUI=", b"QUJD", b"-_-_", b"+/+/", b"AA", b"AAA", b"_w", b"/w"]
-    alphabet = (b"ABCDQRSTgw01+/-_=" + b"=.\n ")
+    alphabet = b"ABCDQRSTgw01+/-_=" + b"=.\n "
     texts += [bytes(RNG.choice(alphabet) for _ in range(RNG.randrange(1, 13))) for _ in range(2000)]
     for text, (rc, out) in zip(texts, guest.run([(op, t, b"") for t in texts]), strict=True):
         want = _b64_oracle(text, url)
         assert (rc, out) == ((-1, b"") if want is None else (0, want)), text
-    assert any(_b64_oracle(t, url) is not None for t in texts[len(BAD_BASE64):])  # the fuzz hits both outcomes
+    assert any(_b64_oracle(t, url) is not None for t in texts[len(BAD_BASE64) :])  # the fuzz hits both outcomes
 
 
 # ---- the edge_hive.h helpers the examples use ----------------------------------------------------------
@@ -474,7 +550,7 @@ def test_json_get_number(guest: Native | Wasm) -> None:
 
 def test_json_get_number_matches_python(guest: Native | Wasm) -> None:
     values: list[float | int] = [RNG.uniform(-1e6, 1e6) for _ in range(200)]
-    values += [RNG.randrange(-2**53, 2**53) for _ in range(100)]
+    values += [RNG.randrange(-(2**53), 2**53) for _ in range(100)]
     values += [math.ldexp(RNG.random(), RNG.randrange(-1000, 1000)) for _ in range(200)]
     values += [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.30000000000000004]
     bodies = [json.dumps({"a": [1, {"exp": 0}], "exp": v, "z": None}).encode() for v in values]
@@ -499,11 +575,20 @@ def test_no_memory_errors_under_valgrind(builds: dict[str, tuple[Path, str]]) ->
     ops: list[Op] = []
     for n in [*range(0, 20), 55, 56, 63, 64, 65, 200]:
         data = RNG.randbytes(n)
-        ops += [(SHA, data, b""), (SHA_STREAM, data, struct.pack("<I", 7)), (HMAC, data, data),
-                (HMAC_STREAM, data, data), (HEX_ENC, data, b""), (HEX_DEC, data.hex().encode(), b""),
-                (B64_ENC, data, b""), (B64URL_ENC, data, b""),
-                (B64_DEC, base64.b64encode(data), b""), (B64_DEC, base64.b64encode(data).rstrip(b"="), b""),
-                (B64URL_DEC, base64.urlsafe_b64encode(data).rstrip(b"="), b""), (CT_EQ, data, data)]
+        ops += [
+            (SHA, data, b""),
+            (SHA_STREAM, data, struct.pack("<I", 7)),
+            (HMAC, data, data),
+            (HMAC_STREAM, data, data),
+            (HEX_ENC, data, b""),
+            (HEX_DEC, data.hex().encode(), b""),
+            (B64_ENC, data, b""),
+            (B64URL_ENC, data, b""),
+            (B64_DEC, base64.b64encode(data), b""),
+            (B64_DEC, base64.b64encode(data).rstrip(b"="), b""),
+            (B64URL_DEC, base64.urlsafe_b64encode(data).rstrip(b"="), b""),
+            (CT_EQ, data, data),
+        ]
     ops += [(B64_DEC, t, b"") for t in BAD_BASE64] + [(B64URL_DEC, t, b"") for t in BAD_BASE64]
     ops += [(HEX_DEC, t, b"") for t in (b"0", b"0g", b"abc")]
     ops += [(JSON_NUM, body, key.encode()) for body, key, _, _ in NUMBER_CASES]

@@ -20,11 +20,26 @@ from tests.sdk.langs import DESCRIBE, ESCAPE, JSON_GET, MISC, Builds, NativeGues
 
 pytestmark = pytest.mark.slow  # runs the zig compiler (about 20 s the first time, for wasi-libc)
 
-ALLOWED_WASI = frozenset({
-    "clock_time_get", "clock_res_get", "random_get", "fd_write", "fd_read", "fd_close", "fd_seek", "fd_fdstat_get",
-    "fd_prestat_get", "fd_prestat_dir_name", "environ_get", "environ_sizes_get", "args_get", "args_sizes_get",
-    "proc_exit", "sched_yield",
-})
+ALLOWED_WASI = frozenset(
+    {
+        "clock_time_get",
+        "clock_res_get",
+        "random_get",
+        "fd_write",
+        "fd_read",
+        "fd_close",
+        "fd_seek",
+        "fd_fdstat_get",
+        "fd_prestat_get",
+        "fd_prestat_dir_name",
+        "environ_get",
+        "environ_sizes_get",
+        "args_get",
+        "args_sizes_get",
+        "proc_exit",
+        "sched_yield",
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +60,13 @@ def wasm_driver(builds: dict[str, tuple[Path, str]]) -> WasmGuest:
     return WasmGuest(builds["wasm"][0])
 
 
-def req(method: bytes = b"GET", path: bytes = b"/t", query: bytes = b"", headers: abi.Headers | None = None,
-        body: bytes = b"") -> bytes:
+def req(
+    method: bytes = b"GET",
+    path: bytes = b"/t",
+    query: bytes = b"",
+    headers: abi.Headers | None = None,
+    body: bytes = b"",
+) -> bytes:
     """common.req, but under /t by default."""
     return common.req(method, path, query, headers, body)
 
@@ -113,9 +133,24 @@ def _escape_oracle(data: bytes) -> bytes:
     return json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)[1:-1].encode()
 
 
-ESCAPE_CASES = [b"", b"plain", b'"\\/\b\f\n\r\t', bytes(range(32)), b"\x7f", "é世🐝\u2028".encode(),
-                b"\xff", b"\xc3", b"\xe2\x82", b"\xe2\x82x", b"\xf0\x9f\x90", b"\xed\xa0\x80", b"\xc0\xaf",
-                b"\xf4\x90\x80\x80", b"\xe0\x80\x80", b"a\x00b"]
+ESCAPE_CASES = [
+    b"",
+    b"plain",
+    b'"\\/\b\f\n\r\t',
+    bytes(range(32)),
+    b"\x7f",
+    "é世🐝\u2028".encode(),
+    b"\xff",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\xe2\x82x",
+    b"\xf0\x9f\x90",
+    b"\xed\xa0\x80",
+    b"\xc0\xaf",
+    b"\xf4\x90\x80\x80",
+    b"\xe0\x80\x80",
+    b"a\x00b",
+]
 
 
 def test_json_escape(guest: NativeGuest | WasmGuest) -> None:
@@ -140,10 +175,18 @@ def test_failures_and_helpers(guest: NativeGuest | WasmGuest) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(max_size=8), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=8)), st.sampled_from(["name", "", "é", "a"]), st.booleans())
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+            max_leaves=8,
+        ),
+    ),
+    st.sampled_from(["name", "", "é", "a"]),
+    st.booleans(),
+)
 def test_json_get_string_matches_python(wasm_driver: WasmGuest, obj: dict, key: str, ascii_only: bool) -> None:
     try:
         body = json.dumps(obj, ensure_ascii=ascii_only).encode()
@@ -210,10 +253,17 @@ def test_build_without_ziglang_names_the_install_command(tmp_path: Path, monkeyp
         build_function(tmp_path)
 
 
-@pytest.mark.parametrize("text", [
-    "", "not toml [", "[function]\nlanguage = 'c'\n", "[function]\nname = '../x'\nlanguage = 'c'\n",
-    "[function]\nname = 'x'\n", "[function]\nname = 'x'\nlanguage = 'c'\nsources = 'a.c'\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not toml [",
+        "[function]\nlanguage = 'c'\n",
+        "[function]\nname = '../x'\nlanguage = 'c'\n",
+        "[function]\nname = 'x'\n",
+        "[function]\nname = 'x'\nlanguage = 'c'\nsources = 'a.c'\n",
+    ],
+)
 def test_bad_manifests(tmp_path: Path, text: str) -> None:
     (tmp_path / "hive.toml").write_text(text)
     with pytest.raises(InvalidManifest):

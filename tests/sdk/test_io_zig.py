@@ -66,8 +66,22 @@ def test_on_a_server(wasm: bytes, tmp_path: Path) -> None:
 
 def test_native_no_io(tmp_path: Path) -> None:
     """Natively (zig test, no host) every call is an error value: no_io."""
-    proc = subprocess.run([sys.executable, "-m", "ziglang", "test", "--cache-dir", str(tmp_path / "cache"),
-                           "--dep", "edge_hive", f"-Mroot={GUEST / 'native_test.zig'}", f"-Medge_hive={zig.SDK}"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ziglang",
+            "test",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--dep",
+            "edge_hive",
+            f"-Mroot={GUEST / 'native_test.zig'}",
+            f"-Medge_hive={zig.SDK}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "All 1 tests passed" in proc.stderr + proc.stdout, proc.stderr

@@ -26,6 +26,7 @@ from tests.sdk.langs import ENV, Builds
 
 pytestmark = pytest.mark.slow  # cargo: about 20 s for the first build of each crate
 
+
 def instantiate(sandbox: Sandbox, wasm: Path, env: list[bytes] | None = None) -> GuestInstance:
     return instance(sandbox, wasm.read_bytes(), env, GuestLimits(timeout_ms=2000), "rust")
 
@@ -49,8 +50,14 @@ def test_hello_builds_offline_with_debian_cargo(hello_build: tuple[Path, list[st
     assert lines[0].startswith("/usr/bin/cargo build --release --offline --target wasm32-wasi ")
     assert str(rust.SDK_DIR) in lines[0]
     assert not (path.parent / "Cargo.lock").exists()  # resolved against Debian's registry: not left behind
-    assert sorted(p.name for p in path.parent.iterdir()) == ["Cargo.toml", "README.md", "hello-rust.wasm", "hive.toml",
-                                                            "src", "target"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "Cargo.toml",
+        "README.md",
+        "hello-rust.wasm",
+        "hive.toml",
+        "src",
+        "target",
+    ]
 
 
 def test_hello_exports_and_imports(hello_build: tuple[Path, list[str]]) -> None:
@@ -77,8 +84,17 @@ def test_query_params(driver: GuestInstance) -> None:
     names = ["a", "b", "c", "d", "e", "f", "g", "", "ab", "missing"]
     resp = driver.call(req(b"GET", b"/t/query", query, body="\n".join(names).encode()))
     assert resp.body.decode().split("\n") == [
-        'Some("1")', 'Some(" x")', 'Some("a b")', 'Some("")', 'Some("%zz")', 'Some("é")', 'Some("%4")',
-        'Some("empty")', 'Some("ab")', "None"]
+        'Some("1")',
+        'Some(" x")',
+        'Some("a b")',
+        'Some("")',
+        'Some("%zz")',
+        'Some("é")',
+        'Some("%4")',
+        'Some("empty")',
+        'Some("ab")',
+        "None",
+    ]
 
 
 def test_body_helpers_and_errors(driver: GuestInstance) -> None:
@@ -87,8 +103,11 @@ def test_body_helpers_and_errors(driver: GuestInstance) -> None:
     assert bad_text.status == 400 and error_of(bad_text)["message"] == "the request body is not valid UTF-8"
 
     ok = driver.call(req(b"POST", b"/t/json", body=b'{"a": {"b": [1, "\\u00e9"]}}'))
-    assert (ok.status, ok.headers, ok.body) == (201, [(b"content-type", b"application/json"), (b"x-kind", b"json")],
-                                                '{"b":[1,"é"]}'.encode())
+    assert (ok.status, ok.headers, ok.body) == (
+        201,
+        [(b"content-type", b"application/json"), (b"x-kind", b"json")],
+        '{"b":[1,"é"]}'.encode(),
+    )
     bad_json = driver.call(req(b"POST", b"/t/json", body=b"{nope"))
     assert bad_json.status == 400 and error_of(bad_json)["message"].startswith("invalid JSON body: ")
 
@@ -97,8 +116,10 @@ def test_body_helpers_and_errors(driver: GuestInstance) -> None:
     teapot = driver.call(req(path=b"/t/teapot"))
     assert teapot.status == 418 and error_of(teapot) == {"error": "teapot", "message": "short and stout"}
     parse = driver.call(req(path=b"/t/parse"))  # `?` on a std error
-    assert parse.status == 500 and error_of(parse) == {"error": "internal_error",
-                                                       "message": "invalid digit found in string"}
+    assert parse.status == 500 and error_of(parse) == {
+        "error": "internal_error",
+        "message": "invalid digit found in string",
+    }
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -112,12 +133,12 @@ _text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_text, _text, _text, st.lists(st.tuples(_text, _text), max_size=5), st.binary(max_size=200))
-def test_random_requests_round_trip(driver: GuestInstance, method: str, path: str, query: str,
-                                    headers: list[tuple[str, str]], body: bytes) -> None:
+def test_random_requests_round_trip(
+    driver: GuestInstance, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
+) -> None:
     if path.startswith("/t/"):
         path = "/x" + path
-    envelope = req(method.encode(), path.encode(), query.encode(),
-                   [(n.encode(), v.encode()) for n, v in headers], body)
+    envelope = req(method.encode(), path.encode(), query.encode(), [(n.encode(), v.encode()) for n, v in headers], body)
     assert driver.call(envelope).body == envelope
 
 
@@ -129,8 +150,10 @@ def test_missing_toolchain_names_the_install_command(tmp_path: Path, monkeypatch
     monkeypatch.setattr(rust, "CARGO", tmp_path / "no-cargo")
     with pytest.raises(BuildError) as e:
         build_function(tmp_path / "f")
-    assert "apt-get install rustc cargo libstd-rust-dev-wasm32 lld-14 librust-serde-json-dev librust-chrono-dev" \
+    assert (
+        "apt-get install rustc cargo libstd-rust-dev-wasm32 lld-14 librust-serde-json-dev librust-chrono-dev"
         in e.value.message
+    )
     assert str(tmp_path / "no-cargo") in e.value.message
     monkeypatch.setattr(rust, "CARGO", Path("/usr/bin/cargo"))
     dangling = tmp_path / "rust-lld"
@@ -140,11 +163,14 @@ def test_missing_toolchain_names_the_install_command(tmp_path: Path, monkeypatch
         build_function(tmp_path / "f")
 
 
-@pytest.mark.parametrize(("cargo_toml", "message"), [
-    (None, "no Cargo.toml"),
-    ('[package]\nname = "x"\nversion = "0.1.0"\n', 'crate-type = \\["cdylib"\\]'),
-    ("not toml [", "Cargo.toml"),
-])
+@pytest.mark.parametrize(
+    ("cargo_toml", "message"),
+    [
+        (None, "no Cargo.toml"),
+        ('[package]\nname = "x"\nversion = "0.1.0"\n', 'crate-type = \\["cdylib"\\]'),
+        ("not toml [", "Cargo.toml"),
+    ],
+)
 def test_bad_crates(tmp_path: Path, cargo_toml: str | None, message: str) -> None:
     (tmp_path / "hive.toml").write_text('[function]\nname = "x"\nlanguage = "rust"\n')
     if cargo_toml is not None:

@@ -105,8 +105,12 @@ def test_header_builder_drops_what_the_host_refuses(sdk_guest: Driver, caplog: p
     warnings = sdk_guest.warnings(caplog)
     dropped = 6 if sdk_guest.name == "assemblyscript" else 5
     assert sum("dropped response header" in m for m in warnings) == dropped + 45
-    for why in ("more than 256 headers", '"x bad": the name is not an HTTP token', "contains CR, LF or NUL",
-                "longer than 16 KiB"):
+    for why in (
+        "more than 256 headers",
+        '"x bad": the name is not an HTTP token',
+        "contains CR, LF or NUL",
+        "longer than 16 KiB",
+    ):
         assert any(why in m for m in warnings), why
 
 
@@ -144,10 +148,21 @@ def test_binary_and_big_bodies(sdk_guest: Driver) -> None:
 
 LOG_LINES = {
     "rust": [(logging.INFO, "info PUT 42"), (logging.WARNING, "warned"), (logging.ERROR, "errored")],
-    "zig": [(logging.DEBUG, "debug 1"), (logging.INFO, "info two"), (logging.WARNING, "warn"),
-            (logging.ERROR, "err"), (logging.INFO, "x" * 8192)],
-    "assemblyscript": [(logging.DEBUG, "debug 1"), (logging.INFO, "info two"), (logging.WARNING, "warn"),
-                       (logging.ERROR, "err"), (logging.INFO, "from console"), (logging.INFO, "x" * 8192)],
+    "zig": [
+        (logging.DEBUG, "debug 1"),
+        (logging.INFO, "info two"),
+        (logging.WARNING, "warn"),
+        (logging.ERROR, "err"),
+        (logging.INFO, "x" * 8192),
+    ],
+    "assemblyscript": [
+        (logging.DEBUG, "debug 1"),
+        (logging.INFO, "info two"),
+        (logging.WARNING, "warn"),
+        (logging.ERROR, "err"),
+        (logging.INFO, "from console"),
+        (logging.INFO, "x" * 8192),
+    ],
 }
 
 
@@ -192,16 +207,26 @@ def test_panic_traps_and_is_logged(lang: Lang, sandbox: Sandbox, caplog: pytest.
 
 ESCAPES = b'{"name":"a\\"b\\u00e9\\ud83d\\udc1d</"}'
 HELLO_CASES: list[tuple[bytes, str]] = [
-    (b"", "World"), (b"not json", "World"), (b'{"name": 7}', "World"), (b'{"who":"x"}', "World"),
-    (b'["name"]', "World"), (b"[1,2]", "World"), (b'"name"', "World"), (b'{"name":null}', "World"),
-    (b'{"name":"x"} trailing', "World"), (b'{"name":"x",}', "World"),
+    (b"", "World"),
+    (b"not json", "World"),
+    (b'{"name": 7}', "World"),
+    (b'{"who":"x"}', "World"),
+    (b'["name"]', "World"),
+    (b"[1,2]", "World"),
+    (b'"name"', "World"),
+    (b'{"name":null}', "World"),
+    (b'{"name":"x"} trailing', "World"),
+    (b'{"name":"x",}', "World"),
     (b"{" + b'"a":[' * 300 + b"]" * 300 + b"}", "World"),
     (bytes(range(256)), "World"),
-    (ESCAPES, 'a"bé🐝</'), ('{"name":"π"}'.encode(), "π"),
-    (b'{"name":"\\n\\u0000"}', "\n\x00"), (b'{"name":"\\n\\u0000\\t"}', "\n\x00\t"),
+    (ESCAPES, 'a"bé🐝</'),
+    ('{"name":"π"}'.encode(), "π"),
+    (b'{"name":"\\n\\u0000"}', "\n\x00"),
+    (b'{"name":"\\n\\u0000\\t"}', "\n\x00\t"),
     (b'{"name":"first","name":"last"}', "last"),
     (b'{"other":{"name":"inner"},"list":[1,"x"],"name":"outer"}', "outer"),
-    (b'{"name":"Hello, \\ud83d\\udc1d!"}', "Hello, 🐝!"), ('{"name":"1234567🐝"}'.encode(), "1234567🐝"),
+    (b'{"name":"Hello, \\ud83d\\udc1d!"}', "Hello, 🐝!"),
+    ('{"name":"1234567🐝"}'.encode(), "1234567🐝"),
 ]
 # Raw bytes that are not UTF-8 inside a JSON string: std.json refuses them; AssemblyScript decodes with U+FFFD.
 HELLO_RAW_FF = {"zig": "World", "assemblyscript": "raw \ufffd"}
@@ -281,10 +306,12 @@ def _bad_sources(lang: str) -> dict[str, str]:
             return {"bad.c": '#include "edge_hive.h"\nhive_response *handler(const hive_request *r) { oops }\n'}
         case "rust":
             cargo = (GUESTS / "rust" / "Cargo.toml").read_text()
-            return {"Cargo.toml": cargo.replace('serde_json = "1"\n', ""),
-                    "src/lib.rs": "use edge_hive_wasm::*;\n#[edge_function]\nfn h(req: Request) -> Response { oops }\n"}
+            return {
+                "Cargo.toml": cargo.replace('serde_json = "1"\n', ""),
+                "src/lib.rs": "use edge_hive_wasm::*;\n#[edge_function]\nfn h(req: Request) -> Response { oops }\n",
+            }
         case "zig":
-            return {"main.zig": "const hive = @import(\"edge_hive\");\ncomptime { oops(); }\n"}
+            return {"main.zig": 'const hive = @import("edge_hive");\ncomptime { oops(); }\n'}
         case _:
             return {"package.json": json.dumps(as_package()), "assembly/index.ts": "let x: i32 = oops();\n"}
 
@@ -293,8 +320,10 @@ def test_build_reports_compiler_errors(lang: Lang, tmp_path: Path) -> None:
     if lang.name == "assemblyscript":
         lang.builds.hello(lang.name)  # the npm packages are in npm's cache by then
     folder = tmp_path / "bad"
-    for rel, text in {"hive.toml": f'[function]\nname = "bad"\nlanguage = "{lang.name}"\n',
-                      **_bad_sources(lang.name)}.items():
+    for rel, text in {
+        "hive.toml": f'[function]\nname = "bad"\nlanguage = "{lang.name}"\n',
+        **_bad_sources(lang.name),
+    }.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text)
     with pytest.raises(BuildError, match="oops") as e:

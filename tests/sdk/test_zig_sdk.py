@@ -100,13 +100,14 @@ def test_builders_and_helpers(echo: RawGuest) -> None:
     assert json.loads(resp.body) == {"a": 5, "s": "xé", "list": [3], "ok": False, "none": None}
     resp = case(echo, "parse", b'{"a":"nope"}')
     assert resp.status == 422
-    assert case(echo, "text") == abi.Response(200, [(b"content-type", b"text/plain; charset=utf-8")], "plain é".encode())
+    assert case(echo, "text") == abi.Response(
+        200, [(b"content-type", b"text/plain; charset=utf-8")], "plain é".encode()
+    )
     assert case(echo, "bytes").body == b"\x00\xff\x00"
     a, b, c, now = case(echo, "time").body.decode().split()
     assert (a, b, c) == ("1970-01-01T00:00:00Z", "2000-02-29T23:59:59Z", "2100-01-01T00:00:00Z")
     assert abs(int(now) - time.time()) < 300
-    assert case(echo, "query", b"a=1&b=%20x+y&a=2&c&d=%zz&%C3%A9=%E2%82%AC").body == \
-        "a=1;b= x y;c=;d=%zz;é=€;".encode()
+    assert case(echo, "query", b"a=1&b=%20x+y&a=2&c&d=%zz&%C3%A9=%E2%82%AC").body == "a=1;b= x y;c=;d=%zz;é=€;".encode()
 
 
 # ---- the SDK's own tests -------------------------------------------------------------------------------
@@ -114,8 +115,12 @@ def test_builders_and_helpers(echo: RawGuest) -> None:
 
 def test_sdk_native_unit_tests(tmp_path: Path) -> None:
     """The SDK's own `test` blocks (dispatch natively, without the wasm exports)."""
-    proc = subprocess.run([sys.executable, "-m", "ziglang", "test", str(zig_toolchain.SDK), "--cache-dir",
-                           str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ziglang", "test", str(zig_toolchain.SDK), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "All 3 tests passed" in proc.stderr + proc.stdout
 
@@ -153,8 +158,11 @@ def test_build_refuses_imports_the_host_lacks(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match=r"wasi_snapshot_preview1\.\w+.*which Edge Hive does not provide.*logFn"):
         build_function(tmp_path)
     assert not (tmp_path / "printer.wasm").exists()
-    (tmp_path / "main.zig").write_text(HANDLER_ZIG.replace("// BODY", 'std.log.info("routed", .{});').replace(
-        "// OPTIONS", "pub const std_options: std.Options = .{ .logFn = hive.logFn };"))
+    (tmp_path / "main.zig").write_text(
+        HANDLER_ZIG.replace("// BODY", 'std.log.info("routed", .{});').replace(
+            "// OPTIONS", "pub const std_options: std.Options = .{ .logFn = hive.logFn };"
+        )
+    )
     assert check_interface(build_function(tmp_path))["imports"] == {("hive", "log")}
 
 

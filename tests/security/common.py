@@ -33,12 +33,15 @@ def const_guest(body: bytes, *fields: str, status: int = 200) -> bytes:
 
 def counting_guest(marker: bytes) -> bytes:
     """Counts its calls in a global and logs `marker` with hive.log on each one; answers the count."""
-    return guest(f"""
+    return guest(
+        f"""
     (global.set $n (i32.add (global.get $n) (i32.const 1)))
     (call $log (i32.const 1) (i32.const 64) (i32.const {len(marker)}))
-    {respond_u32('(global.get $n)')}""",
-    '(import "hive" "log" (func $log (param i32 i32 i32)))',
-    "(global $n (mut i32) (i32.const 0))", data(64, marker))
+    {respond_u32("(global.get $n)")}""",
+        '(import "hive" "log" (func $log (param i32 i32 i32)))',
+        "(global $n (mut i32) (i32.const 0))",
+        data(64, marker),
+    )
 
 
 def _leb(n: int) -> bytes:
@@ -58,7 +61,7 @@ def with_data_segment(wasm: bytes, size: int, fill: int = 0xAB) -> bytes:
 
 
 def u32s(body: bytes) -> list[int]:
-    return [int.from_bytes(body[i:i + 4], "little", signed=True) for i in range(0, len(body), 4)]
+    return [int.from_bytes(body[i : i + 4], "little", signed=True) for i in range(0, len(body), 4)]
 
 
 # --- requests ---
@@ -161,4 +164,4 @@ class Pinger:
 
 def chunks(data: bytes, size: int = 65536) -> Iterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]

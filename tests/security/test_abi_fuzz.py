@@ -21,8 +21,12 @@ from hive.registry import sha256_hex
 from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox
 from tests.guests import growing_alloc, wat
 
-FUZZ = settings(max_examples=300, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"te", b"trailer"}
 MAX_BODY = 1024
@@ -34,8 +38,9 @@ u32 = struct.Struct("<I").pack
 
 small = st.binary(max_size=64)
 header_pairs = st.lists(st.tuples(small, small), max_size=8)
-token_names = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
-                      min_size=1, max_size=20).map(str.encode)
+token_names = st.text(
+    alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=20
+).map(str.encode)
 hop_names = st.sampled_from(sorted(HOP_BY_HOP) + [b"Content-Length", b"CONNECTION"])
 names = token_names | hop_names | small | st.binary(min_size=250, max_size=260)
 values = small | st.sampled_from([b"a\r\nb", b"\x00", b"ok\n", b"x" * 16384, b"x" * 16385, b"\xff\xfe"])
@@ -64,12 +69,12 @@ def response_envelopes(draw: st.DrawFn) -> bytes:
     raw = b"".join(parts)
     mutation = draw(st.sampled_from(["none"] * 5 + ["truncate", "extend", "flip"]))
     if mutation == "truncate" and raw:
-        raw = raw[:draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
     elif mutation == "extend":
         raw += draw(st.binary(min_size=1, max_size=16))
     elif mutation == "flip" and raw:
         i = draw(st.integers(0, len(raw) - 1))
-        raw = raw[:i] + bytes([raw[i] ^ draw(st.integers(1, 255))]) + raw[i + 1:]
+        raw = raw[:i] + bytes([raw[i] ^ draw(st.integers(1, 255))]) + raw[i + 1 :]
     return raw
 
 
@@ -113,7 +118,8 @@ def outcome(raw: bytes) -> abi.Response | type[AbiViolation]:
 def test_request_round_trip(method: bytes, path: bytes, query: bytes, headers: abi.Headers, body: bytes) -> None:
     envelope = abi.encode_request(method, path, query, headers, body)
     assert len(envelope) == 20 + len(method) + len(path) + len(query) + len(body) + sum(
-        8 + len(n) + len(v) for n, v in headers)
+        8 + len(n) + len(v) for n, v in headers
+    )
     assert abi.decode_request(envelope) == abi.Request(method, path, query, headers, body)
     if envelope:  # every strict prefix and every extension is refused
         with pytest.raises(AbiViolation):
@@ -143,8 +149,11 @@ def test_decode_response_of_any_bytes(raw: bytes) -> None:
 
 
 @FUZZ
-@given(status=st.integers(200, 599), headers=st.lists(st.tuples(token_names, clean_values), max_size=10),
-       body=st.binary(max_size=MAX_BODY))
+@given(
+    status=st.integers(200, 599),
+    headers=st.lists(st.tuples(token_names, clean_values), max_size=10),
+    body=st.binary(max_size=MAX_BODY),
+)
 def test_valid_responses_decode(status: int, headers: abi.Headers, body: bytes) -> None:
     raw = abi.encode_response(abi.Response(status, headers, body))
     resp = abi.decode_response(raw, MAX_BODY)
@@ -206,7 +215,8 @@ def test_fuzzing_guest_through_the_sandbox(parrot: GuestInstance, raw: bytes, he
         assert_safe(got)
     # The instance keeps working after whatever it just returned.
     assert parrot.call(abi.encode_request(b"GET", b"/", b"", [], KNOWN_GOOD)) == abi.Response(
-        201, [(b"x-ok", b"yes")], b"still alive")
+        201, [(b"x-ok", b"yes")], b"still alive"
+    )
 
 
 def test_fuzzing_guest_edge_cases(parrot: GuestInstance) -> None:
@@ -215,5 +225,6 @@ def test_fuzzing_guest_edge_cases(parrot: GuestInstance) -> None:
     assert through_guest(parrot, b"", []) is AbiViolation  # an empty envelope
     assert through_guest(parrot, KNOWN_GOOD + b"\x00", []) is AbiViolation  # a trailing byte
     assert through_guest(parrot, KNOWN_GOOD[:-1], []) is AbiViolation  # one byte short
-    assert through_guest(parrot, KNOWN_GOOD, [(b"x", b"y")] * 50) == abi.Response(201, [(b"x-ok", b"yes")],
-                                                                                b"still alive")
+    assert through_guest(parrot, KNOWN_GOOD, [(b"x", b"y")] * 50) == abi.Response(
+        201, [(b"x-ok", b"yes")], b"still alive"
+    )

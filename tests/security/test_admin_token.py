@@ -53,8 +53,15 @@ def test_cli_invoke_sends_no_admin_token(tmp_path: Path) -> None:
     thread.start()
     try:
         env = {**os.environ, "HIVE_URL": f"http://127.0.0.1:{httpd.server_port}", "HIVE_ADMIN_TOKEN": TOKEN}
-        r = subprocess.run([str(BIN / "edge-hive"), "function", "invoke", "echo", "--data", "{}"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [str(BIN / "edge-hive"), "function", "invoke", "echo", "--data", "{}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert r.returncode == 0, r.stderr
     finally:
         httpd.shutdown()
@@ -64,12 +71,20 @@ def test_cli_invoke_sends_no_admin_token(tmp_path: Path) -> None:
     assert not any(TOKEN in v for v in seen[0].values())
 
 
-@pytest.mark.parametrize("path", ["/api/v1/edge/echo", "/functions/v1/echo/sub", "/api/v1/edge/ech%6f"],
-                         ids=["fast-path", "supabase-path", "starlette-route"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/edge/echo", "/functions/v1/echo/sub", "/api/v1/edge/ech%6f"],
+    ids=["fast-path", "supabase-path", "starlette-route"],
+)
 def test_server_strips_the_admin_token_before_the_guest(srv: Server, path: str) -> None:
     before = _stripped(srv)
-    r = fresh(srv, "POST", path, content=b"body",
-              headers={"authorization": f"Bearer {TOKEN}", "x-other": f"token={TOKEN}", "x-kept": "kept"})
+    r = fresh(
+        srv,
+        "POST",
+        path,
+        content=b"body",
+        headers={"authorization": f"Bearer {TOKEN}", "x-other": f"token={TOKEN}", "x-kept": "kept"},
+    )
     assert r.status_code == 200, r.text
     assert TOKEN.encode() not in r.content  # the echo guest returns the request envelope it was given
     assert b"x-kept" in r.content and b"body" in r.content

@@ -40,10 +40,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ("jwtbare", echo, {"auth": JWT}),
         ("open", echo, None),
         ("creds", echo, {"auth": KEYED, "cors": {"allow_origins": [APP], "allow_credentials": True}}),
-        ("credsany", echo, {"cors": {"allow_origins": ["*"], "allow_credentials": True, "allow_headers": ["*"],
-                                     "allow_methods": ["*"], "expose_headers": ["*"]}}),
-        ("narrow", echo, {"auth": JWT, "cors": {"allow_origins": [APP], "allow_methods": ["get", "POST"],
-                                                "allow_headers": ["authorization", "x-custom"], "max_age": 0}}),
+        (
+            "credsany",
+            echo,
+            {
+                "cors": {
+                    "allow_origins": ["*"],
+                    "allow_credentials": True,
+                    "allow_headers": ["*"],
+                    "allow_methods": ["*"],
+                    "expose_headers": ["*"],
+                }
+            },
+        ),
+        (
+            "narrow",
+            echo,
+            {
+                "auth": JWT,
+                "cors": {
+                    "allow_origins": [APP],
+                    "allow_methods": ["get", "POST"],
+                    "allow_headers": ["authorization", "x-custom"],
+                    "max_age": 0,
+                },
+            },
+        ),
         ("mixedcase", echo, {"cors": {"allow_origins": ["https://App.Example.COM:443/"]}}),
         # the server's errors, with and without a cors section
         ("small", echo, {"limits": {"max_request_bytes": 10}, "cors": CORS}),
@@ -88,8 +110,9 @@ def preflight(origin: str, method: str = "POST", asked: str | None = "apikey, co
     return h
 
 
-def call(server: Server, method: str, target: str, body: bytes = b"",
-         headers: dict[str, str] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+def call(
+    server: Server, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """One request on its own connection, followed by a second on the same one: whatever the first got,
     the connection stays in step."""
     with Conn(server) as c:
@@ -200,8 +223,10 @@ def test_the_functions_answers_carry_allow_origin_and_expose_headers(server: Ser
             assert status == 200 and guest_saw(body).body == b"payload"
             assert one(headers, "access-control-allow-origin") == origin
             assert "origin" in [v.lower() for v in values(headers, "vary")]
-            assert {h.strip() for h in (one(headers, "access-control-expose-headers") or "").split(",")} \
-                >= {"x", "x-request-id"}
+            assert {h.strip() for h in (one(headers, "access-control-expose-headers") or "").split(",")} >= {
+                "x",
+                "x-request-id",
+            }
             assert one(headers, "x") == "1"  # the guest's own header is still there
             assert one(headers, "x-relay-error") is None
     for target in targets("jwtfn"):
@@ -244,11 +269,19 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("with_cors, without, method, body, headers, status, code", ERRORS,
-                         ids=[f"{e[5]}-{e[6]}" for e in ERRORS])
+@pytest.mark.parametrize(
+    "with_cors, without, method, body, headers, status, code", ERRORS, ids=[f"{e[5]}-{e[6]}" for e in ERRORS]
+)
 def test_the_servers_errors_are_readable_cross_origin_and_marked(
-        server: Server, with_cors: str, without: str, method: str, body: bytes, headers: dict[str, str],
-        status: int, code: str) -> None:
+    server: Server,
+    with_cors: str,
+    without: str,
+    method: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
     if status == 429:  # use up each burst, on both adapters' shared limiter
         for name in (with_cors, without):
             assert call(server, "POST", f"/api/v1/edge/{name}")[0] in (200, 429)
@@ -318,8 +351,9 @@ def test_credentials_mode_with_wildcards_lists_what_was_asked(server: Server) ->
     expose-headers literally: the server names the origin, the headers and methods asked for, and
     the headers the response has."""
     for target in targets("credsany"):
-        status, headers, _ = call(server, "OPTIONS", target,
-                                  headers=preflight("http://localhost:3000", "PUT", "x-custom, content-type"))
+        status, headers, _ = call(
+            server, "OPTIONS", target, headers=preflight("http://localhost:3000", "PUT", "x-custom, content-type")
+        )
         assert status == 204
         assert one(headers, "access-control-allow-origin") == "http://localhost:3000"
         assert one(headers, "access-control-allow-credentials") == "true"

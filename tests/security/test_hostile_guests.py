@@ -145,8 +145,10 @@ GROW_TABLE = """
 
 def test_table_grow_bomb_is_refused_at_the_store_limit(hive: Hostile) -> None:
     # GuestLimits.table_elements is 100,000: table.grow returns -1 there, and the guest reports it.
-    bomb = guest(f"(local $first i32) {GROW_TABLE} {respond_u32('(local.get $first)', '(table.size $t)')}",
-                 "(table $t 0 funcref)")
+    bomb = guest(
+        f"(local $first i32) {GROW_TABLE} {respond_u32('(local.get $first)', '(table.size $t)')}",
+        "(table $t 0 funcref)",
+    )
     hive.deploy("tablebomb", bomb)
     for _ in range(3):
         r = invoke(hive.server, "tablebomb")
@@ -165,9 +167,13 @@ def test_table_grow_bomb_that_then_traps(hive: Hostile) -> None:
 
 
 def test_deep_recursion_is_a_stack_overflow(hive: Hostile) -> None:
-    hive.deploy("recurse", guest(
-        "(call $down (i32.const 0)) (i64.const 0)",
-        "(func $down (param $d i32) (call $down (i32.add (local.get $d) (i32.const 1))))"))
+    hive.deploy(
+        "recurse",
+        guest(
+            "(call $down (i32.const 0)) (i64.const 0)",
+            "(func $down (param $d i32) (call $down (i32.add (local.get $d) (i32.const 1))))",
+        ),
+    )
     for _ in range(3):
         body = assert_error(invoke(hive.server, "recurse"), 502, "trap")
         assert body["trap"] == "stack_overflow"
@@ -177,13 +183,16 @@ def test_deep_recursion_is_a_stack_overflow(hive: Hostile) -> None:
 # --- lying about the ABI ---
 
 
-@pytest.mark.parametrize("case, ptr, length", [
-    (0, 65536, 16),  # just past the end of its one page
-    (1, 65530, 12),  # straddles the end
-    (2, 0xFFFF_FFF0, 0x20),  # would wrap around in 32-bit arithmetic
-    (3, 1024, 0xFFFF_FFFF),  # an absurd length
-    (4, 0xFFFF_FFFF, 0xFFFF_FFFF),  # -1
-])
+@pytest.mark.parametrize(
+    "case, ptr, length",
+    [
+        (0, 65536, 16),  # just past the end of its one page
+        (1, 65530, 12),  # straddles the end
+        (2, 0xFFFF_FFF0, 0x20),  # would wrap around in 32-bit arithmetic
+        (3, 1024, 0xFFFF_FFFF),  # an absurd length
+        (4, 0xFFFF_FFFF, 0xFFFF_FFFF),  # -1
+    ],
+)
 def test_response_outside_guest_memory(hive: Hostile, case: int, ptr: int, length: int) -> None:
     name = f"resp-oob-{case}"
     hive.deploy(name, guest(packed(ptr, length)))
@@ -192,12 +201,15 @@ def test_response_outside_guest_memory(hive: Hostile, case: int, ptr: int, lengt
     hive.unharmed()
 
 
-@pytest.mark.parametrize("case, alloc", [
-    (0, "(i32.const 0)"),  # "out of memory"
-    (1, "(i32.const 65000)"),  # the 4096-byte buffer would run past the end of memory
-    (2, "(i32.const -1)"),  # negative
-    (3, "(i32.const 0x7ffffff0)"),  # far outside
-])
+@pytest.mark.parametrize(
+    "case, alloc",
+    [
+        (0, "(i32.const 0)"),  # "out of memory"
+        (1, "(i32.const 65000)"),  # the 4096-byte buffer would run past the end of memory
+        (2, "(i32.const -1)"),  # negative
+        (3, "(i32.const 0x7ffffff0)"),  # far outside
+    ],
+)
 def test_hive_alloc_returning_garbage(hive: Hostile, case: int, alloc: str) -> None:
     # An instance reserves its request buffer when it is created, so the trial instance at deploy
     # finds the broken allocator: refused, and the previous version keeps serving.
@@ -224,26 +236,49 @@ def test_proc_exit_is_a_guest_exit(hive: Hostile) -> None:
 ALL_GROUPS = ["clocks", "random", "stdio", "env"]
 
 
-@pytest.mark.parametrize("name, imp, wasi", [
-    ("files", '(import "wasi_snapshot_preview1" "path_open" '
-              '(func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))', ALL_GROUPS),
-    ("dirs", '(import "wasi_snapshot_preview1" "fd_readdir" (func (param i32 i32 i32 i64 i32) (result i32)))',
-     ALL_GROUPS),
-    ("snoop", '(import "wasi_snapshot_preview1" "environ_get" (func (param i32 i32) (result i32)))',
-     ["clocks", "random", "stdio"]),
-    ("snoop-sizes", '(import "wasi_snapshot_preview1" "environ_sizes_get" (func (param i32 i32) (result i32)))',
-     []),
-    ("listener", '(import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32)))',
-     ALL_GROUPS),
-    ("sender", '(import "wasi_snapshot_preview1" "sock_send" (func (param i32 i32 i32 i32 i32) (result i32)))',
-     ALL_GROUPS),
-    ("shell", '(import "env" "system" (func (param i32) (result i32)))', ALL_GROUPS),
-])
+@pytest.mark.parametrize(
+    "name, imp, wasi",
+    [
+        (
+            "files",
+            '(import "wasi_snapshot_preview1" "path_open" '
+            "(func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))",
+            ALL_GROUPS,
+        ),
+        (
+            "dirs",
+            '(import "wasi_snapshot_preview1" "fd_readdir" (func (param i32 i32 i32 i64 i32) (result i32)))',
+            ALL_GROUPS,
+        ),
+        (
+            "snoop",
+            '(import "wasi_snapshot_preview1" "environ_get" (func (param i32 i32) (result i32)))',
+            ["clocks", "random", "stdio"],
+        ),
+        (
+            "snoop-sizes",
+            '(import "wasi_snapshot_preview1" "environ_sizes_get" (func (param i32 i32) (result i32)))',
+            [],
+        ),
+        (
+            "listener",
+            '(import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32)))',
+            ALL_GROUPS,
+        ),
+        (
+            "sender",
+            '(import "wasi_snapshot_preview1" "sock_send" (func (param i32 i32 i32 i32 i32) (result i32)))',
+            ALL_GROUPS,
+        ),
+        ("shell", '(import "env" "system" (func (param i32) (result i32)))', ALL_GROUPS),
+    ],
+)
 def test_forbidden_import_is_refused_by_name(hive: Hostile, name: str, imp: str, wasi: list[str]) -> None:
     hive.deploy(name, const_guest(b"good v1"), {"wasi": wasi}, version=1)
     qualified = ".".join(re.findall(r'"([^"]+)"', imp)[:2])
-    body = assert_error(hive.server.deploy(name, guest("unreachable", imp), json.dumps({"wasi": wasi})),
-                        422, "forbidden_import")
+    body = assert_error(
+        hive.server.deploy(name, guest("unreachable", imp), json.dumps({"wasi": wasi})), 422, "forbidden_import"
+    )
     assert body["import_name"] == qualified
     assert qualified in body["message"]
     hive.unharmed()
@@ -262,13 +297,13 @@ def test_a_manifest_without_a_wasi_list_grants_the_harmless_groups(hive: Hostile
     and a refusal names the grant that would allow the import."""
     clock = guest("unreachable", f'(import "{WASI}" "clock_time_get" (func (param i32 i64 i32) (result i32)))')
     hive.deploy("default-clock", clock, {})
-    body = assert_error(hive.server.deploy("narrowed", clock, json.dumps({"wasi": ["stdio"]})), 422,
-                        "forbidden_import")
+    body = assert_error(hive.server.deploy("narrowed", clock, json.dumps({"wasi": ["stdio"]})), 422, "forbidden_import")
     assert body["import_name"] == "wasi_snapshot_preview1.clock_time_get" and body["grant"] == "clocks"
     assert '"wasi": [..., "clocks"]' in body["message"] and "hive.toml [permissions]" in body["message"]
     hive.expected["narrowed"] = None
-    files = guest("unreachable", f'(import "{WASI}" "path_open" '
-                                 '(func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))')
+    files = guest(
+        "unreachable", f'(import "{WASI}" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))'
+    )
     body = assert_error(hive.server.deploy("no-files", files), 422, "forbidden_import")
     assert body["grant"] is None and "nothing can grant it" in body["message"]
     hive.expected["no-files"] = None
@@ -283,27 +318,47 @@ LINE = b"flood-line-" + b"x" * 88 + b"\n"  # 100 bytes with the newline
 
 def _flood(call: str, *fields: str) -> bytes:
     raw = (200).to_bytes(4, "little") + (0).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"done"
-    return guest(f"""(local $i i32)
+    return guest(
+        f"""(local $i i32)
         (block $done (loop $l
           (br_if $done (i32.ge_u (local.get $i) (i32.const {FLOOD_LINES})))
           {call}
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br $l)))
-        {packed(RESP, len(raw))}""", data(RESP, raw), *fields)
+        {packed(RESP, len(raw))}""",
+        data(RESP, raw),
+        *fields,
+    )
 
 
 FLOODS = {
     # hive.log, 100 bytes a line: the byte cap bites first.
-    "log-flood": (_flood("(call $log (i32.const 1) (i32.const 64) (i32.const 99))",
-                         '(import "hive" "log" (func $log (param i32 i32 i32)))', data(64, LINE)), []),
+    "log-flood": (
+        _flood(
+            "(call $log (i32.const 1) (i32.const 64) (i32.const 99))",
+            '(import "hive" "log" (func $log (param i32 i32 i32)))',
+            data(64, LINE),
+        ),
+        [],
+    ),
     # hive.log with empty lines: they cost no bytes, so only the line cap stops them.
-    "empty-flood": (_flood("(call $log (i32.const 1) (i32.const 64) (i32.const 0))",
-                           '(import "hive" "log" (func $log (param i32 i32 i32)))'), []),
+    "empty-flood": (
+        _flood(
+            "(call $log (i32.const 1) (i32.const 64) (i32.const 0))",
+            '(import "hive" "log" (func $log (param i32 i32 i32)))',
+        ),
+        [],
+    ),
     # fd_write to stdout, one short line per call.
-    "stdout-flood": (_flood("(drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))",
-                            f'(import "{WASI}" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))',
-                            data(16, (64).to_bytes(4, "little") + (6).to_bytes(4, "little")), data(64, b"flood\n")),
-                     ["stdio"]),
+    "stdout-flood": (
+        _flood(
+            "(drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))",
+            f'(import "{WASI}" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))',
+            data(16, (64).to_bytes(4, "little") + (6).to_bytes(4, "little")),
+            data(64, b"flood\n"),
+        ),
+        ["stdio"],
+    ),
 }
 
 
@@ -336,10 +391,13 @@ def test_log_flood_is_capped_per_call(hive: Hostile, name: str) -> None:
 
 # --- a guest that fails every other call ---
 
-FLAKY = guest(f"""
+FLAKY = guest(
+    f"""
     (global.set $n (i32.add (global.get $n) (i32.const 1)))
     (if (i32.eqz (i32.and (global.get $n) (i32.const 1))) (then unreachable))
-    {respond_u32('(global.get $n)')}""", "(global $n (mut i32) (i32.const 0))")
+    {respond_u32("(global.get $n)")}""",
+    "(global $n (mut i32) (i32.const 0))",
+)
 
 
 def test_trap_on_every_other_call_alternates_per_worker(hive: Hostile) -> None:
@@ -397,8 +455,9 @@ def test_enormous_data_section_is_refused(hive: Hostile) -> None:
     hive.unharmed()
     # Under the upload limit, but its 64 MiB of initial memory exceeds the function's memory_mb.
     big = with_data_segment(guest("unreachable", pages=1024), 40_000_000)
-    body = assert_error(hive.server.deploy("bulky", big, json.dumps({"limits": {"memory_mb": 32}})),
-                        422, "invalid_module")
+    body = assert_error(
+        hive.server.deploy("bulky", big, json.dumps({"limits": {"memory_mb": 32}})), 422, "invalid_module"
+    )
     assert "memory" in body["message"]
     hive.unharmed()
     assert invoke(hive.server, "bulky").content == b"small v1"
@@ -428,7 +487,9 @@ def test_fuel_budget_reports_use_and_stops_loops(hive: Hostile) -> None:
     assert _fuel_total(hive, "fueled") >= before + sum(used)
 
     # A time limit far away: the fuel budget is what ends the loop.
-    hive.deploy("fuel-spin", guest("(loop $l (br $l)) unreachable"), {"limits": {"fuel": 100_000, "timeout_ms": 10_000}})
+    hive.deploy(
+        "fuel-spin", guest("(loop $l (br $l)) unreachable"), {"limits": {"fuel": 100_000, "timeout_ms": 10_000}}
+    )
     spin_before = _fuel_total(hive, "fuel-spin")
     for _ in range(3):
         body = assert_error(invoke(hive.server, "fuel-spin"), 504, "fuel_exhausted")

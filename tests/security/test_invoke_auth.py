@@ -49,8 +49,11 @@ COUNTER = counting_guest(MARKER)
 
 
 def _pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -78,8 +81,7 @@ class Auth:
         return fresh(self.server, "POST", f"/api/v1/edge/{name}", headers=hdrs)
 
     def guest_lines(self, name: str) -> int:
-        return sum(1 for r in function_log(self.server, name) if r["kind"] == "output"
-                   and r["text"] == MARKER.decode())
+        return sum(1 for r in function_log(self.server, name) if r["kind"] == "output" and r["text"] == MARKER.decode())
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +165,16 @@ def test_a_public_function_needs_nothing(auth: Auth) -> None:
 # --- API keys ---
 
 
-@pytest.mark.parametrize("headers", [
-    {"apikey": KEY1}, {"apikey": KEY2}, {"x-api-key": KEY1}, {"authorization": f"Bearer {KEY2}"},
-    {"authorization": f"bearer {KEY1}"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"apikey": KEY1},
+        {"apikey": KEY2},
+        {"x-api-key": KEY1},
+        {"authorization": f"Bearer {KEY2}"},
+        {"authorization": f"bearer {KEY1}"},
+    ],
+)
 def test_api_key_in_each_place(auth: Auth, headers: dict[str, str]) -> None:
     r = auth.call("keyed", **headers)
     assert r.status_code == 200, r.text
@@ -186,8 +194,7 @@ def test_wrong_api_keys_never_reach_the_guest(auth: Auth) -> None:
 
 
 def test_missing_api_key_never_reaches_the_guest(auth: Auth) -> None:
-    missing = [{}, {"apikey": ""}, {"authorization": f"Basic {KEY1}"}, {"authorization": "Bearer"},
-               {"x-apikey": KEY1}]
+    missing = [{}, {"apikey": ""}, {"authorization": f"Basic {KEY1}"}, {"authorization": "Bearer"}, {"x-apikey": KEY1}]
     assert_never_called(auth, "keyed", missing, "missing_credentials")
 
 
@@ -287,16 +294,31 @@ def test_audience_and_issuer(auth: Auth) -> None:
 
 def test_admin_routes_refuse_invoke_credentials(auth: Auth) -> None:
     s = auth.server
-    creds = [bearer(KEY1), {"apikey": KEY1}, {"x-api-key": KEY2}, bearer(token()),
-             bearer(token(key=RSA_KEY, alg="RS256")), bearer(SECRET)]
+    creds = [
+        bearer(KEY1),
+        {"apikey": KEY1},
+        {"x-api-key": KEY2},
+        bearer(token()),
+        bearer(token(key=RSA_KEY, alg="RS256")),
+        bearer(SECRET),
+    ]
     for headers in creds:
-        for method, path in [("GET", "/api/v1/edge"), ("GET", "/metrics"), ("GET", "/api/v1/edge/keyed/versions"),
-                             ("GET", "/api/v1/edge/keyed/logs"), ("POST", "/api/v1/edge/keyed/rollback"),
-                             ("DELETE", "/api/v1/edge/keyed")]:
+        for method, path in [
+            ("GET", "/api/v1/edge"),
+            ("GET", "/metrics"),
+            ("GET", "/api/v1/edge/keyed/versions"),
+            ("GET", "/api/v1/edge/keyed/logs"),
+            ("POST", "/api/v1/edge/keyed/rollback"),
+            ("DELETE", "/api/v1/edge/keyed"),
+        ]:
             assert_error(fresh(s, method, path, headers=headers), 401, "unauthorized")
         with s.client() as c:
-            r = c.post("/api/v1/edge/deploy", headers=headers, data={"function": "keyed"},
-                       files={"wasm": ("f.wasm", COUNTER, "application/wasm")})
+            r = c.post(
+                "/api/v1/edge/deploy",
+                headers=headers,
+                data={"function": "keyed"},
+                files={"wasm": ("f.wasm", COUNTER, "application/wasm")},
+            )
         assert_error(r, 401, "unauthorized")
     assert auth.call("keyed", apikey=KEY1).status_code == 200  # nothing was deleted
 
@@ -333,10 +355,23 @@ BAD_AUTH = [
     {"mode": "jwt", "jwt": {"hs256_secret": SECRET, "algorithms": ["none"]}},
     {"mode": "jwt", "jwt": {"rs256_public_key": "not a key"}},
     {"mode": "jwt", "jwt": {"rs256_public_key": "-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n"}},
-    {"mode": "jwt", "jwt": {"rs256_public_key": RSA_KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()}},
-    {"mode": "jwt", "jwt": {"rs256_public_key": ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}},
+    {
+        "mode": "jwt",
+        "jwt": {
+            "rs256_public_key": RSA_KEY.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode()
+        },
+    },
+    {
+        "mode": "jwt",
+        "jwt": {
+            "rs256_public_key": ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        },
+    },
     "api_key",
     None,
 ]
@@ -358,7 +393,13 @@ def test_listings_show_the_mode_but_never_keys_or_secrets(auth: Auth) -> None:
     listing = fresh(s, "GET", "/api/v1/edge", headers=s.admin)
     rows = {r["function"]: r for r in listing.json()["functions"]}
     assert {n: rows[n]["auth"] for n in FUNCTIONS} == {
-        "open": "public", "keyed": "api_key", "hs": "jwt", "rs": "jwt", "aud": "jwt", "leeway": "jwt"}
+        "open": "public",
+        "keyed": "api_key",
+        "hs": "jwt",
+        "rs": "jwt",
+        "aud": "jwt",
+        "leeway": "jwt",
+    }
     texts = [listing.text] + [fresh(s, "GET", f"/api/v1/edge/{n}/versions", headers=s.admin).text for n in FUNCTIONS]
     texts += [fresh(s, "GET", f"/api/v1/edge/{n}/logs", headers=s.admin).text for n in FUNCTIONS]
     texts.append(s.log())
@@ -370,17 +411,21 @@ def test_listings_show_the_mode_but_never_keys_or_secrets(auth: Auth) -> None:
 
 # --- no claim set makes the check fail with anything but a 401 ---
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
-                    | st.text(max_size=20), lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 CLAIM = st.sampled_from(["exp", "nbf", "iat", "aud", "iss", "sub", "jti"])
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(header=st.dictionaries(st.sampled_from(["alg", "typ", "kid", "crit", "jku"]), JSON, max_size=3)
-       | st.just({"alg": "HS256"}),
-       payload=st.dictionaries(CLAIM, JSON, max_size=5) | JSON,
-       sign=st.booleans())
+@given(
+    header=st.dictionaries(st.sampled_from(["alg", "typ", "kid", "crit", "jku"]), JSON, max_size=3)
+    | st.just({"alg": "HS256"}),
+    payload=st.dictionaries(CLAIM, JSON, max_size=5) | JSON,
+    sign=st.booleans(),
+)
 def test_any_token_is_a_401_or_a_pass(header: dict[str, Any], payload: Any, sign: bool) -> None:
     """InvokeAuth.check on hand-made tokens (with arbitrary JSON claims, correctly signed or not)
     raises only the 401 errors, so no token can make the server answer 500."""

@@ -77,8 +77,11 @@ def private_jwk(private: Any, kid: str) -> dict[str, Any]:
 
 
 def pem(private: Any) -> str:
-    return private.public_key().public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def jwks_of(**kid_to_alg: str) -> dict[str, Any]:
@@ -152,8 +155,13 @@ def test_tokens_signed_by_another_key_are_refused(alg: str) -> None:
 def test_claims_are_checked_for_every_key_type(alg: str) -> None:
     auth = auth_for({"jwks": INLINE, "audience": AUD, "issuer": ISS})
     kid = f"kid-{alg}"
-    for bad in [token(alg, kid, iss=ISS), token(alg, kid, aud="anon", iss=ISS), token(alg, kid, aud=AUD),
-                token(alg, kid, aud=AUD, iss="https://evil.example"), token(alg, kid, exp=None, aud=AUD, iss=ISS)]:
+    for bad in [
+        token(alg, kid, iss=ISS),
+        token(alg, kid, aud="anon", iss=ISS),
+        token(alg, kid, aud=AUD),
+        token(alg, kid, aud=AUD, iss="https://evil.example"),
+        token(alg, kid, exp=None, aud=AUD, iss=ISS),
+    ]:
         refused(auth, bad)
     refused(auth, token(alg, kid, exp=-60, aud=AUD, iss=ISS), "token_expired")
     refused(auth, token(alg, kid, aud=AUD, iss=ISS, nbf=int(time.time()) + 600), "token_not_yet_valid")
@@ -171,14 +179,21 @@ def test_alg_confusion_a_public_key_is_never_an_hmac_secret() -> None:
     """HS256 tokens "signed" with a public key (as PEM, as JWK JSON, as raw bytes) as the HMAC secret."""
     rsa_pem = pem(KEYS["RS256"])
     claims = {"sub": "attacker", "exp": int(time.time()) + 300}
-    secrets = [rsa_pem.encode(), pem(KEYS["ES256"]).encode(), json.dumps(public_jwk(KEYS["RS256"])).encode(),
-               json.dumps(INLINE).encode(),
-               KEYS["EdDSA"].public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)]
+    secrets = [
+        rsa_pem.encode(),
+        pem(KEYS["ES256"]).encode(),
+        json.dumps(public_jwk(KEYS["RS256"])).encode(),
+        json.dumps(INLINE).encode(),
+        KEYS["EdDSA"].public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+    ]
     only_public = [auth_for({"jwks": INLINE}), auth_for({"rs256_public_key": rsa_pem, "jwks": INLINE})]
     with_secret = auth_for({"hs256_secret": SECRET, "rs256_public_key": rsa_pem, "jwks": INLINE})
     for secret in secrets:
-        for header in [{"alg": "HS256", "typ": "JWT"}, {"alg": "HS256", "kid": "kid-RS256"},
-                       {"alg": "HS256", "kid": "kid-ES256"}]:
+        for header in [
+            {"alg": "HS256", "typ": "JWT"},
+            {"alg": "HS256", "kid": "kid-RS256"},
+            {"alg": "HS256", "kid": "kid-ES256"},
+        ]:
             t = handmade(header, claims, hmac_key=secret)
             for auth in only_public:
                 assert "not accepted" in refused(auth, t).message  # HS256 isn't accepted at all
@@ -189,8 +204,17 @@ def test_alg_confusion_a_public_key_is_never_an_hmac_secret() -> None:
 def test_unsigned_and_unsupported_algorithms_are_refused() -> None:
     auth = auth_for({"jwks": INLINE, "hs256_secret": SECRET})
     claims = {"sub": "x", "exp": int(time.time()) + 300}
-    for header in [{"alg": "none"}, {"alg": "None"}, {"alg": "NONE", "kid": "kid-ES256"}, {"alg": "none", "typ": "JWT"},
-                   {"kid": "kid-ES256"}, {"alg": ""}, {"alg": None}, {"alg": ["ES256"]}, {"alg": {"a": 1}}]:
+    for header in [
+        {"alg": "none"},
+        {"alg": "None"},
+        {"alg": "NONE", "kid": "kid-ES256"},
+        {"alg": "none", "typ": "JWT"},
+        {"kid": "kid-ES256"},
+        {"alg": ""},
+        {"alg": None},
+        {"alg": ["ES256"]},
+        {"alg": {"a": 1}},
+    ]:
         refused(auth, handmade(header, claims))
     rsa_key = KEYS["RS256"]
     for alg in ["RS384", "RS512", "PS256"]:  # RSA, but not the algorithm the key verifies
@@ -215,8 +239,17 @@ def test_old_style_keys_work_unchanged_beside_a_jwks() -> None:
 
 def test_claims_header_is_compact_ascii_json_of_the_claims() -> None:
     auth = auth_for({"jwks": INLINE})
-    claims = auth.check(bearer(token("ES256", "kid-ES256", name="Zoë 🐝", app_metadata={"provider": "email"},
-                                     amr=[{"method": "password", "timestamp": 1}])))
+    claims = auth.check(
+        bearer(
+            token(
+                "ES256",
+                "kid-ES256",
+                name="Zoë 🐝",
+                app_metadata={"provider": "email"},
+                amr=[{"method": "password", "timestamp": 1}],
+            )
+        )
+    )
     assert claims is not None
     value = claims_header(claims)
     assert CLAIMS_HEADER == "x-hive-auth-claims"
@@ -260,9 +293,22 @@ BAD_JWKS: list[tuple[Any, str]] = [
     ({"keys": [public_jwk(KEYS["RS256"], "a"), private_jwk(KEYS["RS256"], "p")]}, "key 1 is a private key"),
     ({"keys": [public_jwk(ec.generate_private_key(ec.SECP521R1()), "x")]}, "curve 'P-521'"),
     ({"keys": [public_jwk(ec.generate_private_key(ec.SECP256K1()), "x")]}, "curve 'secp256k1'"),
-    ({"keys": [{**public_jwk(KEYS["EdDSA"], "x"), "crv": "Ed448",
-                "x": _b64(ed448.Ed448PrivateKey.generate().public_key().public_bytes(
-                    serialization.Encoding.Raw, serialization.PublicFormat.Raw))}]}, "curve 'Ed448'"),
+    (
+        {
+            "keys": [
+                {
+                    **public_jwk(KEYS["EdDSA"], "x"),
+                    "crv": "Ed448",
+                    "x": _b64(
+                        ed448.Ed448PrivateKey.generate()
+                        .public_key()
+                        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+                    ),
+                }
+            ]
+        },
+        "curve 'Ed448'",
+    ),
     ({"keys": [public_jwk(rsa.generate_private_key(public_exponent=65537, key_size=1024), "x")]}, "1024-bit RSA"),
     ({"keys": [public_jwk(KEYS["RS256"], "x", alg="HS256")]}, "says alg 'HS256'"),
     ({"keys": [public_jwk(KEYS["RS256"], "x", alg="RS512")]}, "verifies RS256 only"),
@@ -287,10 +333,23 @@ def test_bad_inline_jwks_is_an_invalid_manifest(jwks: Any, why: str) -> None:
     assert "ES256, ES384" in message  # says what is supported
 
 
-BAD_URLS = ["http://example.com/jwks.json", "http://localhost:8080/jwks", "http://10.0.0.1/jwks",
-            "http://[fe80::1]/jwks", "ftp://example.com/jwks", "https://", "https:///path", "example.com/jwks",
-            "https://user:pw@example.com/jwks", "https://example.com/jwks#frag", "https://example.com:99999/",
-            "https://exa mple.com/", "https://example.com/\n", "https://example.com/" + "a" * 2048, "file:///etc/passwd"]
+BAD_URLS = [
+    "http://example.com/jwks.json",
+    "http://localhost:8080/jwks",
+    "http://10.0.0.1/jwks",
+    "http://[fe80::1]/jwks",
+    "ftp://example.com/jwks",
+    "https://",
+    "https:///path",
+    "example.com/jwks",
+    "https://user:pw@example.com/jwks",
+    "https://example.com/jwks#frag",
+    "https://example.com:99999/",
+    "https://exa mple.com/",
+    "https://example.com/\n",
+    "https://example.com/" + "a" * 2048,
+    "file:///etc/passwd",
+]
 
 
 @pytest.mark.parametrize("url", BAD_URLS)
@@ -300,12 +359,20 @@ def test_bad_jwks_url_is_an_invalid_manifest(url: str) -> None:
 
 
 def test_good_jwks_config_is_accepted() -> None:
-    for conf in [{"jwks": INLINE}, {"jwks_url": "https://abc.supabase.co/auth/v1/.well-known/jwks.json"},
-                 {"jwks_url": "http://127.0.0.1:8999/jwks"}, {"jwks_url": "http://127.8.9.1/jwks"},
-                 {"jwks_url": "http://[::1]:8999/jwks"}, {"hs256_secret": SECRET, "jwks": INLINE,
-                                                          "jwks_url": "https://auth.example/jwks", "audience": AUD},
-                 {"jwks": {"keys": [public_jwk(KEYS["RS256"], alg="RS256", use="sig", key_ops=["verify"])],
-                           "extra": "members of the set are allowed"}}]:
+    for conf in [
+        {"jwks": INLINE},
+        {"jwks_url": "https://abc.supabase.co/auth/v1/.well-known/jwks.json"},
+        {"jwks_url": "http://127.0.0.1:8999/jwks"},
+        {"jwks_url": "http://127.8.9.1/jwks"},
+        {"jwks_url": "http://[::1]:8999/jwks"},
+        {"hs256_secret": SECRET, "jwks": INLINE, "jwks_url": "https://auth.example/jwks", "audience": AUD},
+        {
+            "jwks": {
+                "keys": [public_jwk(KEYS["RS256"], alg="RS256", use="sig", key_ops=["verify"])],
+                "extra": "members of the set are allowed",
+            }
+        },
+    ]:
         m = parse_manifest(json.dumps({"auth": {"mode": "jwt", "jwt": conf}}))
         assert m.auth.jwt is not None and m.public_view()["auth"] == "jwt"
     assert "jwks (inline) or jwks_url" in _manifest_error({"audience": AUD})
@@ -317,7 +384,9 @@ def test_a_stored_manifest_round_trips_through_the_registry_encoding() -> None:
 
     from hive.manifest import Manifest
 
-    m = parse_manifest(json.dumps({"auth": {"mode": "jwt", "jwt": {"jwks": INLINE, "jwks_url": "https://a.example/j"}}}))
+    m = parse_manifest(
+        json.dumps({"auth": {"mode": "jwt", "jwt": {"jwks": INLINE, "jwks_url": "https://a.example/j"}}})
+    )
     again = msgspec.msgpack.decode(msgspec.msgpack.encode(m), type=Manifest)
     assert again == m
     assert InvokeAuth(again.auth, JwksCache()).check(bearer(token("EdDSA", "kid-EdDSA"))) is not None
@@ -561,18 +630,21 @@ def test_an_outage_after_keys_were_cached(clock: Clock) -> None:
         auth.check(bearer(token("ES256", "k1", key=OTHER_KEYS["ES256"])))  # never a pass, whatever the token
 
 
-@pytest.mark.parametrize(("status", "body", "why"), [
-    (500, {"error": "boom"}, "HTTP 500"),
-    (404, b"not found", "HTTP 404"),
-    (302, b"", "HTTP 302"),  # redirects are not followed
-    (200, b"<html>not json</html>", "not JSON"),
-    (200, {"keys": []}, "has no keys"),
-    (200, {"nokeys": 1}, "must be a JSON object"),
-    (200, {"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0", "kid": "k1"}]}, "no usable key"),
-    (200, {"keys": [private_jwk(KEYS["ES256"], "k1")]}, "no usable key"),
-    (200, b"[" * 200_000 + b"]" * 200_000, "larger than"),
-    (200, b"[" * 50_000 + b"]" * 50_000, "not JSON"),  # too deep for the parser
-])
+@pytest.mark.parametrize(
+    ("status", "body", "why"),
+    [
+        (500, {"error": "boom"}, "HTTP 500"),
+        (404, b"not found", "HTTP 404"),
+        (302, b"", "HTTP 302"),  # redirects are not followed
+        (200, b"<html>not json</html>", "not JSON"),
+        (200, {"keys": []}, "has no keys"),
+        (200, {"nokeys": 1}, "must be a JSON object"),
+        (200, {"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0", "kid": "k1"}]}, "no usable key"),
+        (200, {"keys": [private_jwk(KEYS["ES256"], "k1")]}, "no usable key"),
+        (200, b"[" * 200_000 + b"]" * 200_000, "larger than"),
+        (200, b"[" * 50_000 + b"]" * 50_000, "not JSON"),  # too deep for the parser
+    ],
+)
 def test_an_unusable_jwks_is_an_outage(server: JwksServer, clock: Clock, status: int, body: Any, why: str) -> None:
     server.status, server.body = status, body
     auth = auth_for({"jwks_url": server.url}, cache_for(clock))
@@ -580,8 +652,15 @@ def test_an_unusable_jwks_is_an_outage(server: JwksServer, clock: Clock, status:
 
 
 def test_a_fetched_set_skips_keys_it_cannot_use(server: JwksServer, clock: Clock) -> None:
-    server.body = {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hs"}, public_jwk(ec.generate_private_key(
-        ec.SECP521R1()), "p521"), private_jwk(KEYS["RS256"], "priv"), public_jwk(KEYS["ES256"], "k1"), "junk"]}
+    server.body = {
+        "keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hs"},
+            public_jwk(ec.generate_private_key(ec.SECP521R1()), "p521"),
+            private_jwk(KEYS["RS256"], "priv"),
+            public_jwk(KEYS["ES256"], "k1"),
+            "junk",
+        ]
+    }
     auth = auth_for({"jwks_url": server.url}, cache_for(clock))
     assert check_as_core(auth, token("ES256", "k1"))[0] is not None
     # The private RSA key in the set is not used, and an HS256 token naming the oct key is not accepted.
@@ -602,7 +681,9 @@ def test_hs256_tokens_never_wait_for_the_jwks(clock: Clock) -> None:
     url = down.url
     down.stop()
     auth = auth_for({"hs256_secret": SECRET, "jwks_url": url}, cache_for(clock))
-    t = jwt.encode({"sub": "legacy", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256", headers={"kid": "legacy"})
+    t = jwt.encode(
+        {"sub": "legacy", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256", headers={"kid": "legacy"}
+    )
     assert auth.check(bearer(t)) == {"sub": "legacy", "exp": jwt.decode(t, options={"verify_signature": False})["exp"]}
     assert auth.jwks is not None and auth.jwks.fetches == 0
     unavailable(auth, token("ES256", "k1"))
@@ -620,16 +701,20 @@ def test_a_keys_needed_that_escapes_fails_closed(server: JwksServer, clock: Cloc
 # ---- no token makes the check fail with anything but a 401 (or the 503 of a missing key set) ------------------
 
 _SIGNER = ECAlgorithm(ECAlgorithm.SHA256)
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                     max_leaves=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 _FUZZ_AUTH = auth_for({"jwks": INLINE, "hs256_secret": SECRET, "audience": AUD})
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(header=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jku", "jwk", "crit"]), _JSON, max_size=3),
-       payload=st.dictionaries(st.sampled_from(["exp", "nbf", "iat", "aud", "iss", "sub"]), _JSON, max_size=5) | _JSON,
-       sign=st.sampled_from(["es256", "hs256", "none"]))
+@given(
+    header=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jku", "jwk", "crit"]), _JSON, max_size=3),
+    payload=st.dictionaries(st.sampled_from(["exp", "nbf", "iat", "aud", "iss", "sub"]), _JSON, max_size=5) | _JSON,
+    sign=st.sampled_from(["es256", "hs256", "none"]),
+)
 def test_any_token_is_a_401_or_a_pass(header: dict[str, Any], payload: Any, sign: str) -> None:
     if sign == "es256":
         header = {**header, "alg": "ES256", "kid": "kid-ES256"}

@@ -41,8 +41,14 @@ EDDSA_KEY = ed25519.Ed25519PrivateKey.generate()
 
 
 def sign(key: Any, alg: str, kid: str | None = None, exp: int = 300, **claims: Any) -> str:
-    payload = {"sub": "user-1", "role": "authenticated", "aud": AUD, "iss": ISS, "exp": int(time.time()) + exp,
-               **claims}
+    payload = {
+        "sub": "user-1",
+        "role": "authenticated",
+        "aud": AUD,
+        "iss": ISS,
+        "exp": int(time.time()) + exp,
+        **claims,
+    }
     return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid} if kid else None)
 
 
@@ -89,8 +95,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, jwks: JwksServer, dead_url:
     s.stop()
 
 
-def call(server: Server, target: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
-         method: str = "POST", body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
+def call(
+    server: Server,
+    target: str,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    method: str = "POST",
+    body: bytes = b"",
+) -> tuple[int, list[tuple[str, str]], bytes]:
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     head = "".join(f"{k}: {v}\r\n" for k, v in pairs)
     raw = req(method, target, body).replace(b"\r\n\r\n", b"\r\n" + head.encode() + b"\r\n", 1)
@@ -147,9 +158,12 @@ def test_bad_tokens_are_refused_and_never_reach_the_guest(server: Server, case: 
 @pytest.mark.parametrize("name", ["public", "keyed", "hs", "byurl"])
 def test_a_client_sent_claims_header_never_reaches_the_guest(server: Server, name: str) -> None:
     # Tokens are signed here, not at collection: a long session must not find them expired.
-    creds = {"public": lambda: {}, "keyed": lambda: {"apikey": API_KEY},
-             "hs": lambda: bearer(sign(SECRET, "HS256")),
-             "byurl": lambda: bearer(sign(ES256_K1, "ES256", "k1"))}[name]()
+    creds = {
+        "public": lambda: {},
+        "keyed": lambda: {"apikey": API_KEY},
+        "hs": lambda: bearer(sign(SECRET, "HS256")),
+        "byurl": lambda: bearer(sign(ES256_K1, "ES256", "k1")),
+    }[name]()
     forged = [(CLAIMS, FORGED), ("X-Hive-Auth-Claims", FORGED), ("X-HIVE-AUTH-CLAIMS", '{"role":"x"}')]
     for target in targets(name):
         for sent in ([forged[0]], forged):
@@ -175,8 +189,14 @@ def test_the_first_request_waits_for_the_keys_and_keeps_its_body(server: Server)
         seen = abi.decode_request(body)
         assert seen.body == payload and json.loads(claims_seen(body)[0])["n"] == 1
     with Conn(server) as c:
-        c.send(req("POST", "/api/v1/edge/first2", chunked(payload[:30000], payload[30000:]),
-                   {**bearer(t), "Transfer-Encoding": "chunked"}))
+        c.send(
+            req(
+                "POST",
+                "/api/v1/edge/first2",
+                chunked(payload[:30000], payload[30000:]),
+                {**bearer(t), "Transfer-Encoding": "chunked"},
+            )
+        )
         status, _, body = c.response()
     assert status == 200 and abi.decode_request(body).body == payload
 
@@ -211,8 +231,9 @@ def test_a_jwks_outage_before_any_fetch_is_a_503_never_a_pass(server: Server) ->
     assert status == 401 and error_of(body) == "missing_credentials"
 
 
-def poll_status(server: Server, target: str, headers: dict[str, str], want: int,
-                allowed: tuple[int, ...]) -> tuple[int, bytes]:
+def poll_status(
+    server: Server, target: str, headers: dict[str, str], want: int, allowed: tuple[int, ...]
+) -> tuple[int, bytes]:
     """Until `target` answers `want` (bounded); every answer before it must be one of `allowed`."""
     deadline = time.monotonic() + REFRESH_WAIT_S
     while True:
@@ -244,8 +265,13 @@ def test_key_rotation_a_new_kid_is_accepted_after_a_refresh(server: Server, jwks
 
 
 def test_a_jwks_url_must_be_https_or_a_loopback_ip(server: Server) -> None:
-    for url in ("http://example.com/jwks.json", "http://localhost:8000/jwks.json", "ftp://127.0.0.1/jwks",
-                "https://user:pw@example.com/jwks.json", "not a url"):
+    for url in (
+        "http://example.com/jwks.json",
+        "http://localhost:8000/jwks.json",
+        "ftp://127.0.0.1/jwks",
+        "https://user:pw@example.com/jwks.json",
+        "not a url",
+    ):
         r = server.deploy("badurl", wat(ECHO_WAT), json.dumps({"auth": {"mode": "jwt", "jwt": {"jwks_url": url}}}))
         assert r.status_code == 422 and r.json()["error"] == "invalid_manifest", (url, r.text)
         assert "jwks_url" in r.json()["message"]

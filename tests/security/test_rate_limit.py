@@ -92,8 +92,9 @@ def burst(server: Server, name: str, total: int, threads: int) -> list[Sent]:
                 conn = http.client.HTTPConnection(host, port, timeout=30)
                 try:
                     sent = time.monotonic()
-                    conn.request("POST", f"/api/v1/edge/{name}", body=b"",
-                                 headers={"x-request-id": rid, "connection": "close"})
+                    conn.request(
+                        "POST", f"/api/v1/edge/{name}", body=b"", headers={"x-request-id": rid, "connection": "close"}
+                    )
                     resp = conn.getresponse()
                     body = resp.read()
                     done = time.monotonic()
@@ -153,8 +154,7 @@ def test_a_burst_is_limited_server_wide(server: Server) -> None:
         assert invoke(server, "open").status_code == 200
 
     # The bucket refills: poll until a request passes, then a steady trickle below RPS passes.
-    poll(lambda: invoke(server, "limited").status_code == 200, timeout=30, interval=0.05,
-         what="the bucket to refill")
+    poll(lambda: invoke(server, "limited").status_code == 200, timeout=30, interval=0.05, what="the bucket to refill")
     for _ in range(20):
         r = invoke(server, "limited")
         assert r.status_code == 200, r.text
@@ -175,7 +175,8 @@ def test_rate_limits_are_per_function(server: Server) -> None:
 def test_unauthenticated_requests_do_not_spend_the_budget(server: Server) -> None:
     """Auth runs before the rate limit, so a client without the key can't lock out the ones with it."""
     for _ in range(10):
-        assert_error(invoke(server, "guarded", headers={"apikey": "wrong-key-0123456789abcdef"}), 401,
-                     "invalid_api_key")
+        assert_error(
+            invoke(server, "guarded", headers={"apikey": "wrong-key-0123456789abcdef"}), 401, "invalid_api_key"
+        )
         assert_error(invoke(server, "guarded"), 401, "missing_credentials")
     assert [invoke(server, "guarded", headers={"apikey": KEY}).status_code for _ in range(3)] == [200, 200, 429]

@@ -38,14 +38,20 @@ ECHO = echo_guest(gap=16)
 
 # A legitimately chatty function: 1,024 two-byte log lines per call (within the per-call caps).
 _DONE = (200).to_bytes(4, "little") + (0).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"done"
-CHATTY = guest(f"""(local $i i32)
+CHATTY = guest(
+    f"""(local $i i32)
     (block $done (loop $l
       (br_if $done (i32.ge_u (local.get $i) (i32.const 1024)))
       (call $log (i32.const 1) (i32.const 64) (i32.const 2))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $l)))
-    {packed(RESP, len(_DONE))}""", '(import "hive" "log" (func $log (param i32 i32 i32)))', data(64, b"hi"),
-    data(RESP, _DONE), alloc="(i32.const 65536)", pages=4)
+    {packed(RESP, len(_DONE))}""",
+    '(import "hive" "log" (func $log (param i32 i32 i32)))',
+    data(64, b"hi"),
+    data(RESP, _DONE),
+    alloc="(i32.const 65536)",
+    pages=4,
+)
 
 
 @dataclass
@@ -126,8 +132,11 @@ def test_chunked_body_over_a_function_limit(target: Target) -> None:
 
 def test_raw_chunked_body_without_content_length(target: Target) -> None:
     chunk = b"c" * 600
-    req = (b"POST /api/v1/edge/small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-           + b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2 + b"0\r\n\r\n")
+    req = (
+        b"POST /api/v1/edge/small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2
+        + b"0\r\n\r\n"
+    )
     out = target.raw(req)
     assert statuses(out) == [413]
     assert b'"error":"payload_too_large"' in out
@@ -145,8 +154,11 @@ def test_body_over_the_default_limit(target: Target) -> None:
 def test_invalid_content_length_values(target: Target) -> None:
     before = target.canary_calls()
     for cl in (b"-1", b"+5", b"5x", b"99999999999999999999999", b"0x10"):
-        out = target.raw(b"POST /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\nContent-Length: " + cl
-                         + b"\r\nConnection: close\r\n\r\nhello")
+        out = target.raw(
+            b"POST /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + cl
+            + b"\r\nConnection: close\r\n\r\nhello"
+        )
         assert statuses(out) == [400], (cl, out[:200])
     target.steady()
     assert target.canary_calls() == before
@@ -157,8 +169,9 @@ def test_invalid_content_length_values(target: Target) -> None:
 
 def test_a_100_kb_header_is_refused(target: Target) -> None:
     before = target.canary_calls()
-    out = target.raw(b"GET /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000
-                     + b"\r\nConnection: close\r\n\r\n")
+    out = target.raw(
+        b"GET /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\nConnection: close\r\n\r\n"
+    )
     got = statuses(out)
     assert len(got) == 1 and 400 <= got[0] < 500, out[:300]
     target.steady()
@@ -176,22 +189,26 @@ def test_two_thousand_headers_are_refused(target: Target) -> None:
 
 
 def test_header_values_with_invalid_utf8_reach_the_guest_intact(target: Target) -> None:
-    out = target.raw(b"GET /api/v1/edge/echo HTTP/1.1\r\nHost: x\r\nX-Bin: \xff\xfe\x80 caf\xe9\r\n"
-                     b"Connection: close\r\n\r\n")
+    out = target.raw(
+        b"GET /api/v1/edge/echo HTTP/1.1\r\nHost: x\r\nX-Bin: \xff\xfe\x80 caf\xe9\r\nConnection: close\r\n\r\n"
+    )
     assert statuses(out) == [200]
     envelope = out.split(b"\r\n\r\n", 1)[1]
     assert (b"x-bin", b"\xff\xfe\x80 caf\xe9") in echoed(envelope).headers
     target.steady()
 
 
-@pytest.mark.parametrize("header", [
-    b"X-\xff: v",  # not a token
-    b"X-A: a\x00b",  # NUL
-    b"X-A: a\rb",  # a bare CR
-    b"X-A: a\r\n b",  # obsolete line folding
-    b"X A: v",  # a space in the name
-    b": v",  # no name
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"X-\xff: v",  # not a token
+        b"X-A: a\x00b",  # NUL
+        b"X-A: a\rb",  # a bare CR
+        b"X-A: a\r\n b",  # obsolete line folding
+        b"X A: v",  # a space in the name
+        b": v",  # no name
+    ],
+)
 def test_malformed_headers_are_refused(target: Target, header: bytes) -> None:
     before = target.canary_calls()
     out = target.raw(b"GET /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nConnection: close\r\n\r\n")
@@ -226,22 +243,35 @@ def test_percent_encoded_invalid_utf8_reaches_the_guest_raw(target: Target) -> N
 HIDDEN = b"GET /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@pytest.mark.parametrize("framing", [
-    # Both framings: the front end and the back end might disagree on where the body ends.
-    b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % (5 + len(HIDDEN)) + HIDDEN,
-    b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n" + HIDDEN,
-    # Two Content-Lengths, different and equal.
-    b"Content-Length: 0\r\nContent-Length: %d\r\n\r\n" % len(HIDDEN) + HIDDEN,
-    b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(HIDDEN), len(HIDDEN)) + HIDDEN,
-    # Transfer-Encodings a lenient parser might ignore.
-    b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + HIDDEN,
-    b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + HIDDEN,
-    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + HIDDEN,
-    b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + HIDDEN,
-    # A chunk size that overflows.
-    b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n" + HIDDEN + b"\r\n0\r\n\r\n",
-], ids=["cl-te", "te-cl", "cl-cl-differ", "cl-cl-equal", "te-xchunked", "te-space", "te-twice", "te-identity",
-        "chunk-overflow"])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        # Both framings: the front end and the back end might disagree on where the body ends.
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % (5 + len(HIDDEN)) + HIDDEN,
+        b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n" + HIDDEN,
+        # Two Content-Lengths, different and equal.
+        b"Content-Length: 0\r\nContent-Length: %d\r\n\r\n" % len(HIDDEN) + HIDDEN,
+        b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(HIDDEN), len(HIDDEN)) + HIDDEN,
+        # Transfer-Encodings a lenient parser might ignore.
+        b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + HIDDEN,
+        b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + HIDDEN,
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + HIDDEN,
+        b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + HIDDEN,
+        # A chunk size that overflows.
+        b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n" + HIDDEN + b"\r\n0\r\n\r\n",
+    ],
+    ids=[
+        "cl-te",
+        "te-cl",
+        "cl-cl-differ",
+        "cl-cl-equal",
+        "te-xchunked",
+        "te-space",
+        "te-twice",
+        "te-identity",
+        "chunk-overflow",
+    ],
+)
 def test_smuggling_attempts_are_refused(target: Target, framing: bytes) -> None:
     before = target.canary_calls()
     out = target.raw(b"POST /api/v1/edge/steady HTTP/1.1\r\nHost: x\r\n" + framing)
@@ -261,8 +291,10 @@ def test_bare_lf_line_endings_are_refused(target: Target) -> None:
 def test_pipelined_requests_are_answered_in_order(target: Target) -> None:
     """The positive control for the canary: two well-framed requests on one connection both run."""
     before = target.canary_calls()
-    out = target.raw(b"POST /api/v1/edge/steady HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-                     b"GET /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = target.raw(
+        b"POST /api/v1/edge/steady HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /api/v1/edge/canary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert statuses(out) == [200, 200]
     assert out.index(b"steady") < out.index(b"canary")
     assert target.canary_calls() == before + 1

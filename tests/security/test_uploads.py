@@ -55,8 +55,9 @@ class Uploads:
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uploads]:
-    server = start_server(tmp_path_factory.mktemp("uploads") / "data", workers=2,
-                          env={"HIVE_MAX_UPLOAD_BYTES": str(LIMIT)})
+    server = start_server(
+        tmp_path_factory.mktemp("uploads") / "data", workers=2, env={"HIVE_MAX_UPLOAD_BYTES": str(LIMIT)}
+    )
     try:
         u = Uploads(server)
         r = server.deploy("target", const_guest(V1))
@@ -88,25 +89,28 @@ def sized_module(total: int) -> bytes:
 VALID = const_guest(b"anything")
 
 
-@pytest.mark.parametrize("wasm", [
-    b"hello world, not wasm at all",
-    b"",
-    b"\0asm",  # the magic alone
-    b"\0asm\x01\x00\x00\x00garbage after the header",
-    b"\0asm\x0d\x00\x01\x00",  # a component's header
-    VALID[:8],
-    VALID[: len(VALID) // 2],
-    VALID[:-1],
-    b"\x00" * 1000,
-], ids=["text", "empty", "magic-only", "garbage", "component", "header-only", "half", "minus-one-byte", "zeros"])
+@pytest.mark.parametrize(
+    "wasm",
+    [
+        b"hello world, not wasm at all",
+        b"",
+        b"\0asm",  # the magic alone
+        b"\0asm\x01\x00\x00\x00garbage after the header",
+        b"\0asm\x0d\x00\x01\x00",  # a component's header
+        VALID[:8],
+        VALID[: len(VALID) // 2],
+        VALID[:-1],
+        b"\x00" * 1000,
+    ],
+    ids=["text", "empty", "magic-only", "garbage", "component", "header-only", "half", "minus-one-byte", "zeros"],
+)
 def test_not_a_valid_module(up: Uploads, wasm: bytes) -> None:
     assert_error(up.server.deploy("target", wasm), 422, "invalid_module")
     up.unchanged()
 
 
 def test_module_without_the_abi_exports(up: Uploads) -> None:
-    body = assert_error(up.server.deploy("target", wat("(module)")),
-                        422, "invalid_module")
+    body = assert_error(up.server.deploy("target", wat("(module)")), 422, "invalid_module")
     assert "memory" in body["message"] or "hive_" in body["message"]
     up.unchanged()
 
@@ -134,23 +138,37 @@ def test_upload_far_over_the_limit(up: Uploads) -> None:
 
 def test_chunked_upload_over_the_limit(up: Uploads) -> None:
     """No Content-Length: the server counts while it reads."""
-    request = httpx.Request("POST", up.server.url + "/api/v1/edge/deploy", data={"function": "target"},
-                            files={"wasm": ("f.wasm", sized_module(4 * LIMIT), "application/wasm")})
+    request = httpx.Request(
+        "POST",
+        up.server.url + "/api/v1/edge/deploy",
+        data={"function": "target"},
+        files={"wasm": ("f.wasm", sized_module(4 * LIMIT), "application/wasm")},
+    )
     payload = request.read()
     with up.server.client() as c:
-        r = c.post("/api/v1/edge/deploy", content=chunks(payload, 8192),
-                   headers={**up.server.admin, "content-type": request.headers["content-type"]})
+        r = c.post(
+            "/api/v1/edge/deploy",
+            content=chunks(payload, 8192),
+            headers={**up.server.admin, "content-type": request.headers["content-type"]},
+        )
     assert_error(r, 413, "payload_too_large")
     up.unchanged()
 
 
 def test_chunked_upload_under_the_limit_works(up: Uploads) -> None:
-    request = httpx.Request("POST", up.server.url + "/api/v1/edge/deploy", data={"function": "chunked"},
-                            files={"wasm": ("f.wasm", const_guest(b"chunked ok"), "application/wasm")})
+    request = httpx.Request(
+        "POST",
+        up.server.url + "/api/v1/edge/deploy",
+        data={"function": "chunked"},
+        files={"wasm": ("f.wasm", const_guest(b"chunked ok"), "application/wasm")},
+    )
     payload = request.read()
     with up.server.client() as c:
-        r = c.post("/api/v1/edge/deploy", content=chunks(payload, 100),
-                   headers={**up.server.admin, "content-type": request.headers["content-type"]})
+        r = c.post(
+            "/api/v1/edge/deploy",
+            content=chunks(payload, 100),
+            headers={**up.server.admin, "content-type": request.headers["content-type"]},
+        )
     assert r.status_code == 201, r.text
     up.expected["chunked"] = 1
     assert invoke(up.server, "chunked").content == b"chunked ok"
@@ -171,29 +189,40 @@ def test_missing_fields(up: Uploads) -> None:
         up.unchanged()
 
 
-@pytest.mark.parametrize("ctype, content", [
-    ("application/json", json.dumps({"function": "target", "wasm": "AGFzbQ=="}).encode()),
-    ("application/wasm", VALID),
-    ("application/x-www-form-urlencoded", b"function=target&wasm=x"),
-    ("text/plain", b"hello"),
-])
+@pytest.mark.parametrize(
+    "ctype, content",
+    [
+        ("application/json", json.dumps({"function": "target", "wasm": "AGFzbQ=="}).encode()),
+        ("application/wasm", VALID),
+        ("application/x-www-form-urlencoded", b"function=target&wasm=x"),
+        ("text/plain", b"hello"),
+    ],
+)
 def test_wrong_content_type(up: Uploads, ctype: str, content: bytes) -> None:
-    assert_error(post_deploy(up.server, content=content, headers={"content-type": ctype}),
-                 415, "unsupported_media_type")
+    assert_error(
+        post_deploy(up.server, content=content, headers={"content-type": ctype}), 415, "unsupported_media_type"
+    )
     up.unchanged()
 
 
 def test_malformed_multipart(up: Uploads) -> None:
-    r = post_deploy(up.server, content=b"--nope\r\n\r\nrubbish",
-                    headers={"content-type": "multipart/form-data; boundary=xyz"})
+    r = post_deploy(
+        up.server, content=b"--nope\r\n\r\nrubbish", headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["error"]
     up.unchanged()
 
 
 def test_bad_manifest_is_refused(up: Uploads) -> None:
-    for manifest in ["{not json", '{"limits": {"timeout_ms": -1}}', '{"wasi": ["sockets"]}', '{"unknown": 1}',
-                     '{"limits": {"memory_mb": 100000}}', '{"config": {"A=B": "x"}}']:
+    for manifest in [
+        "{not json",
+        '{"limits": {"timeout_ms": -1}}',
+        '{"wasi": ["sockets"]}',
+        '{"unknown": 1}',
+        '{"limits": {"memory_mb": 100000}}',
+        '{"config": {"A=B": "x"}}',
+    ]:
         r = up.server.deploy("target", VALID, manifest)
         assert_error(r, 422, "invalid_manifest")
     up.unchanged()
@@ -201,8 +230,27 @@ def test_bad_manifest_is_refused(up: Uploads) -> None:
 
 # --- names ---
 
-BAD_NAMES = ["../x", "../../../../etc/passwd", "a/b", "/abs", "a\\b", "a\x00b", "Hello", "TARGET", "héllo",
-             "функция", "名前", "deploy", "", "x" * 64, ".hidden", "-dash", "a b", "a.wasm", "target\n"]
+BAD_NAMES = [
+    "../x",
+    "../../../../etc/passwd",
+    "a/b",
+    "/abs",
+    "a\\b",
+    "a\x00b",
+    "Hello",
+    "TARGET",
+    "héllo",
+    "функция",
+    "名前",
+    "deploy",
+    "",
+    "x" * 64,
+    ".hidden",
+    "-dash",
+    "a b",
+    "a.wasm",
+    "target\n",
+]
 
 
 def _tree(root: Path) -> set[str]:
@@ -221,10 +269,17 @@ def test_bad_names_are_refused_and_write_nothing(up: Uploads) -> None:
     assert new == set()
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/edge/..%2F..%2Fetc/versions", "/api/v1/edge/%2e%2e/versions", "/api/v1/edge/a%00b/versions",
-    "/api/v1/edge/Target/versions", "/api/v1/edge/%C3%A9/logs", "/api/v1/edge/..%2Ftarget/rollback",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/edge/..%2F..%2Fetc/versions",
+        "/api/v1/edge/%2e%2e/versions",
+        "/api/v1/edge/a%00b/versions",
+        "/api/v1/edge/Target/versions",
+        "/api/v1/edge/%C3%A9/logs",
+        "/api/v1/edge/..%2Ftarget/rollback",
+    ],
+)
 def test_bad_names_in_admin_paths(up: Uploads, path: str) -> None:
     method = "POST" if path.endswith("rollback") else "GET"
     r = fresh(up.server, method, path, headers=up.server.admin)
@@ -236,8 +291,12 @@ def test_bad_names_in_admin_paths(up: Uploads, path: str) -> None:
 def test_the_upload_file_name_is_never_used(up: Uploads) -> None:
     marker = f"evil-{uuid.uuid4().hex}"
     with up.server.client() as c:
-        r = c.post("/api/v1/edge/deploy", headers=up.server.admin, data={"function": "named"},
-                   files={"wasm": (f"../../../../../../tmp/{marker}.wasm", const_guest(b"named"), "application/wasm")})
+        r = c.post(
+            "/api/v1/edge/deploy",
+            headers=up.server.admin,
+            data={"function": "named"},
+            files={"wasm": (f"../../../../../../tmp/{marker}.wasm", const_guest(b"named"), "application/wasm")},
+        )
     assert r.status_code == 201, r.text
     up.expected["named"] = 1
     assert not Path(f"/tmp/{marker}.wasm").exists()
@@ -259,8 +318,12 @@ def test_fifty_concurrent_deploys_of_one_name(up: Uploads) -> None:
         try:
             with up.server.client(headers={"connection": "close"}) as c:  # each its own connection
                 barrier.wait(timeout=60)
-                results[i] = c.post("/api/v1/edge/deploy", headers=up.server.admin, data={"function": "race"},
-                                    files={"wasm": ("f.wasm", modules[i], "application/wasm")})
+                results[i] = c.post(
+                    "/api/v1/edge/deploy",
+                    headers=up.server.admin,
+                    data={"function": "race"},
+                    files={"wasm": ("f.wasm", modules[i], "application/wasm")},
+                )
         except Exception as e:  # reported below
             results[i] = e
 

@@ -33,8 +33,9 @@ class Api(Upstream):
         super().__init__()
         self.seen: list[dict[str, str]] = []  # the headers of each PostgREST request
 
-    async def _route(self, method: str, target: str, headers: dict[str, str], body: bytes
-                     ) -> tuple[int, str, bytes, dict[str, str]]:
+    async def _route(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         url = urllib.parse.urlsplit(target)
         if url.path in ("/rest/v1/t", "/rest/v1/todos"):
             self.seen.append(headers)
@@ -47,13 +48,30 @@ class Api(Upstream):
                 rows = [r for r in rows if f"eq.{r['id']}" == q["id"][0]]
             if cols != "*":
                 rows = [{k: r[k] for k in cols.split(",")} for r in rows]
-            return 200, "application/json; charset=utf-8", json.dumps(rows).encode(), {"content-range": f"0-{len(rows) - 1}/*"}
+            return (
+                200,
+                "application/json; charset=utf-8",
+                json.dumps(rows).encode(),
+                {"content-range": f"0-{len(rows) - 1}/*"},
+            )
         return await super()._route(method, target, headers, body)
 
 
-def deploy_folder(server: Server, folder: Path, *extra: str, manifest: dict | None = None) -> subprocess.CompletedProcess[str]:
+def deploy_folder(
+    server: Server, folder: Path, *extra: str, manifest: dict | None = None
+) -> subprocess.CompletedProcess[str]:
     """`edge-hive function deploy FOLDER` (which builds first), as a user runs it."""
-    args = [str(BIN / "edge-hive"), "function", "--url", server.url, "--token", server.token, "deploy", str(folder), *extra]
+    args = [
+        str(BIN / "edge-hive"),
+        "function",
+        "--url",
+        server.url,
+        "--token",
+        server.token,
+        "deploy",
+        str(folder),
+        *extra,
+    ]
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:  # not in the function's folder
         if manifest is not None:
             json.dump(manifest, f)
@@ -108,17 +126,29 @@ def run_under_deno(deno: Path, folder: Path, work: Path, env: dict[str, str]) ->
     (work / "serve_on_port.ts").write_text(_SERVE_ON_PORT)
     (work / "empty.d.ts").write_text("export {};\n")
     (work / "main.ts").write_text(f'import "./serve_on_port.ts";\nimport "{(folder / "index.ts").as_uri()}";\n')
-    (work / "deno.json").write_text(json.dumps({"imports": {
-        "jsr:@supabase/functions-js/edge-runtime.d.ts": "./empty.d.ts"}}))
+    (work / "deno.json").write_text(
+        json.dumps({"imports": {"jsr:@supabase/functions-js/edge-runtime.d.ts": "./empty.d.ts"}})
+    )
     port = free_port()
     log = work / "deno.log"
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}, **env,
-                "DENO_TEST_PORT": str(port), "DENO_DIR": str(typescript.cache_dir() / "deno-dir"),
-                "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HIVE_")},
+        **env,
+        "DENO_TEST_PORT": str(port),
+        "DENO_DIR": str(typescript.cache_dir() / "deno-dir"),
+        "NO_COLOR": "1",
+        "DENO_NO_UPDATE_CHECK": "1",
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(deno), "run", "-A", "--no-prompt", "--config", str(work / "deno.json"),
-                                 str(work / "main.ts")], cwd=work, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(deno), "run", "-A", "--no-prompt", "--config", str(work / "deno.json"), str(work / "main.ts")],
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            start_new_session=True,
+        )
     fn = DenoFunction(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 180  # the first run downloads the npm packages into DENO_DIR
     while time.monotonic() < deadline:

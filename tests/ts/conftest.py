@@ -67,7 +67,9 @@ def deno() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def under_deno(deno: Path | None, api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DenoFunction]]:
+def under_deno(
+    deno: Path | None, api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, DenoFunction]]:
     """Every compared function under Deno, started on first use; skips when Deno does not install."""
     if deno is None:
         pytest.skip("Deno did not install from npm (`npm install deno`): nothing to compare with")

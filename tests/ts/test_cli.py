@@ -18,8 +18,9 @@ def cli(server: Server | None, *args: str, cwd: Path | None = None) -> subproces
     head = [str(BIN / "edge-hive")]
     if server is not None:
         head += ["function", "--url", server.url, "--token", server.token]
-    return subprocess.run([*head, *args], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*head, *args], capture_output=True, text=True, timeout=600, cwd=cwd, stdin=subprocess.DEVNULL
+    )
 
 
 @pytest.mark.parametrize("lang, entry", [("ts", "index.ts"), ("js", "index.js")])
@@ -29,7 +30,7 @@ def test_new_build_deploy_invoke_logs(ts_server: Server, tmp_path: Path, lang: s
     assert made.returncode == 0, made.stderr
     folder = tmp_path / name
     assert (folder / entry).is_file() and (folder / "_shared" / f"cors.{lang}").is_file()
-    assert 'Deno.serve(' in (folder / entry).read_text() and "_shared/cors" in (folder / entry).read_text()
+    assert "Deno.serve(" in (folder / entry).read_text() and "_shared/cors" in (folder / entry).read_text()
 
     built = cli(ts_server, "build", str(folder))
     assert built.returncode == 0, built.stderr
@@ -47,13 +48,16 @@ def test_new_build_deploy_invoke_logs(ts_server: Server, tmp_path: Path, lang: s
     with ts_server.client() as c:
         r = c.get(f"/functions/v1/{name}")
         assert r.status_code == 200 and r.json()["message"] == "Hello world!"
-        pre = c.options(f"/functions/v1/{name}", headers={"origin": "https://app.example.com",
-                                                         "access-control-request-method": "POST"})
+        pre = c.options(
+            f"/functions/v1/{name}",
+            headers={"origin": "https://app.example.com", "access-control-request-method": "POST"},
+        )
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "*"
 
     def logged() -> bool:
         out = cli(ts_server, "logs", name, "--lines", "50")
         return out.returncode == 0 and f"Hello from {name}!" in out.stdout
+
     poll("the top level's console.log in the function log", logged, timeout=10)
 
     listed = cli(ts_server, "list", "--json")

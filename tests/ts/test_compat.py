@@ -27,8 +27,15 @@ def deno_call(fn: DenoFunction, method: str, name: str, rest: str = "", **kw: ob
     return httpx.request(method, f"{fn.url}/{name}{rest}", timeout=30, **kw)  # type: ignore[arg-type]
 
 
-def same_as_deno(server: Server, under_deno: dict[str, DenoFunction], method: str, name: str, rest: str = "",
-                 compare: tuple[str, ...] = (), **kw: object) -> tuple[int, object, dict[str, str | None]]:
+def same_as_deno(
+    server: Server,
+    under_deno: dict[str, DenoFunction],
+    method: str,
+    name: str,
+    rest: str = "",
+    compare: tuple[str, ...] = (),
+    **kw: object,
+) -> tuple[int, object, dict[str, str | None]]:
     """The same request to both; status, body and the `compare` headers must be equal."""
     ours = answer(hive(server, method, name, rest, **kw), compare)
     theirs = answer(deno_call(under_deno[name], method, name, rest, **kw), compare)
@@ -45,8 +52,11 @@ def function_log(server: Server, name: str) -> str:
 
 # --- CORS with a shared cors.ts ---
 
-PREFLIGHT = {"origin": "https://app.example.com", "access-control-request-method": "POST",
-             "access-control-request-headers": "authorization, content-type"}
+PREFLIGHT = {
+    "origin": "https://app.example.com",
+    "access-control-request-method": "POST",
+    "access-control-request-headers": "authorization, content-type",
+}
 CORS_HEADERS = ("access-control-allow-origin", "access-control-allow-headers", "content-type")
 
 
@@ -58,7 +68,9 @@ def test_cors_preflight_answers_with_the_shared_headers(ts_server: Server) -> No
 
 
 def test_cors_post_and_bad_json(ts_server: Server) -> None:
-    r = hive(ts_server, "POST", "browser-with-cors", json={"name": "Edge Hive"}, headers={"origin": "https://a.example"})
+    r = hive(
+        ts_server, "POST", "browser-with-cors", json={"name": "Edge Hive"}, headers={"origin": "https://a.example"}
+    )
     assert r.status_code == 200 and r.json() == {"message": "Hello Edge Hive!"}
     assert r.headers["access-control-allow-origin"] == "*" and r.headers["content-type"] == "application/json"
     bad = hive(ts_server, "POST", "browser-with-cors", content=b"{not json")
@@ -80,26 +92,55 @@ def test_echo_needs_the_secret_from_config(ts_server: Server) -> None:
     assert hive(ts_server, "POST", "echo-secret", json=ECHO, headers={"x-echo-secret": "wrong"}).status_code == 403
     r = hive(ts_server, "POST", "echo-secret", "?lang=de", json=ECHO, headers={"x-echo-secret": ECHO_SECRET})
     assert r.status_code == 200 and r.headers["x-powered-by"] == "edge"
-    assert r.json() == {"echo": ECHO, "upper": "HÉLLO, WÖRLD", "tags": 2, "method": "POST", "path": "/echo-secret",
-                        "lang": "de", "region": "eu-west", "missing": None}
+    assert r.json() == {
+        "echo": ECHO,
+        "upper": "HÉLLO, WÖRLD",
+        "tags": 2,
+        "method": "POST",
+        "path": "/echo-secret",
+        "lang": "de",
+        "region": "eu-west",
+        "missing": None,
+    }
 
 
 def test_echo_same_as_deno(ts_server: Server, under_deno: dict[str, DenoFunction]) -> None:
     for secret in (ECHO_SECRET, "wrong"):
-        same_as_deno(ts_server, under_deno, "PUT", "echo-secret", "/sub/path?lang=fr", compare=("x-powered-by",),
-                     json=ECHO, headers={"x-echo-secret": secret})
+        same_as_deno(
+            ts_server,
+            under_deno,
+            "PUT",
+            "echo-secret",
+            "/sub/path?lang=fr",
+            compare=("x-powered-by",),
+            json=ECHO,
+            headers={"x-echo-secret": secret},
+        )
 
 
 # --- fetch to a loopback upstream ---
 
-@pytest.mark.parametrize("mode, expected", [
-    ("json", {"status": 200, "ok": True, "type": "application/json", "method": "POST",
-              "sent": {"hello": "upstream", "n": [1, 2, 3]}, "trace": "ts-1"}),
-    ("form", {"type": "multipart/form-data", "field": True, "file": True}),
-    ("parallel", {"texts": ["slow", "slow", "slow"]}),
-    ("status", {"status": 500, "ok": False, "body": {"error": "upstream"}}),
-    ("timeout", {"aborted": True, "name": "TimeoutError"}),
-])
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        (
+            "json",
+            {
+                "status": 200,
+                "ok": True,
+                "type": "application/json",
+                "method": "POST",
+                "sent": {"hello": "upstream", "n": [1, 2, 3]},
+                "trace": "ts-1",
+            },
+        ),
+        ("form", {"type": "multipart/form-data", "field": True, "file": True}),
+        ("parallel", {"texts": ["slow", "slow", "slow"]}),
+        ("status", {"status": 500, "ok": False, "body": {"error": "upstream"}}),
+        ("timeout", {"aborted": True, "name": "TimeoutError"}),
+    ],
+)
 def test_fetch_to_the_upstream(ts_server: Server, mode: str, expected: dict[str, object]) -> None:
     r = hive(ts_server, "GET", "fetch-upstream", f"?mode={mode}")
     assert r.status_code == 200, r.text
@@ -152,10 +193,18 @@ def test_hono_routes(ts_server: Server) -> None:
 
 
 @pytest.mark.parametrize("method, rest, kw", HONO)
-def test_hono_same_as_deno(ts_server: Server, under_deno: dict[str, DenoFunction], method: str, rest: str,
-                           kw: dict[str, object]) -> None:
-    same_as_deno(ts_server, under_deno, method, "hono-app", rest,
-                 compare=("access-control-allow-origin", "access-control-allow-methods", "content-type"), **kw)
+def test_hono_same_as_deno(
+    ts_server: Server, under_deno: dict[str, DenoFunction], method: str, rest: str, kw: dict[str, object]
+) -> None:
+    same_as_deno(
+        ts_server,
+        under_deno,
+        method,
+        "hono-app",
+        rest,
+        compare=("access-control-allow-origin", "access-control-allow-methods", "content-type"),
+        **kw,
+    )
 
 
 # --- HMAC webhook verification with crypto.subtle ---
@@ -170,9 +219,12 @@ def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
 def test_webhook_checks_the_signature(ts_server: Server) -> None:
     r = hive(ts_server, "POST", "webhook", content=EVENT, headers=signed(EVENT))
     assert r.status_code == 200, r.text
-    assert r.json() == {"ok": True, "type": "invoice.paid",
-                        "receipt": hmac.new(WEBHOOK_SECRET.encode(), b"evt_123", hashlib.sha256).hexdigest(),
-                        "digest": hashlib.sha256(EVENT).hexdigest()}
+    assert r.json() == {
+        "ok": True,
+        "type": "invoice.paid",
+        "receipt": hmac.new(WEBHOOK_SECRET.encode(), b"evt_123", hashlib.sha256).hexdigest(),
+        "digest": hashlib.sha256(EVENT).hexdigest(),
+    }
     for headers in (signed(EVENT, "another secret"), signed(EVENT + b" "), {}):
         bad = hive(ts_server, "POST", "webhook", content=EVENT, headers=headers)
         assert bad.status_code == 401 and bad.json() == {"error": "invalid signature"}
@@ -184,6 +236,7 @@ def test_webhook_same_as_deno(ts_server: Server, under_deno: dict[str, DenoFunct
 
 
 # --- supabase-js against a PostgREST-shaped stub ---
+
 
 def test_supabase_js_selects_from_the_stub(ts_server: Server) -> None:
     r = hive(ts_server, "GET", "supabase-select")
@@ -198,6 +251,7 @@ def test_supabase_js_same_as_deno(ts_server: Server, under_deno: dict[str, DenoF
 
 
 # --- failures: a throw, an endless loop, a memory hog ---
+
 
 def test_a_throw_is_a_500_and_its_stack_points_at_the_ts_line(ts_server: Server) -> None:
     r = hive(ts_server, "POST", "throws", json={"id": 7, "total": -1})

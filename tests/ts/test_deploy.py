@@ -21,8 +21,12 @@ JS = '{"kind": "js"}'
 
 def deploy_js(server: Server, name: str, source: bytes, manifest: str = JS) -> httpx.Response:
     with server.client() as c:
-        return c.post("/api/v1/edge/deploy", headers=server.admin, data={"function": name, "manifest": manifest},
-                      files={"wasm": (f"{name}.js", source, "text/javascript")})
+        return c.post(
+            "/api/v1/edge/deploy",
+            headers=server.admin,
+            data={"function": name, "manifest": manifest},
+            files={"wasm": (f"{name}.js", source, "text/javascript")},
+        )
 
 
 def ts_folder(root: Path, name: str, source: str) -> Path:
@@ -34,8 +38,13 @@ def ts_folder(root: Path, name: str, source: str) -> Path:
 
 
 def build(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "edge-hive"), "function", "build", str(folder)], capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "edge-hive"), "function", "build", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_plain_javascript_deploys_with_kind_js(ts_server: Server) -> None:
@@ -47,12 +56,17 @@ def test_plain_javascript_deploys_with_kind_js(ts_server: Server) -> None:
         assert c.get("/api/v1/edge/plain").text == "plain js"
 
 
-@pytest.mark.parametrize("source, phrase", [
-    (b"Deno.serve((req) => { return new Response( });", "SyntaxError"),
-    (b'const x = 1;\nthrow new TypeError("bad config at load");\nDeno.serve(() => new Response(""));',
-     "TypeError: bad config at load"),
-    (b"export const x = 1;", "never registered a handler"),
-])
+@pytest.mark.parametrize(
+    "source, phrase",
+    [
+        (b"Deno.serve((req) => { return new Response( });", "SyntaxError"),
+        (
+            b'const x = 1;\nthrow new TypeError("bad config at load");\nDeno.serve(() => new Response(""));',
+            "TypeError: bad config at load",
+        ),
+        (b"export const x = 1;", "never registered a handler"),
+    ],
+)
 def test_code_that_does_not_load_is_a_422_with_the_js_error(ts_server: Server, source: bytes, phrase: str) -> None:
     r = deploy_js(ts_server, "broken", source)
     assert r.status_code == 422, r.text
@@ -62,14 +76,20 @@ def test_code_that_does_not_load_is_a_422_with_the_js_error(ts_server: Server, s
 
 
 def test_a_throwing_top_level_is_reported_at_its_ts_line(ts_server: Server, tmp_path: Path) -> None:
-    folder = ts_folder(tmp_path, "toplevel", 'const key: string | undefined = Deno.env.get("KEY");\n'
-                       "if (!key) {\n  throw new Error(\"KEY is not set\");\n}\n"
-                       "Deno.serve(() => new Response(key));\n")
+    folder = ts_folder(
+        tmp_path,
+        "toplevel",
+        'const key: string | undefined = Deno.env.get("KEY");\n'
+        'if (!key) {\n  throw new Error("KEY is not set");\n}\n'
+        "Deno.serve(() => new Response(key));\n",
+    )
     assert build(folder).returncode == 0
     r = deploy_js(ts_server, "toplevel", (folder / "dist" / "toplevel.js").read_bytes())
     assert r.status_code == 422 and "Error: KEY is not set" in r.json()["message"]
     assert "index.ts:3:" in r.json()["message"] and "function.js" not in r.json()["message"], r.json()
-    ok = deploy_js(ts_server, "toplevel", (folder / "dist" / "toplevel.js").read_bytes(), '{"kind": "js", "config": {"KEY": "k"}}')
+    ok = deploy_js(
+        ts_server, "toplevel", (folder / "dist" / "toplevel.js").read_bytes(), '{"kind": "js", "config": {"KEY": "k"}}'
+    )
     assert ok.status_code == 201
     with ts_server.client() as c:
         assert c.get("/functions/v1/toplevel").text == "k"
@@ -88,10 +108,14 @@ def test_bytecode_and_wasm_are_refused_as_js(ts_server: Server) -> None:
 
 
 def test_imports_a_build_cannot_fetch_fail_naming_them(tmp_path: Path) -> None:
-    folder = ts_folder(tmp_path, "imports", 'import { assert } from "jsr:@std/assert";\n'
-                       'import { z } from "https://deno.land/x/zod/mod.ts";\n'
-                       'import { Buffer } from "node:buffer";\n'
-                       "Deno.serve(() => { assert(z && Buffer); return new Response(); });\n")
+    folder = ts_folder(
+        tmp_path,
+        "imports",
+        'import { assert } from "jsr:@std/assert";\n'
+        'import { z } from "https://deno.land/x/zod/mod.ts";\n'
+        'import { Buffer } from "node:buffer";\n'
+        "Deno.serve(() => { assert(z && Buffer); return new Response(); });\n",
+    )
     out = build(folder)
     assert out.returncode == 1
     text = out.stdout + out.stderr
@@ -103,12 +127,16 @@ def test_imports_a_build_cannot_fetch_fail_naming_them(tmp_path: Path) -> None:
 
 
 def test_deno_std_serve_esm_sh_and_type_imports_bundle(ts_server: Server, tmp_path: Path) -> None:
-    folder = ts_folder(tmp_path, "stdserve", 'import "jsr:@supabase/functions-js/edge-runtime.d.ts";\n'
-                       'import { serve } from "https://deno.land/std@0.168.0/http/server.ts";\n'
-                       'import { Hono } from "https://esm.sh/hono@4";\n'
-                       'const app = new Hono().basePath("/stdserve");\n'
-                       'app.get("/x", (c) => c.text("std serve + esm.sh hono"));\n'
-                       "serve(app.fetch);\n")
+    folder = ts_folder(
+        tmp_path,
+        "stdserve",
+        'import "jsr:@supabase/functions-js/edge-runtime.d.ts";\n'
+        'import { serve } from "https://deno.land/std@0.168.0/http/server.ts";\n'
+        'import { Hono } from "https://esm.sh/hono@4";\n'
+        'const app = new Hono().basePath("/stdserve");\n'
+        'app.get("/x", (c) => c.text("std serve + esm.sh hono"));\n'
+        "serve(app.fetch);\n",
+    )
     out = build(folder)
     assert out.returncode == 0, out.stderr
     assert deploy_js(ts_server, "stdserve", (folder / "dist" / "stdserve.js").read_bytes()).status_code == 201

@@ -22,8 +22,11 @@ PROJECT = "https://your-project.supabase.co"
 
 
 def block(doc: str, lang: str, containing: str) -> str:
-    found = [m.group(2) for m in FENCE_RE.finditer((ROOT / doc).read_text()) if m.group(1) == lang
-             and containing in m.group(2)]
+    found = [
+        m.group(2)
+        for m in FENCE_RE.finditer((ROOT / doc).read_text())
+        if m.group(1) == lang and containing in m.group(2)
+    ]
     assert len(found) == 1, f"{doc}: {len(found)} ```{lang} blocks contain {containing!r}, expected 1"
     return found[0]
 

@@ -20,8 +20,9 @@ from hive.sandbox import GuestContext, GuestInstance, GuestLimits, Sandbox
 pytestmark = pytest.mark.slow
 
 SOURCE = b'Deno.serve((req) => {\n  if (req.method === "POST") throw new Error("mapped");\n  return new Response("ok");\n});\n'
-MAP = json.dumps({"version": 3, "sources": ["index.ts"], "names": [],
-                  "mappings": "AAAA;AAEA;AAAA"}).encode()  # line 2 of the bundle is line 3 of index.ts
+MAP = json.dumps(
+    {"version": 3, "sources": ["index.ts"], "names": [], "mappings": "AAAA;AAEA;AAAA"}
+).encode()  # line 2 of the bundle is line 3 of index.ts
 
 
 def test_blobs_load_recompile_for_another_engine_and_map_stacks(tmp_path: Path) -> None:

@@ -48,8 +48,10 @@ def smap(lines: list[list[tuple[int, ...]]], sources: list[str]) -> SourceMap:
 
 
 def test_vlq_round_trips_through_lookups() -> None:
-    m = smap([[(0, 0, 0, 0)], [], [(2, 1, 40, 7), (30, 1, 41, 0), (31,)], [(4, 0, 1000, 123456)]],
-             ["index.ts", "../_shared/cors.ts"])
+    m = smap(
+        [[(0, 0, 0, 0)], [], [(2, 1, 40, 7), (30, 1, 41, 0), (31,)], [(4, 0, 1000, 123456)]],
+        ["index.ts", "../_shared/cors.ts"],
+    )
     assert m.lookup(1, 1) == ("index.ts", 1, 1)
     assert m.lookup(2, 5) is None  # a line with no mapping
     assert m.lookup(3, 3) == ("../_shared/cors.ts", 41, 8)
@@ -70,8 +72,9 @@ def test_vlq_values(n: int) -> None:
 def test_frames_are_rewritten_and_others_kept() -> None:
     m = smap([[(0, 0, 0, 0)], [(10, 0, 7, 4)]], ["index.ts"])
     text = "Error: x\n    at checkedTotal (function.js:2:15)\n    at <anonymous> (function.js:50:1)\n    at native"
-    assert m.rewrite(text) == ("Error: x\n    at checkedTotal (index.ts:8:5)\n    at <anonymous> (function.js:50:1)\n"
-                               "    at native")
+    assert m.rewrite(text) == (
+        "Error: x\n    at checkedTotal (index.ts:8:5)\n    at <anonymous> (function.js:50:1)\n    at native"
+    )
     assert m.rewrite("no frames here") == "no frames here"
 
 
@@ -85,7 +88,12 @@ def test_a_broken_map_never_breaks_logging() -> None:
     lines: list[str] = []
     m = SourceMap({"version": 3, "sources": ["index.ts"], "mappings": "A!!A;AAAA,%%;AAjjjjjjj"})
     sink = rewriting(lambda *a: lines.append(a[4]), m)
-    for frame in ("at f (function.js:1:1)", "at g (function.js:2:5)", "at h (function.js:3:1)", "at i (function.js:9:9)"):
+    for frame in (
+        "at f (function.js:1:1)",
+        "at g (function.js:2:5)",
+        "at h (function.js:3:1)",
+        "at i (function.js:9:9)",
+    ):
         sink("fn", 1, "stderr", 40, frame, "")
     assert len(lines) == 4 and all("(" in line for line in lines)
 
@@ -93,7 +101,9 @@ def test_a_broken_map_never_breaks_logging() -> None:
 def test_the_inline_map_is_split_off() -> None:
     doc = b'{"version":3,"sources":["index.ts"],"mappings":"AAAA"}'
     code = b'Deno.serve(() => new Response("x"));\n'
-    source, raw = split_inline(code + b"//# sourceMappingURL=data:application/json;base64," + base64.b64encode(doc) + b"\n")
+    source, raw = split_inline(
+        code + b"//# sourceMappingURL=data:application/json;base64," + base64.b64encode(doc) + b"\n"
+    )
     assert source == code and raw == doc
     assert split_inline(code) == (code, None)
     assert split_inline(code + b"//# sourceMappingURL=other.js.map\n")[1] is None

@@ -29,8 +29,13 @@ def _ids(vectors: list[dict]) -> list[str]:
 
 @pytest.mark.parametrize("v", VECTORS["requests"], ids=_ids(VECTORS["requests"]))
 def test_request_vector(v: dict) -> None:
-    fields = (v["method"].encode(), v["path"].encode(), v["query"].encode(), _headers(v["headers"]),
-              bytes.fromhex(v["body_hex"]))
+    fields = (
+        v["method"].encode(),
+        v["path"].encode(),
+        v["query"].encode(),
+        _headers(v["headers"]),
+        bytes.fromhex(v["body_hex"]),
+    )
     env = bytes.fromhex(v["envelope_hex"])
     assert abi.encode_request(*fields) == env
     assert abi.decode_request(env) == abi.Request(*fields)
@@ -84,12 +89,16 @@ def test_docs_examples_match_vectors() -> None:
 
 
 _TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
-_names = st.text(_TCHARS, min_size=1, max_size=abi.MAX_HEADER_NAME).map(str.encode).filter(
-    lambda n: n not in abi._HOP_BY_HOP)
+_names = (
+    st.text(_TCHARS, min_size=1, max_size=abi.MAX_HEADER_NAME)
+    .map(str.encode)
+    .filter(lambda n: n not in abi._HOP_BY_HOP)
+)
 _CONTROLS = bytes(c for c in range(32) if c != 9) + b"\x7f"  # what a header value may not hold
 _values = st.binary(max_size=64).map(lambda b: b.translate(None, _CONTROLS))
-_responses = st.builds(abi.Response, st.integers(200, 599), st.lists(st.tuples(_names, _values), max_size=8),
-                       st.binary(max_size=256))
+_responses = st.builds(
+    abi.Response, st.integers(200, 599), st.lists(st.tuples(_names, _values), max_size=8), st.binary(max_size=256)
+)
 
 
 @given(_responses)
@@ -97,8 +106,13 @@ def test_response_roundtrip(resp: abi.Response) -> None:
     assert abi.decode_response(abi.encode_response(resp), len(resp.body)) == resp
 
 
-@given(st.binary(max_size=8), st.binary(max_size=32), st.binary(max_size=16),
-       st.lists(st.tuples(st.binary(max_size=16), st.binary(max_size=16)), max_size=6), st.binary(max_size=64))
+@given(
+    st.binary(max_size=8),
+    st.binary(max_size=32),
+    st.binary(max_size=16),
+    st.lists(st.tuples(st.binary(max_size=16), st.binary(max_size=16)), max_size=6),
+    st.binary(max_size=64),
+)
 def test_request_roundtrip(method: bytes, path: bytes, query: bytes, headers: abi.Headers, body: bytes) -> None:
     env = abi.encode_request(method, path, query, headers, body)
     assert abi.decode_request(env) == abi.Request(method, path, query, headers, body)
@@ -127,7 +141,7 @@ def test_mutated_envelopes_only_raise_abi_violation(resp: abi.Response, data: st
         case 1:
             env[pos] = data.draw(st.integers(0, 255))
         case 2:
-            env[pos:pos + 4] = data.draw(st.integers(0, 0xFFFF_FFFF)).to_bytes(4, "little")
+            env[pos : pos + 4] = data.draw(st.integers(0, 0xFFFF_FFFF)).to_bytes(4, "little")
         case _:
             env += data.draw(st.binary(min_size=1, max_size=4))
     _decode_or_violation(bytes(env))

@@ -69,12 +69,15 @@ def test_telemetry_install_caches_the_pid_and_follows_forks(tmp_path: Path) -> N
 
 
 def test_telemetry_install_refuses_once_metrics_exist(tmp_path: Path) -> None:
-    r = run("""
+    r = run(
+        """
 from hive.metrics import metrics
 metrics()
 from hive import telemetry
 print(telemetry.install())
-""", env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+""",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+    )
     assert r.stdout.strip() == "False"
     assert "metrics already exist" in r.stderr
 

@@ -11,10 +11,29 @@ def test_validate_name_accepts(name: str) -> None:
     assert validate_name(name) == name
 
 
-@pytest.mark.parametrize("name", [
-    "", "../x", "a/b", "a\x00b", "Hello", "héllo", "функция", "x" * 64, "1abc", "-a", "_a", "a.b", "a b",
-    "abc\n", "\nabc", None, 3, b"abc",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "../x",
+        "a/b",
+        "a\x00b",
+        "Hello",
+        "héllo",
+        "функция",
+        "x" * 64,
+        "1abc",
+        "-a",
+        "_a",
+        "a.b",
+        "a b",
+        "abc\n",
+        "\nabc",
+        None,
+        3,
+        b"abc",
+    ],
+)
 def test_validate_name_rejects(name: object) -> None:
     with pytest.raises(InvalidName) as e:
         validate_name(name)
@@ -38,39 +57,59 @@ def test_parse_manifest_defaults(raw: bytes | str | None) -> None:
 
 
 def test_parse_manifest_full() -> None:
-    m = parse_manifest(b'{"limits": {"timeout_ms": 250, "memory_mb": 16, "max_request_bytes": 0,'
-                       b' "max_response_bytes": 1024}, "wasi": ["clocks"], "config": {"GREETING": "hi"}}')
+    m = parse_manifest(
+        b'{"limits": {"timeout_ms": 250, "memory_mb": 16, "max_request_bytes": 0,'
+        b' "max_response_bytes": 1024}, "wasi": ["clocks"], "config": {"GREETING": "hi"}}'
+    )
     assert m.limits == Limits(timeout_ms=250, memory_mb=16, max_request_bytes=0, max_response_bytes=1024)
     assert m.wasi == ["clocks"]
     assert m.config == {"GREETING": "hi"}
 
 
-@pytest.mark.parametrize("key, value", [
-    ("timeout_ms", 1), ("timeout_ms", 60_000), ("memory_mb", 1), ("memory_mb", 4096),
-    ("max_request_bytes", 0), ("max_response_bytes", 1 << 30),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("timeout_ms", 1),
+        ("timeout_ms", 60_000),
+        ("memory_mb", 1),
+        ("memory_mb", 4096),
+        ("max_request_bytes", 0),
+        ("max_response_bytes", 1 << 30),
+    ],
+)
 def test_limits_at_the_edges_of_their_range(key: str, value: int) -> None:
     m = parse_manifest(f'{{"limits": {{"{key}": {value}}}}}')
     assert getattr(m.limits, key) == value
 
 
-@pytest.mark.parametrize("key, value", [
-    ("timeout_ms", 0), ("timeout_ms", 60_001), ("timeout_ms", -5), ("memory_mb", 0), ("memory_mb", 4097),
-    ("max_request_bytes", -1), ("max_response_bytes", (1 << 30) + 1),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("timeout_ms", 0),
+        ("timeout_ms", 60_001),
+        ("timeout_ms", -5),
+        ("memory_mb", 0),
+        ("memory_mb", 4097),
+        ("max_request_bytes", -1),
+        ("max_response_bytes", (1 << 30) + 1),
+    ],
+)
 def test_limits_out_of_range(key: str, value: int) -> None:
     with pytest.raises(InvalidManifest, match=f"limits.{key}"):
         parse_manifest(f'{{"limits": {{"{key}": {value}}}}}')
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"limits": {"timeout_ms": "100"}}',
-    b'{"limits": {"timeout_ms": true}}',
-    b'{"limits": {"timeout_ms": 1.5}}',
-    b'{"config": {"A": 1}}',
-    b'{"wasi": "clocks"}',
-    b"[]",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"limits": {"timeout_ms": "100"}}',
+        b'{"limits": {"timeout_ms": true}}',
+        b'{"limits": {"timeout_ms": 1.5}}',
+        b'{"config": {"A": 1}}',
+        b'{"wasi": "clocks"}',
+        b"[]",
+    ],
+)
 def test_wrong_types(raw: bytes) -> None:
     with pytest.raises(InvalidManifest):
         parse_manifest(raw)

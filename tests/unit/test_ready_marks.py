@@ -49,8 +49,13 @@ def started_after(other: subprocess.Popen[Any], spawn: Callable[[], subprocess.P
 
 def old_worker(data_dir: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", OLD_WORKER, str(data_dir)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", OLD_WORKER, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 class Old:
@@ -78,7 +83,8 @@ def procs() -> Iterator[list[subprocess.Popen[Any]]]:
 
 
 def test_an_old_worker_waits_only_for_a_younger_sibling_that_is_not_ready(
-        tmp_path: Path, procs: list[subprocess.Popen[Any]]) -> None:
+    tmp_path: Path, procs: list[subprocess.Popen[Any]]
+) -> None:
     marks = ReadyMarks(tmp_path)
     older = sibling()
     procs.append(older)

@@ -78,10 +78,17 @@ def test_bad_value_raises(config: Path) -> None:
 
 
 def test_to_env_round_trip(config: Path) -> None:
-    s = load_settings(env=env_with(config), overrides={
-        "data_dir": "/srv/hive", "workers": 9, "admin_token": "secret", "access_log": True,
-        "epoch_tick_ms": 0.25, "keep_versions": 3,
-    })
+    s = load_settings(
+        env=env_with(config),
+        overrides={
+            "data_dir": "/srv/hive",
+            "workers": 9,
+            "admin_token": "secret",
+            "access_log": True,
+            "epoch_tick_ms": 0.25,
+            "keep_versions": 3,
+        },
+    )
     env = to_env(s)
     assert env["HIVE_ACCESS_LOG"] == "true"
     assert all(isinstance(v, str) for v in env.values())

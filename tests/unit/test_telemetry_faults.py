@@ -22,8 +22,14 @@ def test_an_unwritable_metrics_dir_loses_records_not_requests(tmp_path: Path) ->
     not_a_dir = tmp_path / "metrics"
     not_a_dir.write_text("a file where the metrics dir should be")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(not_a_dir)}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=60,
-                       cwd=Path(__file__).resolve().parents[2])
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "served"
     assert "cannot write metrics" in r.stderr and "make the data dir writable" in r.stderr
