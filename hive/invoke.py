@@ -260,19 +260,14 @@ class Invoker:
                 elif found[i] is None:
                     found[i] = v
         max_headers, max_header_bytes, max_url = self._head_limits
-        err = check_head(
-            len(headers),
-            size,
-            hosts,
-            len(path) + len(query) + (1 if query else 0),
-            max_headers,
-            max_header_bytes,
-            max_url,
-            http_11,
-        )
-        if err is not None:
-            inv.refuse(err)
-            return inv
+        url_bytes = len(path) + len(query) + (1 if query else 0)
+        if url_bytes > max_url or len(headers) > max_headers or size > max_header_bytes or (http_11 and hosts != 1):
+            err = check_head(
+                len(headers), size, hosts, url_bytes, max_headers, max_header_bytes, max_url, http_11
+            )  # the common case never gets here: one comparison each instead of a call
+            if err is not None:
+                inv.refuse(err)
+                return inv
         rid, cl, origin, preflight, asked_headers = found
         inv.request_id = request_id_of(None if rid is None else rid.decode("latin-1"))
         inv.origin = origin

@@ -315,9 +315,8 @@ class FastHttpProtocol(HttpToolsProtocol):
             self.transport.write(STATUS_LINE[reply.status] + head + _CLOSE + b"\r\n" + reply.body)
             self.transport.close()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._refused:
-            super().on_header(name, value)
+    # on_header stays uvicorn's (a layer here would cost every header of every request): after a 414
+    # the transport is closing, and on_headers_complete ignores what was parsed.
 
     def on_headers_complete(self) -> None:
         if self._refused:
