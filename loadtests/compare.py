@@ -18,10 +18,11 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, HiveServer, build_examples, ensure_wrk, run_wrk, tmpdir  # noqa: E402
+from common import ROOT, HiveServer, RefServer, build_examples, ensure_wrk, run_wrk, tmpdir  # noqa: E402
 
 
 def bench_invoke(tree: Path, calls: int) -> float:
@@ -62,15 +63,19 @@ def main() -> None:
             env = {"PYTHONPATH": str(tree)}
             servers[label] = HiveServer(work / f"data-{label}", workers=1, cpus="0", env=env).start()
             servers[label].deploy("hello", hello)
-        cpu: dict[str, list[float]] = {k: [] for k in trees}
-        p99: dict[str, list[float]] = {k: [] for k in trees}
+        # The references in the same run: Node's http and the bare uvloop + httptools Python floor.
+        refs = {"node": RefServer("node", cpus="0").start(), "bare": RefServer("bare", cpus="0").start()}
+        labels = [*trees, *refs]
+        cpu: dict[str, list[float]] = {k: [] for k in labels}
+        p99: dict[str, list[float]] = {k: [] for k in labels}
         inproc: dict[str, list[float]] = {k: [] for k in trees}
         try:
-            for srv in servers.values():
+            every: dict[str, Any] = {**servers, **refs}
+            for srv in every.values():
                 run_wrk(srv.port, conns=64, seconds=1, cpus="1")  # warm
             for r in range(args.rounds):
-                for label in trees if r % 2 == 0 else reversed(list(trees)):
-                    srv = servers[label]
+                for label in labels if r % 2 == 0 else list(reversed(labels)):
+                    srv = every[label]
                     res = run_wrk(srv.port, conns=64, seconds=args.seconds, cpus="1", server_pids=srv.all_pids())
                     cpu[label].append(res["cpu_us_per_req"])
                     p99[label].append(res["p99"] / 1000)
@@ -80,12 +85,12 @@ def main() -> None:
                         flush=True,
                     )
         finally:
-            for srv in servers.values():
+            for srv in [*servers.values(), *refs.values()]:
                 srv.stop()
         for r in range(args.rounds):
             for label in trees if r % 2 == 0 else reversed(list(trees)):
                 inproc[label].append(bench_invoke(trees[label], args.calls))
-        med = {k: statistics.median(v) for k, v in cpu.items()}
+        med = {k: statistics.median(v) for k, v in cpu.items() if v}
         med_in = {k: statistics.median(v) for k, v in inproc.items()}
         print(
             json.dumps(

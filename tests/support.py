@@ -90,16 +90,22 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None, token: str | None = ADMIN_TOKEN
+    data_dir: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    token: str | None = ADMIN_TOKEN,
+    port: int | None = None,
 ) -> Server:
-    port = free_port()
+    """`edge-hive serve` on 127.0.0.1 (a free port unless given), ready on every worker."""
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir.parent / f"server-{port}.log"
+    log_path = data_dir.parent / f"server-{port}.log"  # appended to: a restart on the same port keeps both
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
     full_env.update(env or {})
     if token:
         full_env["HIVE_ADMIN_TOKEN"] = token
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
                 str(BIN / "edge-hive"),

@@ -5,47 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tests.support import ADMIN_TOKEN, BIN, Server, free_port, poll
+from tests.support import Server, free_port, poll, start_server
 
 
 def serve(data_dir: Path, port: int, workers: int = 2) -> Server:
-    """`edge-hive serve` on a given port (tests.support.start_server picks a new one each time)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir.parent / f"server-{port}-{len(list(data_dir.parent.glob('server-*.log')))}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
-    env["HIVE_ADMIN_TOKEN"] = ADMIN_TOKEN
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "edge-hive"),
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--data-dir",
-                str(data_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            cwd=data_dir.parent,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", data_dir, log_path)
-    try:
-        server.wait_ready(workers)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    """`edge-hive serve` on a given port: the restart must get the port the orphans would hold."""
+    return start_server(data_dir, workers=workers, port=port)
 
 
 def running(pid: int) -> bool:
