@@ -277,7 +277,7 @@ COMPILE_SCRIPT, COMPILE_STRIP = 1, 2  # hive_js_compile's flags (glue.c)
 def compile_prelude(stage1: Path) -> bytes:
     """The prelude as bytecode, compiled by the first-stage engine itself (the same QuickJS build, so
     the bytecode is what the final engine reads)."""
-    from wasmtime import Config, Engine, Func, Linker, Memory, Module, Store
+    from wasmtime import Config, Engine, Func, Linker, Memory, Module
 
     from hive.sandbox import host
 
@@ -287,7 +287,7 @@ def compile_prelude(stage1: Path) -> bytes:
     engine = Engine(cfg)
     linker = Linker(engine)
     host.define_all(linker)
-    store = Store(engine)
+    store = host.new_store(engine)
     try:
         previous: host.GuestContext | None = host.current()
     except AttributeError:  # no guest has run on this thread yet

@@ -159,7 +159,7 @@ def compile_bundle(
     for every function (Function.prototype.toString then shows `[native code]`; stack traces keep
     their line numbers), which is most of a big bundle's memory. A syntax error is a JsLoadError.
     The bytecode is only valid for the engine that made it: key it by the engine's sha256."""
-    store = Store(engine.engine)
+    store = host.new_store(engine.engine)
     store.set_limits(memory_size=256 << 20)
     store.set_epoch_deadline(sandbox.deadline_ticks(timeout_ms))
     if engine.fuel:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from wasmtime import ExitTrap, Func, Memory, Store, Trap, TrapCode, WasmtimeError
+from wasmtime import ExitTrap, Func, Memory, Trap, TrapCode, WasmtimeError
 
 from hive import abi
 from hive.errors import AbiViolation, FuelExhausted, GuestError, GuestExit, GuestTrap, ResponseTooLarge, Timeout
@@ -64,7 +64,7 @@ class GuestInstance:
         self._sandbox = sandbox
         self._segment = 0.0  # this thread's CPU time when guest execution last resumed (calls with I/O only)
         self._left_ms = float(limits.timeout_ms)
-        store = Store(compiled.engine)
+        store = host.new_store(compiled.engine)
         store.set_limits(
             memory_size=limits.memory_bytes, table_elements=limits.table_elements, instances=1, tables=4, memories=1
         )
@@ -208,6 +208,17 @@ class _guest_errors:
             kind = code.name.lower() if code else "unknown"
             raise GuestTrap(f"the guest trapped during {self.phase}: {kind}", trap=kind) from None
         if isinstance(e, WasmtimeError):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "error"
+            first = _cause(str(e))
             raise GuestTrap(f"the guest failed during {self.phase}: {first}", trap="error") from None
         return False
+
+
+def _cause(text: str) -> str:
+    """What a wasmtime error says went wrong: the innermost "Caused by" line (a host call's complaint,
+    e.g. wasmtime's WASI refusing a bad pointer), else its first line."""
+    head, _, causes = text.strip().partition("Caused by:")
+    lines = [ln.strip() for ln in (causes or head).strip().splitlines() if ln.strip()]
+    if not lines:
+        return "error"
+    last = lines[-1] if causes else lines[0]
+    return last.split(": ", 1)[1] if last[:1].isdigit() and ": " in last else last

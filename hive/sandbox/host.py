@@ -2,16 +2,16 @@
 
 The WASI subset is written here rather than taken from wasmtime's WASI so that each capability can be
 granted per function, stdout/stderr become log lines tagged with the function, env holds only the
-function's config, there are no preopened dirs, and no store can abort the process for lack of
-`set_wasi()`. Host functions find the calling guest's context through a thread-local set around
-every guest call.
+function's config, and there are no preopened dirs. Clocks and random are wasmtime's own (NATIVE_WASI):
+a Python host call costs microseconds and hello makes one per request. That makes every Store need
+`set_wasi()` (without it the first WASI call aborts the process), so Stores come from new_store().
+Host functions find the calling guest's context through a thread-local set around every guest call.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import struct
 import threading
 import time
@@ -21,7 +21,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasmtime import Caller, FuncType, Linker, Memory, ValType
+from wasmtime import Caller, Engine, FuncType, Linker, Memory, Store, ValType, WasiConfig
 
 from hive import hostio
 from hive.errors import AbiViolation, GuestExit, WallTimeout
@@ -187,7 +187,7 @@ def hive_log(caller: Caller, level: int, ptr: int, n: int) -> None:
     current().emit(LOG_LEVELS[min(max(level, 0), 3)], text, "log")
 
 
-# --- hive.fetch_*, hive.kv, hive.result_read: I/O through the invocation's capabilities ---
+# --- hive.fetch_*, hive.wait, hive.kv, hive.result_read: I/O through the invocation's capabilities ---
 
 MAX_UNREAD_RESULTS = 64
 MAX_RECORD_BYTES = 16 << 20  # a request record: the body limits apply above this too
@@ -256,6 +256,62 @@ def fetch_wait(caller: Caller, handle: int) -> int:
             if not value.done():
                 raise WallTimeout(ctx.io.timeout_message())
         value = slots[handle] = value.result()
+    return _packed(handle, value)
+
+
+# hive.wait's answers besides a packed result (docs/abi.md, "hive.wait").
+WAIT_TIMED_OUT, WAIT_UNKNOWN, WAIT_CANNOT = 0, -1, -2
+_SLEPT_PAST_WALL = (
+    "the invocation ran past its wall-clock limit (limits.wall_timeout_ms) while it waited for a timer; "
+    "shorten the timer or raise limits.wall_timeout_ms"
+)
+
+
+def wait(caller: Caller, handle: int, timeout_ms: int) -> int:
+    """fetch_wait with a time-out: a guest's timers sleep here, off its execution clock, instead of
+    polling the clock. Waiting needs the invocation's I/O capabilities (its wall-clock deadline, a guest
+    thread): without them the guest is told so at once and must do without."""
+    ctx = current()
+    slots = ctx.slots
+    if handle == 0:  # any result that is ready, else the first in-flight one to finish, else a sleep
+        ready = [h for h, v in slots.items() if not isinstance(v, Future) or v.done()]
+        if ready:
+            return _settled(ctx, min(ready))
+        targets = [v for v in slots.values() if isinstance(v, Future)]
+        if not targets and timeout_ms < 0:
+            return WAIT_UNKNOWN  # nothing to wait for, and no end to the wait
+    else:
+        value = slots.get(handle)
+        if value is None:
+            return WAIT_UNKNOWN
+        if not isinstance(value, Future) or value.done():
+            return _settled(ctx, handle)
+        targets = [value]
+    io = ctx.io
+    if io is None or ctx.waiting is None:
+        return WAIT_CANNOT
+    left = io.remaining()
+    by_wall = timeout_ms < 0 or timeout_ms / 1000 >= left  # the wall clock ends this wait, not the time-out
+    limit = left if by_wall else timeout_ms / 1000
+    with ctx.waiting(io):
+        if targets:
+            finished, _ = wait_futures(targets, timeout=limit, return_when=FIRST_COMPLETED)
+        else:
+            finished = set()
+            time.sleep(limit)
+    if finished:
+        done = [h for h, v in slots.items() if isinstance(v, Future) and v.done()]
+        return _settled(ctx, handle or min(done))
+    if by_wall:
+        raise WallTimeout(io.timeout_message() if targets else _SLEPT_PAST_WALL)
+    return WAIT_TIMED_OUT
+
+
+def _settled(ctx: GuestContext, handle: int) -> int:
+    """The packed answer for a result that is ready, kept as bytes for result_read."""
+    value = ctx.slots[handle]
+    if isinstance(value, Future):
+        value = ctx.slots[handle] = value.result()
     return _packed(handle, value)
 
 
@@ -344,33 +400,6 @@ def fd_prestat_dir_name(mem: _Mem, fd: int, path: int, n: int) -> int:
     return EBADF
 
 
-_CLOCKS = {0: time.time_ns, 1: time.monotonic_ns}
-
-
-@_errno
-def clock_time_get(mem: _Mem, clock_id: int, precision: int, out: int) -> int | None:
-    clock = _CLOCKS.get(clock_id)
-    if clock is None:
-        return EINVAL
-    mem.write(out, struct.pack("<Q", clock()))
-    return None
-
-
-@_errno
-def clock_res_get(mem: _Mem, clock_id: int, out: int) -> int | None:
-    if clock_id not in _CLOCKS:
-        return EINVAL
-    mem.write(out, struct.pack("<Q", 1000))
-    return None
-
-
-@_errno
-def random_get(mem: _Mem, buf: int, n: int) -> int | None:
-    mem.check(buf, n)
-    mem.write(buf, os.urandom(n))
-    return None
-
-
 def _sizes(mem: _Mem, items: list[bytes], count_ptr: int, size_ptr: int) -> None:
     mem.write(count_ptr, struct.pack("<I", len(items)))
     mem.write(size_ptr, struct.pack("<I", sum(len(i) + 1 for i in items)))
@@ -416,10 +445,12 @@ def sched_yield(caller: Caller) -> int:
 Signature = tuple[str, str]
 _KINDS = {"i": "i32", "I": "i64"}
 
-HOST_FUNCTIONS: dict[tuple[str, str], tuple[Signature, Callable[..., object]]] = {
+# None: wasmtime's own WASI function (NATIVE_WASI), linked by define_all.
+HOST_FUNCTIONS: dict[tuple[str, str], tuple[Signature, Callable[..., object] | None]] = {
     (HIVE, "log"): (("iii", ""), hive_log),
     (HIVE, "fetch_send"): (("ii", "i"), fetch_send),
     (HIVE, "fetch_wait"): (("i", "I"), fetch_wait),
+    (HIVE, "wait"): (("ii", "I"), wait),  # ABI v1 revision 3
     (HIVE, "kv"): (("ii", "I"), kv),
     (HIVE, "result_read"): (("iii", "i"), result_read),
     (WASI, "fd_write"): (("iiii", "i"), fd_write),
@@ -429,9 +460,9 @@ HOST_FUNCTIONS: dict[tuple[str, str], tuple[Signature, Callable[..., object]]] =
     (WASI, "fd_fdstat_get"): (("ii", "i"), fd_fdstat_get),
     (WASI, "fd_prestat_get"): (("ii", "i"), fd_prestat_get),
     (WASI, "fd_prestat_dir_name"): (("iii", "i"), fd_prestat_dir_name),
-    (WASI, "clock_time_get"): (("iIi", "i"), clock_time_get),
-    (WASI, "clock_res_get"): (("ii", "i"), clock_res_get),
-    (WASI, "random_get"): (("ii", "i"), random_get),
+    (WASI, "clock_time_get"): (("iIi", "i"), None),
+    (WASI, "clock_res_get"): (("ii", "i"), None),
+    (WASI, "random_get"): (("ii", "i"), None),
     (WASI, "environ_sizes_get"): (("ii", "i"), environ_sizes_get),
     (WASI, "environ_get"): (("ii", "i"), environ_get),
     (WASI, "args_sizes_get"): (("ii", "i"), args_sizes_get),
@@ -445,8 +476,25 @@ def signature_names(sig: Signature) -> tuple[list[str], list[str]]:
     return [_KINDS[c] for c in sig[0]], [_KINDS[c] for c in sig[1]]
 
 
+NATIVE_WASI = frozenset(name for (module, name), (_, fn) in HOST_FUNCTIONS.items() if fn is None)
+
+
 def define_all(linker: Linker) -> None:
+    """wasmtime's WASI (for NATIVE_WASI), shadowed by the host functions above. A module can import
+    only what HOST_FUNCTIONS lists (hive.sandbox.inspect), so the rest of wasmtime's WASI stays unused;
+    it has no preopened dirs or sockets to reach anyway."""
+    linker.allow_shadowing = True
+    linker.define_wasi()
     vt = {"i": ValType.i32(), "I": ValType.i64()}
     for (module, name), ((params, results), fn) in HOST_FUNCTIONS.items():
-        ty = FuncType([vt[c] for c in params], [vt[c] for c in results])
-        linker.define_func(module, name, ty, fn, access_caller=True)
+        if fn is not None:
+            ty = FuncType([vt[c] for c in params], [vt[c] for c in results])
+            linker.define_func(module, name, ty, fn, access_caller=True)
+
+
+def new_store(engine: Engine) -> Store:
+    """A Store for a linker made by define_all: with an empty WASI context (no args, env, dirs or
+    stdio: the host functions above serve those)."""
+    store = Store(engine)
+    store.set_wasi(WasiConfig())
+    return store
