@@ -33,10 +33,17 @@ class FunctionLog:
         return _encode(record) + b"\n"
 
     def write(self, record: dict[str, Any]) -> None:
-        # One write() per line: appends from several workers don't interleave within a line.
-        os.write(self._fd, self.line(record))
-        self._writes += 1
-        if self._writes % 1000 == 0:
+        self.write_lines(self.line(record), 1)
+
+    def write_lines(self, data: bytes, count: int) -> None:
+        """Whole lines in one write(): O_APPEND writes to a regular file do not interleave, so lines
+        from several workers never mix."""
+        written = os.write(self._fd, data)
+        while written < len(data):  # short only on a full disk, which then raises
+            data = data[written:]
+            written = os.write(self._fd, data)
+        before, self._writes = self._writes, self._writes + count
+        if before // 1000 != self._writes // 1000:
             self._maybe_rotate()
 
     def _maybe_rotate(self) -> None:

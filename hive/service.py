@@ -62,6 +62,7 @@ class Hive:
         await self.capabilities.aclose()
         self.sandbox.close()
         self.registry.close()
+        self.telemetry.flush()
         self.function_log.close()
         self.limiter.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import importlib.metadata
 import logging
@@ -14,6 +15,8 @@ from prometheus_client import values as _prometheus_values
 
 from hive.logs import FunctionLog, now_iso
 from hive.metrics import metrics
+
+_running_loop = asyncio._get_running_loop  # the C function behind get_running_loop, without its raise
 
 log = logging.getLogger("hive.invocations")
 
@@ -130,6 +133,11 @@ class Telemetry:
         # Guest calls may run in threads (hive.invoke): FunctionLog's write and its occasional
         # reopen (rotation) must not interleave.
         self._log_lock = threading.Lock()
+        # Lines written on the event loop wait in _batch until the loop's next turn, which writes them
+        # in one write(): under load one syscall carries many requests' lines, and a line is on disk
+        # before the loop reads the next request (a client that got its answer and asks for the logs
+        # finds it). Guest threads write their own lines at once.
+        self._batch: list[bytes] = []
         self.lost = 0  # records that could not be written
         self._lost_logged = -1e9
 
@@ -220,8 +228,7 @@ class Telemetry:
                 record["error"] = error
             if fuel is not None:
                 record["fuel"] = fuel
-            with self._log_lock:
-                self.log.write(record)
+            self._write(self.log, record)
 
     def outbound(self, function: str, version: int, request_id: str, r: Any) -> None:
         """One outbound fetch hop or refusal (a hive.outbound.FetchRecord)."""
@@ -251,25 +258,46 @@ class Telemetry:
             }
             if r.code is not None:
                 record["error"] = r.code
-            with self._log_lock:
-                self.log.write(record)
+            self._write(self.log, record)
 
     def guest_output(self, function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
         if self.log is not None:
+            try:
+                self._write(
+                    self.log,
+                    {
+                        "ts": now_iso(),
+                        "kind": "output",
+                        "function": function,
+                        "version": version,
+                        "stream": stream,
+                        "level": logging.getLevelName(level).lower(),
+                        "text": text,
+                        "pid": self.pid,
+                        "request_id": request_id,
+                    },
+                )
+            except OSError as e:
+                self._lost(e)
+
+    def _write(self, log: FunctionLog, record: dict[str, Any]) -> None:
+        loop = _running_loop()
+        if loop is None:  # a guest thread (or no loop): at once
             with self._log_lock:
-                try:
-                    self.log.write(
-                        {
-                            "ts": now_iso(),
-                            "kind": "output",
-                            "function": function,
-                            "version": version,
-                            "stream": stream,
-                            "level": logging.getLevelName(level).lower(),
-                            "text": text,
-                            "pid": self.pid,
-                            "request_id": request_id,
-                        }
-                    )
-                except OSError as e:
-                    self._lost(e)
+                log.write(record)
+            return
+        batch = self._batch
+        batch.append(FunctionLog.line(record))
+        if len(batch) == 1:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the lines batched on the event loop (also called on shutdown)."""
+        batch, self._batch = self._batch, []
+        if batch and self.log is not None:
+            try:
+                with self._log_lock:
+                    self.log.write_lines(b"".join(batch), len(batch))
+            except OSError as e:
+                self.lost += len(batch) - 1
+                self._lost(e)
