@@ -107,9 +107,9 @@ class InvocationIO:
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers],
             call.body,
         )
-        return asyncio.run_coroutine_threadsafe(self._fetch(req), caps.loop)
+        return asyncio.run_coroutine_threadsafe(self._fetch(req, call.flags), caps.loop)
 
-    async def _fetch(self, req: FetchRequest) -> bytes:
+    async def _fetch(self, req: FetchRequest, flags: int = 0) -> bytes:
         loaded, caps = self.loaded, self.caps
         try:
             r = await caps.outbound.fetch(loaded.name, loaded.rules, req, loaded.fetch_limits, self.budget)
@@ -129,7 +129,9 @@ class InvocationIO:
             return hostio.error("internal_error", "the fetch failed inside the server")
         caps.record(loaded, self.request_id, r.records)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in r.headers]
-        return hostio.fetched(abi.Response(r.status, headers, r.body))
+        # Asked for (hostio.FETCH_FINAL_URL): the hops followed (one record per hop) and the final URL.
+        final = (len(r.records) - 1, r.url) if flags & hostio.FETCH_FINAL_URL else None
+        return hostio.fetched(abi.Response(r.status, headers, r.body), final)
 
     # --- KV ---
 

@@ -15,6 +15,9 @@ _I64 = struct.Struct("<q")
 OK, ERROR = 0, 1
 KV_OPS = {1: "get", 2: "set", 3: "delete", 4: "list", 5: "incr"}
 MAX_RECORD_HEADERS = 256
+# Fetch request flags (an optional u32 after the body, ABI v1 revision 3).
+FETCH_FINAL_URL = 1  # append the redirect count and the final URL to an ok result
+FETCH_FLAGS = FETCH_FINAL_URL
 
 
 def _field(b: bytes) -> bytes:
@@ -27,6 +30,7 @@ class FetchCall:
     url: bytes
     headers: Headers
     body: bytes
+    flags: int = 0
 
 
 @dataclass(slots=True)
@@ -49,8 +53,11 @@ def decode_fetch(buf: bytes) -> FetchCall:
         raise AbiViolation(f"a fetch with {count} headers (at most {MAX_RECORD_HEADERS})")
     headers = [(r.bytes("header name"), r.bytes("header value")) for _ in range(count)]
     body = r.bytes("body")
+    flags = r.u32("flags") if r.pos != r.end else 0  # older guests end the record with the body
+    if flags & ~FETCH_FLAGS:
+        raise AbiViolation(f"unknown fetch flags {flags & ~FETCH_FLAGS:#x} (this server knows {FETCH_FLAGS:#x})")
     _end(r, "fetch request")
-    return FetchCall(method, url, headers, body)
+    return FetchCall(method, url, headers, body, flags)
 
 
 def decode_kv(buf: bytes) -> KvCall:
@@ -86,8 +93,14 @@ def error(code: str, message: str) -> bytes:
     return _U32.pack(ERROR) + _field(code.encode()) + _field(message.encode())
 
 
-def fetched(resp: Response) -> bytes:
-    return _U32.pack(OK) + encode_response(resp)
+def fetched(resp: Response, final: tuple[int, str] | None = None) -> bytes:
+    """An ok fetch result; `final` (redirects followed, the final URL) only for a request that asked for
+    it with FETCH_FINAL_URL: older guests refuse bytes after the body."""
+    out = _U32.pack(OK) + encode_response(resp)
+    if final is None:
+        return out
+    redirects, url = final
+    return out + _U32.pack(redirects) + _field(url.encode())
 
 
 def kv_get(value: bytes | None) -> bytes:

@@ -4,8 +4,8 @@
  * compiled in as HIVE_PRELUDE) and then the function's bundle once; hive_handle turns each request
  * envelope into a call of the prelude's dispatch(), runs the job queue and timers until its promise
  * settles, and writes the response envelope. The imports are the WASI calls wasi-libc makes for
- * clocks, random bytes, stdout/stderr and the environment, and the host's outbound fetch calls
- * (hive.fetch_send, fetch_wait, result_read: docs/abi.md, "Host calls for I/O") behind fetch().
+ * clocks, random bytes, stdout/stderr and the environment, and the host's I/O calls (hive.fetch_send,
+ * wait, result_read: docs/abi.md, "Host calls for I/O") behind fetch() and the timers.
  */
 #include <malloc.h>
 #include <sched.h>
@@ -223,7 +223,9 @@ static void report_rejections(void) {
 #define MAX_PENDING_FETCHES 64
 static int32_t pending_fetches[MAX_PENDING_FETCHES];
 static int n_pending_fetches;
-static void deliver_fetch(void);
+static void deliver_fetch(double timeout_ms);
+__attribute__((import_module("hive"), import_name("result_read"))) int32_t host_result_read(int32_t handle, uint8_t *ptr,
+                                                                                                 int32_t len);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -231,10 +233,31 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Timers wait in real time. No host call can sleep yet (WASI poll_oneoff is not offered), so this
- * polls the clock; the epoch deadline still ends an invocation that waits too long. */
+/* hive.wait (docs/abi.md): wait for a result or a time-out, off the execution clock. */
+__attribute__((import_module("hive"), import_name("wait"))) int64_t host_wait(int32_t handle, int32_t timeout_ms);
+#define WAIT_TIMED_OUT 0 /* < 0: no such result, or the host cannot wait for this invocation */
+
+/* A timer's wait, rounded up to whole milliseconds (so the timer is due when it ends), or -1: none. */
+static int32_t wait_arg(double ms) {
+    if (ms < 0) return -1;
+    double up = ms - (double)(int64_t)ms > 0 ? (double)(int64_t)ms + 1 : ms;
+    return up > 2147483647.0 ? 2147483647 : (int32_t)up;
+}
+
+/* Timers wait in real time: asleep in the host (hive.wait), which does not count as execution time and
+ * ends with the invocation's wall-clock limit. An invocation the host cannot wait for (one without I/O
+ * capabilities: start-up code, a function granted no hosts or stores, which the server runs on its
+ * event loop) polls the clock instead, and the epoch deadline ends one that waits too long. */
 static void wait_ms(double ms) {
     double end = now_ms() + ms;
+    for (int i = 0; i < 64; i++) {
+        double left = end - now_ms();
+        if (left <= 0) return;
+        int64_t r = host_wait(0, wait_arg(left));
+        if (r == WAIT_TIMED_OUT) return;
+        if (r < 0) break; /* the host cannot wait here */
+        host_result_read((int32_t)(r >> 32), NULL, 0); /* a result no fetch of ours waits for: drop it */
+    }
     while (now_ms() < end) sched_yield();
 }
 
@@ -275,8 +298,8 @@ static void end_invocation(void) {
 }
 
 /* Run microtasks, timers and fetch results until `p` settles or nothing is left that could settle it.
- * With no microtask or timer due and a fetch in flight, the guest waits in the host (fetch_wait(0)),
- * which does not count as execution time: a timer due later then waits for that answer. */
+ * With no microtask or timer due and a fetch in flight, the guest waits in the host (hive.wait) for the
+ * first answer or the next timer, whichever comes first: timers fire on time during a fetch. */
 static JSPromiseStateEnum settle(JSValueConst p) {
     for (;;) {
         run_jobs();
@@ -284,7 +307,7 @@ static JSPromiseStateEnum settle(JSValueConst p) {
         if (st != JS_PROMISE_PENDING) return st;
         double wait = call_number(fn_next_timer);
         if (wait != 0 && n_pending_fetches > 0) {
-            deliver_fetch();
+            deliver_fetch(wait);
             continue;
         }
         if (wait < 0) return JS_PROMISE_PENDING;
@@ -870,9 +893,7 @@ static int64_t encode_response(JSValueConst res) {
 /* ---- outbound fetch through the host (docs/abi.md, "Host calls for I/O") ---- */
 
 __attribute__((import_module("hive"), import_name("fetch_send"))) int32_t host_fetch_send(const uint8_t *rec, int32_t len);
-__attribute__((import_module("hive"), import_name("fetch_wait"))) int64_t host_fetch_wait(int32_t handle);
-__attribute__((import_module("hive"), import_name("result_read"))) int32_t host_result_read(int32_t handle, uint8_t *ptr,
-                                                                                                 int32_t len);
+#define FETCH_FINAL_URL 1 /* request flag: the result carries the redirect count and the final URL */
 
 /* fetchSend(method, url, [name, value, ...], body | null) -> the host's handle, or -1 when the guest holds
  * 64 results it has not read. Values are strings (UTF-8) or Uint8Arrays (Latin-1 header values). */
@@ -883,7 +904,7 @@ static JSValue nat_fetch_send(JSContext *c, JSValueConst this_val, int argc, JSV
     bytes_ref method = {0}, url = {0}, body = {0};
     bytes_ref *hs = calloc((size_t)hn + 1, sizeof *hs);
     bool ok = hs && get_bytes(argv[0], &method) && get_bytes(argv[1], &url) && get_bytes(argv[3], &body);
-    size_t total = 4 + method.n + 4 + url.n + 4 + 4 + body.n;
+    size_t total = 4 + method.n + 4 + url.n + 4 + 4 + body.n + 4;
     for (int64_t i = 0; ok && i < hn; i++) {
         JSValue v = JS_GetPropertyUint32(c, argv[2], (uint32_t)i);
         ok = get_bytes(v, &hs[i]);
@@ -900,6 +921,7 @@ static JSValue nat_fetch_send(JSContext *c, JSValueConst this_val, int argc, JSV
         q += 4;
         for (int64_t i = 0; i < hn; i++) put_bytes(&q, &hs[i]);
         put_bytes(&q, &body);
+        put_u32(q, FETCH_FINAL_URL);
         handle = host_fetch_send(rec, (int32_t)total);
         free(rec);
     }
@@ -924,7 +946,7 @@ static JSValue fetch_error(const char *code, const char *message) {
     return r;
 }
 
-/* A result record as [0, status, [name, value, ...], body] or [1, code, message]. */
+/* A result record as [0, status, [name, value, ...], body, redirects, final URL] or [1, code, message]. */
 static JSValue decode_fetch_result(const uint8_t *p, size_t n) {
     reader r = {p, p + n, false};
     uint32_t kind = rd_u32(&r);
@@ -945,6 +967,9 @@ static JSValue decode_fetch_result(const uint8_t *p, size_t n) {
         JS_SetPropertyUint32(ctx, out, 1, JS_NewInt32(ctx, (int32_t)status));
         JS_SetPropertyUint32(ctx, out, 2, flat);
         JS_SetPropertyUint32(ctx, out, 3, b ? JS_NewUint8ArrayCopy(ctx, b, bn) : JS_NULL);
+        uint32_t redirects = rd_u32(&r); /* asked for with FETCH_FINAL_URL */
+        JS_SetPropertyUint32(ctx, out, 4, JS_NewInt32(ctx, (int32_t)(redirects > 1000 ? 1000 : redirects)));
+        JS_SetPropertyUint32(ctx, out, 5, rd_string(&r));
     }
     if (r.bad || r.p != r.end) {
         JS_FreeValue(ctx, out);
@@ -953,12 +978,13 @@ static JSValue decode_fetch_result(const uint8_t *p, size_t n) {
     return out;
 }
 
-/* Wait in the host for the first fetch to finish, read its result and hand it to the prelude. Timers
- * that fell due meanwhile run first: an AbortSignal.timeout that passed wins over a late answer. */
-static void deliver_fetch(void) {
-    int64_t r = host_fetch_wait(0);
-    if (r < 0) r = host_fetch_wait(pending_fetches[0]); /* only results that were ready at once are left */
-    if (r < 0) {                                        /* the host knows none of them: nothing to wait for */
+/* Wait in the host for the first fetch to finish (at most timeout_ms, when a timer is due then; < 0:
+ * no timer), read its result and hand it to the prelude. Timers that fell due meanwhile run first: an
+ * AbortSignal.timeout that passed wins over a late answer. */
+static void deliver_fetch(double timeout_ms) {
+    int64_t r = host_wait(0, wait_arg(timeout_ms));
+    if (r == WAIT_TIMED_OUT) return; /* the timer is due: the loop fires it */
+    if (r < 0) {                     /* the host holds none of them: nothing to wait for */
         n_pending_fetches = 0;
         return;
     }

@@ -492,7 +492,7 @@ def test_engine_imports_only_granted_host_functions(js: Js) -> None:
     module = js.engine.module
     assert unknown_imports(module) == []
     assert {i.name for i in module.imports if i.module != "hive"} <= ENGINE_WASI
-    assert {i.name for i in module.imports if i.module == "hive"} == {"fetch_send", "fetch_wait", "result_read"}
+    assert {i.name for i in module.imports if i.module == "hive"} == {"fetch_send", "wait", "result_read"}
     check_interface(module, Manifest(wasi=["clocks", "random", "stdio", "env"]).allowed_wasi_imports())
     assert ENGINE_WASI <= frozenset().union(*WASI_GROUPS.values())
     assert len(engine_key()) == 16

@@ -1,8 +1,9 @@
 // fetch over the host's outbound calls (docs/abi.md, "Host calls for I/O"): native.fetchSend starts a
-// request and returns its handle at once; glue.c's loop waits in the host when nothing else can run and
-// hands each result to api.fetchDone, which settles that fetch's promise. The host's allow-list,
-// limits and accounting apply as to any guest: a refusal is a rejected promise (a TypeError naming the
-// URL and the host's error code), never a crash.
+// request and returns its handle at once; glue.c's loop waits in the host (hive.wait) when nothing else
+// can run, until an answer comes or the next timer is due, and hands each result to api.fetchDone,
+// which settles that fetch's promise. The host's allow-list, limits and accounting apply as to any
+// guest: a refusal is a rejected promise (a TypeError naming the URL and the host's error code), never
+// a crash.
 
 const inflight = new Map(); // handle -> { resolve, reject, request, signal, onAbort }
 
@@ -16,13 +17,29 @@ const STATUS_TEXT = {
   504: "Gateway Timeout",
 };
 
-function fetchedResponse(request, status, flat, body) {
+// The response's URL, as Deno gives it: without a fragment; after redirects, the last one the host
+// followed (finalUrl, as the host's URL parser wrote it, serialised again by ours).
+function responseUrl(request, redirects, finalUrl) {
+  let url = request.url;
+  if (redirects > 0 && finalUrl) {
+    try {
+      url = new URL(finalUrl).href;
+    } catch {
+      url = finalUrl;
+    }
+  }
+  const hash = url.indexOf("#");
+  return hash < 0 ? url : url.slice(0, hash);
+}
+
+function fetchedResponse(request, status, flat, body, redirects, finalUrl) {
   const res = Object.create(Response.prototype);
   const headers = new Headers();
   const list = headers[kHeaders];
   for (let i = 0; i < flat.length; i += 2) list.push([flat[i].toLowerCase(), flat[i + 1]]);
   const empty = request.method === "HEAD" || NULL_BODY_STATUS.has(status);
-  res[kRes] = { status, statusText: STATUS_TEXT[status] ?? "", headers, type: "basic", url: request.url, redirected: false };
+  const url = responseUrl(request, redirects, finalUrl);
+  res[kRes] = { status, statusText: STATUS_TEXT[status] ?? "", headers, type: "basic", url, redirected: redirects > 0 };
   res[kBody] = bodyState(empty || body === null ? null : body);
   return res;
 }
@@ -51,7 +68,8 @@ async function hostFetch(request) {
   });
 }
 
-// [0, status, [name, value, ...], body] or [1, code, message] for the fetch with this handle.
+// [0, status, [name, value, ...], body, redirects, final URL] or [1, code, message] for the fetch with
+// this handle.
 api.fetchDone = (handle, result) => {
   const e = inflight.get(handle);
   if (!e) return; // aborted meanwhile
@@ -62,7 +80,7 @@ api.fetchDone = (handle, result) => {
     e.reject(new TypeError(`fetch ${e.request.method} ${e.request.url} failed: ${message} (${code})`, { cause: { code, message } }));
     return;
   }
-  e.resolve(fetchedResponse(e.request, result[1], result[2], result[3]));
+  e.resolve(fetchedResponse(e.request, result[1], result[2], result[3], result[4], result[5]));
 };
 
 function fetch(input, init) {
