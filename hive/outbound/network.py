@@ -1,11 +1,15 @@
-"""The httpcore network backend that closes the DNS-rebinding gap.
+"""The resolver that closes the DNS-rebinding gap, for aiohttp's connector.
 
-httpcore asks its backend to connect_tcp(host, port). We resolve the host ourselves, check every
-address it resolves to against the function's AddressPolicy, and connect to a checked address
-(an IP literal, so nothing resolves again). If any address is refused, the whole host is refused:
-a name that mixes public and private answers is an attack, not a configuration. TLS is started
-afterwards by httpcore on the stream we return, with the URL's host *name* as the SNI and
-hostname to verify, so certificates are still checked against the name, not the IP.
+aiohttp's TCPConnector asks its resolver for a host's addresses each time it opens a connection
+(the DNS cache is off) and connects only to what the resolver returned. CheckedResolver resolves
+the name itself, checks every address against the function's AddressPolicy, and returns them as
+IP literals: what is connected to is what was checked. If any address is refused, the whole host is
+refused: a name that mixes public and private answers is an attack, not a configuration. TLS is
+started by aiohttp with the URL's host *name* as the SNI and hostname to verify, so certificates
+are still checked against the name, not the IP.
+
+aiohttp never asks a resolver about an IP literal: it connects to the literal as written. So a
+URL whose host is an IP is checked by `check_literal` before its request is made (hive.outbound.client).
 """
 
 from __future__ import annotations
@@ -13,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
-import httpcore
-from httpcore import AnyIOBackend, AsyncNetworkBackend, AsyncNetworkStream
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hive.outbound.addresses import AddressPolicy
 from hive.outbound.errors import FetchRefused
@@ -43,11 +45,18 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-class GuardedBackend(AsyncNetworkBackend):
+def check_literal(policy: AddressPolicy, ip: IPAddress, port: int) -> None:
+    if not policy.allows(ip, port):
+        raise FetchRefused("address_not_allowed", policy.why_not(ip, port))
+
+
+class CheckedResolver(AbstractResolver):
+    """One per connection pool (function and rules): resolves through the seam, refuses what the
+    policy refuses. Its FetchRefused passes through aiohttp unchanged (it is not an OSError)."""
+
     def __init__(self, policy: AddressPolicy, resolver: Resolver) -> None:
         self.policy = policy
         self.resolver = resolver
-        self.inner = AnyIOBackend()  # the worker's loop is asyncio (uvloop)
 
     async def _addresses(self, host: str, port: int) -> list[IPAddress]:
         literal = _literal(host)
@@ -62,44 +71,23 @@ class GuardedBackend(AsyncNetworkBackend):
             raise FetchRefused("dns_failed", f"{host} did not resolve to IP addresses (got {list(answers)[:4]})")
         return [a for a in addresses if a is not None]
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                addresses = await self._addresses(host, port)
-        except TimeoutError:
-            raise FetchRefused("connect_timeout", f"resolving {host} took longer than the connect timeout") from None
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+        addresses = await self._addresses(host, port)
         for address in addresses:
             if not self.policy.allows(address, port):
                 where = "" if _literal(host) is not None else f"{host} resolves to {address}: "
                 raise FetchRefused("address_not_allowed", where + self.policy.why_not(address, port))
-        # Connect to the checked addresses in order, within what is left of the connect timeout.
-        last: Exception | None = None
-        for address in addresses:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                return await self.inner.connect_tcp(
-                    str(address), port, timeout=remaining, local_address=local_address, socket_options=socket_options
-                )
-            except httpcore.ConnectTimeout:
-                raise
-            except httpcore.ConnectError as e:
-                last = e
-        assert last is not None
-        raise last
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                "proto": socket.IPPROTO_TCP,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> AsyncNetworkStream:
-        raise FetchRefused("connect_failed", "unix sockets are never reachable from functions")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def close(self) -> None:
+        pass
