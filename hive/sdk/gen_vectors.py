@@ -89,6 +89,17 @@ def fetch_request(name: str, method: str, url: str, headers: list[tuple[str, str
     }
 
 
+def fetch_request_r3(name: str, method: str, url: str, flags: int) -> dict:
+    """A revision 3 fetch record: the revision 2 layout, then u32 flags."""
+    v = fetch_request(name, method, url, [], b"")
+    return {**v, "flags": flags, "record_hex": v["record_hex"] + u32(flags).hex()}
+
+
+def final_url_result(name: str, resp: bytes, redirects: int, url: str, **fields: object) -> dict:
+    """A revision 3 ok fetch result asked for with FETCH_FINAL_URL: the response, then its tail."""
+    return result(name, resp + u32(redirects) + field(url.encode()), **fields, redirects=redirects, url=url)
+
+
 def result(name: str, payload: bytes, **fields: object) -> dict:
     return {"name": name, **fields, "record_hex": (u32(0) + payload).hex()}
 
@@ -287,6 +298,16 @@ def build() -> dict:
         result("kv_incr", i64(-3), value=-3),
         error_result("kv_quota", "quota_exceeded", "store 'default' is over its quota of 104857600 bytes"),
     ]
+    # Revision 3 (docs/abi.md): apart from the above, which every revision 2 SDK decodes strictly.
+    fetch_requests_r3 = [
+        fetch_request_r3("final_url", "GET", "https://api.example.com/old", 1),
+        fetch_request_r3("no_flags", "GET", "https://api.example.com/", 0),
+    ]
+    fields = {"status": 200, "headers": [["content-type", "application/json"]], "body_hex": b'{"ok":true}'.hex()}
+    results_r3 = [
+        final_url_result("fetch_redirected", resp, 2, "https://api.example.com/new?page=2", **fields),
+        final_url_result("fetch_direct", resp, 0, "https://api.example.com/old", **fields),
+    ]
     kv_ops = [
         kv_op("get", "get", "default", b"visits"),
         kv_op("set_ttl", "set", "default", b"rate:EUR", value=b'{"usd":1.08}', ttl_ms=60_000),
@@ -301,6 +322,8 @@ def build() -> dict:
         "fetch_requests": fetch_requests,
         "results": results,
         "kv_ops": kv_ops,
+        "fetch_requests_r3": fetch_requests_r3,
+        "results_r3": results_r3,
         "abi_version": 1,
         "about": "Guest ABI v1 test vectors (docs/abi.md). All integers are u32 little-endian. Text fields are "
         "UTF-8; bodies and envelopes are hex. decoded_headers, when present, is what the host yields "

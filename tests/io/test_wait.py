@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from wasmtime import Module
 
 from hive import abi, hostio
-from hive.errors import AbiViolation
+from hive.errors import AbiViolation, InvalidModule
+from hive.sandbox import inspect
 from tests.guests import wat
 from tests.io.guests import ALLOC, BODY, OUT, RESPOND, Result, fetch
 from tests.security.common import assert_error, fresh
@@ -190,3 +193,44 @@ def test_hostio_fetch_records_with_and_without_flags() -> None:
     resp = abi.Response(200, [(b"content-type", b"text/plain")], b"ok")
     assert hostio.fetched(resp) == struct.pack("<I", 0) + abi.encode_response(resp)
     assert final_url_result(hostio.fetched(resp, (2, "https://b.example/x"))) == (resp, 2, "https://b.example/x")
+
+
+VECTORS = json.loads((Path(hostio.__file__).parent / "sdk" / "abi_vectors.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("v", VECTORS["fetch_requests_r3"], ids=lambda v: v["name"])
+def test_revision_3_fetch_request_vectors(v: dict) -> None:
+    call = hostio.decode_fetch(bytes.fromhex(v["record_hex"]))
+    assert (call.method.decode(), call.url.decode(), call.headers, call.body, call.flags) == (
+        v["method"],
+        v["url"],
+        [],
+        b"",
+        v["flags"],
+    )
+
+
+@pytest.mark.parametrize("v", VECTORS["results_r3"], ids=lambda v: v["name"])
+def test_revision_3_result_vectors(v: dict) -> None:
+    headers = [(n.encode(), val.encode()) for n, val in v["headers"]]
+    resp = abi.Response(v["status"], headers, bytes.fromhex(v["body_hex"]))
+    record = hostio.fetched(resp, (v["redirects"], v["url"]))
+    assert record.hex() == v["record_hex"]
+    assert final_url_result(record) == (resp, v["redirects"], v["url"])
+
+
+def test_hive_wait_is_importable_with_its_type_only() -> None:
+    engine = inspect.build_engine()
+
+    def module(sig: str) -> Module:
+        return inspect.compile_module(
+            engine,
+            wat(f"""(module (import "hive" "wait" (func {sig}))
+              (memory (export "memory") 1) (func (export "hive_abi_v1"))
+              (func (export "hive_alloc") (param i32) (result i32) (i32.const 0))
+              (func (export "hive_handle") (param i32 i32) (result i64) (i64.const 0)))"""),
+        )
+
+    inspect.check_interface(module("(param i32 i32) (result i64)"), frozenset())
+    with pytest.raises(InvalidModule, match="hive.wait has the wrong type"):
+        inspect.check_interface(module("(param i32) (result i64)"), frozenset())
