@@ -116,7 +116,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[
     build_engine(engines)  # here, so that no deploy waits for the engine build
     s = start_server(tmp_path_factory.mktemp("js-timers") / "data", workers=1, env={"HIVE_JS_BUILD_DIR": str(engines)})
     io = {"allowed_hosts": [upstream], "config": {"UPSTREAM": upstream}}
-    deploys = {
+    deploys: dict[str, tuple[str, dict]] = {
         "sleeper": (SLEEPER, {**io, "limits": {"timeout_ms": 300}}),
         "walled": (SLEEPER, {**io, "limits": {"timeout_ms": 300, "wall_timeout_ms": 600}}),
         "timer-during-fetch": (TIMER_DURING_FETCH, {**io, "limits": {"timeout_ms": 1000}}),
