@@ -170,3 +170,27 @@ def test_build_needs_a_root_file(tmp_path: Path) -> None:
     (tmp_path / "hive.toml").write_text('[function]\nname = "empty"\nlanguage = "zig"\n')
     with pytest.raises(BuildError, match="main.zig"):
         build_function(tmp_path)
+
+
+def test_native_io_calls_are_no_io_errors(tmp_path: Path) -> None:
+    """Natively (zig test, no host) every fetch and KV call is an error value: no_io."""
+    guest = Path(__file__).resolve().parent / "guests" / "io" / "zig"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ziglang",
+            "test",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--dep",
+            "edge_hive",
+            f"-Mroot={guest / 'native_test.zig'}",
+            f"-Medge_hive={zig_toolchain.SDK}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "All 1 tests passed" in proc.stderr + proc.stdout, proc.stderr
