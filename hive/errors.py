@@ -163,6 +163,20 @@ class RegistryUnavailable(RegistryError):
     code, status = "registry_unavailable", 503
 
 
+class NodeFenced(HiveError):
+    """Cluster mode: this node lost the cluster registry while other nodes still reach it (its lease ran
+    out), so it may lack changes made since; it refuses invocations until it has caught up."""
+
+    code, status = "node_fenced", 503
+
+    def __init__(
+        self,
+        message: str = "this node lost its connection to the cluster registry (PostgreSQL) and may lack recent "
+        "changes: retry on another node (this one serves again once it has reconnected and caught up)",
+    ) -> None:
+        super().__init__(message)
+
+
 class RegistryDamaged(RegistryError):
     """The registry's files are not what LMDB wrote (e.g. data.mdb was truncated)."""
 

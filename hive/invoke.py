@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from hive import abi
 from hive.cors import open_error, open_preflight
-from hive.errors import ClientGone, HiveError, RateLimited
+from hive.errors import ClientGone, HiveError, NodeFenced, RateLimited
 from hive.gates import Gates
 from hive.guestthreads import guest_pool
 from hive.httprules import body_too_large, check_content_length, check_head, request_id_of
@@ -223,6 +223,9 @@ class Invocation:
 
 
 class Invoker:
+    # Cluster mode: set off the request path (hive.cluster.lease.FenceWatch) while this node is fenced.
+    fenced = False
+
     def __init__(
         self,
         runtime: Runtime,
@@ -272,6 +275,8 @@ class Invoker:
         inv.request_id = request_id_of(None if rid is None else rid.decode("latin-1"))
         inv.origin = origin
         try:
+            if self.fenced:
+                raise NodeFenced()
             rt = self.runtime
             rt.sync()  # one key read; makes a deploy visible to the next request on every worker
             loaded = inv.loaded = rt.lookup(name)

@@ -5,7 +5,6 @@ back, delete, keep up with the registry, close. Knows no HTTP framework: the adm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -107,6 +106,8 @@ def open_hive(settings: Settings) -> Hive:
     )
     capabilities = Capabilities(settings, kv, telemetry)
     invoker = Invoker(runtime, limiter, telemetry, admin_token=token, capabilities=capabilities)
+    if cluster is not None:  # past its lease, cut off from PostgreSQL: invocations answer 503 node_fenced
+        cluster.watch_fence(invoker)
     # The first request pays for no first-time work in the call path (hive/sandbox/warmup.py).
     try:
         warm_up(sandbox)
@@ -247,6 +248,17 @@ async def live_everywhere(hive: Hive) -> dict[str, Any]:
     return {"generation": gen, "workers_behind": len(behind), "workers_failed": failed}
 
 
+def _kv_upkeep(hive: Hive) -> None:
+    kv = hive.capabilities.kv
+    try:
+        kv.purge_expired(limit=1000)
+        kv.sync()
+    except KvUnavailable:  # cluster mode: PostgreSQL is down, serving goes on
+        pass
+    except Exception:
+        log.exception("KV upkeep failed")
+
+
 async def watch(hive: Hive) -> None:
     """In the background: keep up with the registry, and refresh the warm-instance and RSS gauges."""
     interval = hive.settings.sync_interval_ms / 1000
@@ -254,6 +266,7 @@ async def watch(hive: Hive) -> None:
     proc = psutil.Process()
     rss = m.rss.labels(str(os.getpid()))
     ticks = 0
+    upkeep: asyncio.Future[None] | None = None
     while True:
         await asyncio.sleep(interval)
         try:
@@ -261,10 +274,10 @@ async def watch(hive: Hive) -> None:
             m.warm.set(hive.runtime.warm_count())
             if ticks % max(1, int(1 / interval)) == 0:  # about once a second
                 rss.set(proc.memory_info().rss)
-                kv = hive.capabilities.kv
-                with contextlib.suppress(KvUnavailable):  # cluster mode: PostgreSQL is down, serving goes on
-                    kv.purge_expired(limit=1000)
-                    kv.sync()
+                if hive.cluster is None:
+                    _kv_upkeep(hive)
+                elif upkeep is None or upkeep.done():  # PostgreSQL may stall: never on the loop, one at a time
+                    upkeep = asyncio.ensure_future(asyncio.to_thread(_kv_upkeep, hive))
             ticks += 1
         except Exception:
             log.exception("registry sync failed")

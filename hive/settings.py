@@ -86,6 +86,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("cluster_node_name", str, "", "this node's name in the cluster (default: host name and bind port)"),
     Setting("cluster_wait_ms", int, 10_000, "how long a change waits for every live node to load it"),
+    Setting("cluster_lease_ms", int, 5000, "how long a node's lease lasts; past it, unrenewed, it asks its peers"),
+    Setting("cluster_node_url", str, "", "where peers reach this node's /readyz (default: http://<bind>)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -153,6 +155,8 @@ class Settings:
     cluster_dsn: str
     cluster_node_name: str
     cluster_wait_ms: int
+    cluster_lease_ms: int
+    cluster_node_url: str
 
     @property
     def data_path(self) -> Path:

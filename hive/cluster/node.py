@@ -1,10 +1,12 @@
 """A worker's side of cluster mode (the composition root, hive.service, holds one per worker).
 
-Changes go to PostgreSQL (hive.cluster.store), one transaction each, then wait (bounded by
-cluster_wait_ms) until every live node reports that its workers serve the change's generation. The
-node's replicator (hive.cluster.replicator) runs in whichever worker holds the seat. PostgreSQL is
-never on the request path: workers serve from the LMDB replica, and when PostgreSQL is down changes
-fail fast with 503 registry_unavailable while serving goes on.
+Changes go to PostgreSQL (hive.cluster.store), one transaction each, then wait until every node
+holding a lease serves the change's generation: the wait for a node ends when it has loaded the change
+or its lease has run out (it has fenced then, or fences within its peer-check interval:
+hive.cluster.lease), bounded by cluster_wait_ms for nodes that keep renewing. The node's replicator
+(hive.cluster.replicator) runs in whichever worker holds the seat. PostgreSQL is never on the request
+path: workers serve from the LMDB replica (unless fenced: one flag, kept by FenceWatch), and when
+PostgreSQL is down changes fail fast with 503 registry_unavailable while serving goes on.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 
 from hive.cluster import store
+from hive.cluster.lease import FenceWatch, Timing, ask_all, fenced, held, lease_info
 from hive.cluster.pg import Pool, is_connection_error
 from hive.cluster.ratelimit import SharedRateLimiter
-from hive.cluster.replicator import NODE_TIMEOUT_S, Replicator, Seat, read_state, server_identity
+from hive.cluster.replicator import NodeState, Replicator, Seat, read_state, server_identity
 from hive.errors import RegistryError, RegistryUnavailable
 from hive.kv.postgres import PgKv
 from hive.manifest import Manifest
@@ -44,16 +47,30 @@ def node_name(settings: Settings) -> str:
     return settings.cluster_node_name or f"{socket.gethostname()}:{settings.bind.rpartition(':')[2]}"
 
 
+def node_url(settings: Settings) -> str:
+    """cluster_node_url, or http://<bind> (a wildcard address replaced by the host name): where peers
+    reach this node's /readyz."""
+    if settings.cluster_node_url:
+        return settings.cluster_node_url.rstrip("/")
+    host, _, port = settings.bind.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
+
+
 class ClusterNode:
     def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox | None = None) -> None:
         self.settings = settings
         self.name = node_name(settings)
         self.data_dir = settings.data_path
         self.wait_s = settings.cluster_wait_ms / 1000
+        self.timing = Timing(settings.cluster_lease_ms / 1000)
+        self.url = node_url(settings)
         self.keep_versions = settings.keep_versions
         # Pinged before each use: a change must not fail on a connection PostgreSQL closed meanwhile.
         self.pool = Pool(settings.cluster_dsn, size=2, application_name=f"edge-hive-admin {self.name}", check_idle_s=0)
         self._schema = False
+        self._watch: FenceWatch | None = None
         self.seat = Seat(
             self.data_dir,
             lambda: Replicator(
@@ -62,6 +79,8 @@ class ClusterNode:
                 registry=registry,
                 data_dir=self.data_dir,
                 bind=settings.bind,
+                url=self.url,
+                lease_s=self.timing.lease_s,
                 sync_wait_s=settings.sync_wait_ms / 1000,
                 precompile=None if sandbox is None else _precompiler(sandbox),
             ),
@@ -83,8 +102,17 @@ class ClusterNode:
         return False
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         self.seat.stop(timeout_s=10)  # before the registry closes: the replicator writes to it
         self.pool.close()
+
+    def watch_fence(self, target: Any) -> None:
+        """Keep `target.fenced` (the invoke path's one test) up to date, off the request path."""
+        self._watch = FenceWatch(
+            lambda: read_state(self.data_dir), self.timing, target, lambda s: s.server == server_identity()
+        )
+        self._watch.start()
 
     # What the worker uses instead of its single-node parts
 
@@ -107,20 +135,31 @@ class ClusterNode:
         return state is not None and state.caught_up and state.server == server_identity()
 
     def readiness(self, ok: bool, detail: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """The worker's readiness, and not ready until a catch-up of this server run has completed."""
+        """The worker's readiness: not ready until a catch-up of this server run has completed, nor while
+        fenced. Public (peers read `connected` and `lease.renewed_at` here: hive.cluster.lease)."""
         state = read_state(self.data_dir)
-        current = state is not None and state.server == server_identity()
-        caught_up = current and state is not None and state.caught_up
-        cluster: dict[str, Any] = {"node": self.name, "caught_up": caught_up}
-        if current and state is not None:
+        current: NodeState | None = state if state is not None and state.server == server_identity() else None
+        caught_up = current is not None and current.caught_up
+        now = time.monotonic()
+        is_fenced = current is None or fenced(current, self.timing, now)
+        cluster: dict[str, Any] = {"node": self.name, "caught_up": caught_up, "fenced": is_fenced}
+        if current is not None:
             cluster.update(
-                generation=state.generation,
-                loaded=state.loaded,
-                cluster_generation=state.cluster_generation,
-                connected=state.connected,
-                live_nodes=state.live_nodes,
+                generation=current.generation,
+                loaded=current.loaded,
+                cluster_generation=current.cluster_generation,
+                # Connected means renewing: a replicator whose calls hang says so once its lease lapses.
+                connected=current.connected and held(current, self.timing, now),
+                live_nodes=current.live_nodes,
+                lease=lease_info(current, self.timing, now),
             )
-        return ok and caught_up, {**detail, "cluster": cluster}
+            if current.verdict:
+                cluster["peers"] = {
+                    "verdict": current.verdict,
+                    "age_ms": round((now - current.verdict_at) * 1000),
+                    "detail": current.verdict_detail,
+                }
+        return ok and caught_up and not is_fenced, {**detail, "cluster": cluster}
 
     # Changes
 
@@ -169,47 +208,76 @@ class ClusterNode:
         gone, gen = await self._call(lambda c: store.unset_secrets(c, names))
         if gen is None:
             head = await self._call(store.head)
-            return gone, {"generation": head.generation, "nodes_behind": 0, "behind": []}
+            return gone, {"generation": head.generation, "nodes_behind": 0, "behind": [], "behind_state": {}}
         return gone, await self.live_everywhere(gen)
 
     async def live_everywhere(self, generation: int) -> dict[str, Any]:
-        """Wait (bounded by cluster_wait_ms) until every live node serves `generation`, this one included."""
+        """Wait until every node holding a lease serves `generation`, this one included. The wait for a
+        node ends when it has loaded it or when its lease has run out (it has fenced then, or fences
+        within its peer-check interval); a node that keeps renewing without loading it is waited for
+        cluster_wait_ms, and past that only until the lease it held then runs out."""
         deadline = time.monotonic() + self.wait_s
-        nodes: list[str] = []
-        behind: list[str] = [self.name]
+        seen: dict[str, _Lease] = {}  # every node that held a lease at some poll, as last read
         while True:
             try:
-                live = await self._call(_live_nodes)
+                rows = await self._call(_leases)
             except RegistryError as e:  # the change is committed; only the wait is cut short
                 log.warning("could not follow generation %d to the nodes: %s", generation, e.message)
                 break
-            nodes = sorted(live)
-            behind = sorted(n for n, g in live.items() if g < generation)
-            if self.name not in live:
-                behind = sorted({*behind, self.name})
-            if not behind or time.monotonic() >= deadline:
+            now = time.monotonic()
+            waiting = False
+            for name, row in rows.items():
+                if name in seen or row.held:
+                    seen[name] = row
+                # Past the deadline a node that renewed since is slow, not cut off: no longer waited for.
+                if row.held and row.generation < generation and (now < deadline or row.age_s > now - deadline):
+                    waiting = True
+            mine = rows.get(self.name)
+            if (mine is None or mine.generation < generation) and now < deadline:
+                waiting = True  # this node itself: until the deadline whatever its lease says
+            if not waiting:
                 break
             await asyncio.sleep(_POLL_S)
+        behind = {name: "slow" if row.held else "expired" for name, row in seen.items() if row.generation < generation}
+        if self.name not in seen or seen[self.name].generation < generation:
+            behind[self.name] = "slow"
+        expired = [name for name, how in behind.items() if how == "expired"]
+        if expired:  # fenced, or not answering at all: ask them
+            answers = await asyncio.to_thread(ask_all, [seen[n].url for n in expired], self.timing.peer_timeout_s)
+            for name in expired:
+                behind[name] = _lease_health(answers.get(seen[name].url))
         if behind:
             log.warning(
-                "nodes %s had not loaded generation %d after %d ms", ", ".join(behind), generation, self.wait_s * 1000
+                "generation %d not loaded by %s",
+                generation,
+                ", ".join(f"{name} ({how})" for name, how in sorted(behind.items())),
             )
-        return {"generation": generation, "nodes": len(nodes), "nodes_behind": len(behind), "behind": behind}
+        return {
+            "generation": generation,
+            "nodes": len({*seen, self.name}),
+            "nodes_behind": len(behind),
+            "behind": sorted(behind),
+            "behind_state": dict(sorted(behind.items())),
+        }
 
     def status(self) -> dict[str, Any]:
         with self._conn() as conn:
             head = store.head(conn)
             rows = conn.execute(
                 "SELECT name, generation, applied, extract(epoch from now() - heartbeat_at)::float8, stopped, bind, "
-                "pid, workers, workers_behind, extract(epoch from started_at)::float8 FROM hive_nodes ORDER BY name"
+                "pid, workers, workers_behind, extract(epoch from started_at)::float8, lease_ms, url "
+                "FROM hive_nodes ORDER BY name"
             ).fetchall()
+        lapsed = [r[11] for r in rows if not r[4] and r[3] * 1000 >= r[10] and r[11]]
+        answers = ask_all(lapsed, self.timing.peer_timeout_s)  # a lapsed lease: fenced, or down?
         nodes = []
-        for name, gen, applied, age, stopped, bind, pid, workers, workers_behind, started in rows:
+        for name, gen, applied, age, stopped, bind, pid, workers, workers_behind, started, lease_ms, url in rows:
+            lease_held = age * 1000 < lease_ms
             health = (
                 "stopped"
                 if stopped
-                else "down"
-                if age > NODE_TIMEOUT_S
+                else _lease_health(answers.get(url))
+                if not lease_held
                 else "behind"
                 if gen < head.generation
                 else "ok"
@@ -222,7 +290,9 @@ class ClusterNode:
                     "applied": applied,
                     "lag": max(0, head.generation - gen),
                     "heartbeat_age_s": round(age, 3),
+                    "lease": {"ms": lease_ms, "held": lease_held and not stopped, "age_ms": round(age * 1000)},
                     "bind": bind,
+                    "url": url,
                     "pid": pid,
                     "workers": workers,
                     "workers_behind": workers_behind,
@@ -238,6 +308,37 @@ class ClusterNode:
         }
 
 
+class _Lease(NamedTuple):
+    """A node's row as a writer sees it: the generation it serves and its lease on PostgreSQL's clock."""
+
+    generation: int
+    age_s: float
+    lease_s: float
+    url: str
+
+    @property
+    def held(self) -> bool:
+        return self.age_s < self.lease_s
+
+
+def _leases(conn: psycopg.Connection) -> dict[str, _Lease]:
+    rows = conn.execute(
+        "SELECT name, generation, extract(epoch from now() - heartbeat_at)::float8, lease_ms, url "
+        "FROM hive_nodes WHERE NOT stopped"
+    )
+    return {name: _Lease(gen, age, ms / 1000, url) for name, gen, age, ms, url in rows}
+
+
+def _lease_health(answer: dict[str, Any] | None) -> str:
+    """A node whose lease ran out: `fenced` when its /readyz says so, `down` when it does not answer,
+    `expired` when it answers unfenced (it fences within its peer-check interval if it can reach a
+    connected peer, or serves on when it finds PostgreSQL down for everyone)."""
+    if answer is None:
+        return "down"
+    cluster = answer.get("cluster")
+    return "fenced" if isinstance(cluster, dict) and cluster.get("fenced") is True else "expired"
+
+
 def _precompiler(sandbox: Sandbox) -> Callable[[VersionRecord, bytes], None]:
     def precompile(rec: VersionRecord, wasm: bytes) -> None:
         m = rec.manifest
@@ -246,12 +347,3 @@ def _precompiler(sandbox: Sandbox) -> Callable[[VersionRecord, bytes], None]:
         sandbox.compile(wasm, rec.sha256, m.allowed_wasi_imports(), m.limits.fuel is not None)
 
     return precompile
-
-
-def _live_nodes(conn: psycopg.Connection) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT name, generation FROM hive_nodes WHERE NOT stopped AND "
-        "heartbeat_at > now() - make_interval(secs => %s)",
-        (NODE_TIMEOUT_S,),
-    )
-    return {name: gen for name, gen in rows}

@@ -18,14 +18,20 @@ construction: each catch-up moves the replica from one snapshot to a later one.
 Then it waits (bounded by sync_wait_ms) until the node's workers serve the new LMDB generation and
 reports the cluster generation as the node's in hive_nodes, with a heartbeat once a second: a deploy
 on any node waits for that report. It also writes `<data dir>/run/cluster-state.json`, which the node's
-workers read for /readyz (not ready until a catch-up of this server run) and for their share of
-server-wide rate limits (the count of live nodes).
+workers read for /readyz (not ready until a catch-up of this server run), for their share of
+server-wide rate limits (the count of live nodes) and for the fence (hive.cluster.lease).
+
+The heartbeat row is the node's lease. Two more threads of the replicating worker keep it: one renews
+it on a connection of its own while the replicator is connected and caught up (a long catch-up does
+not hold renewals back), one asks the peers' /readyz once the lease is overdue and publishes the
+verdict (hive.cluster.lease says what follows from it).
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -37,7 +43,8 @@ import psutil
 import psycopg
 
 from hive.cluster import store
-from hive.cluster.pg import connect, guard
+from hive.cluster.lease import FENCE, SERVE, Timing, check_peers
+from hive.cluster.pg import connect, cut, guard
 from hive.marks import start_ticks
 from hive.peers import SyncMarks
 from hive.registry import FunctionState, Registry, VersionRecord
@@ -45,7 +52,8 @@ from hive.registry import FunctionState, Registry, VersionRecord
 log = logging.getLogger("hive.cluster")
 
 HEARTBEAT_S = 1.0
-NODE_TIMEOUT_S = 5.0  # a node whose heartbeat is older is not live: deploys do not wait for it
+# The nodes whose lease (heartbeat row) is fresh: a node's own lease_ms, as PostgreSQL's clock sees it.
+LIVE_SQL = "NOT stopped AND heartbeat_at > now() - lease_ms * interval '1 millisecond'"
 BATCH_BYTES = 64 << 20  # module bytes one LMDB transaction of a catch-up takes at most
 # A PostgreSQL call that takes longer (a stalled server or network) has its connection cut: reconnect.
 QUERY_TIMEOUT_S = 10.0
@@ -58,6 +66,11 @@ class Mark(msgspec.Struct):
 
     id: str
     g: int
+
+
+class Peer(msgspec.Struct, array_like=True):
+    name: str
+    url: str
 
 
 class NodeState(msgspec.Struct):
@@ -74,6 +87,15 @@ class NodeState(msgspec.Struct):
     live_nodes: int = 1
     error: str = ""
     at: float = 0.0
+    # The lease (hive.cluster.lease). Monotonic times are this host's clock, which every process shares.
+    url: str = ""
+    lease_ms: int = 5000
+    renewed: float = 0.0  # monotonic: when the last successful renewal of this server run was SENT (0: none)
+    renewed_at: float = 0.0  # PostgreSQL's clock (epoch) at that renewal; kept across server runs
+    peers: list[Peer] = msgspec.field(default_factory=list)  # the others holding a lease at that renewal
+    verdict: str = ""  # the last peer check: SERVE, FENCE or "" (none yet)
+    verdict_at: float = 0.0  # monotonic: when that check began
+    verdict_detail: str = ""
 
 
 def server_identity() -> list[int]:
@@ -97,7 +119,7 @@ def read_state(data_dir: Path) -> NodeState | None:
 
 def _write_state(data_dir: Path, state: NodeState) -> None:
     run = data_dir / "run"
-    tmp = run / f".{STATE_FILE}.{os.getpid()}.tmp"
+    tmp = run / f".{STATE_FILE}.{os.getpid()}.tmp"  # one writer at a time per process (Replicator._lock)
     try:
         run.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(msgspec.json.encode(state))
@@ -118,6 +140,8 @@ class Replicator:
         registry: Registry,
         data_dir: Path,
         bind: str = "",
+        url: str = "",
+        lease_s: float = 5.0,
         sync_wait_s: float = 3.0,
         precompile: Precompile | None = None,
     ) -> None:
@@ -126,39 +150,82 @@ class Replicator:
         self.registry = registry
         self.data_dir = data_dir
         self.bind = bind
+        self.timing = Timing(lease_s)
         self.sync_wait_s = sync_wait_s
         self.precompile = precompile
         self.marks = SyncMarks(data_dir)
-        self.state = NodeState(server_identity(), node, os.getpid())
+        self.state = NodeState(server_identity(), node, os.getpid(), url=url, lease_ms=round(lease_s * 1000))
+        self._inherit(read_state(data_dir))
         self.local = -1  # the LMDB generation of the last apply
         self.catch_ups = 0
         self._started_at = _server_started()
+        self._lock = threading.Lock()  # the state file is written by three threads
+        self._wake = threading.Event()  # a peer reaches PostgreSQL: reconnect now, not after the backoff
+        self._conns: list[psycopg.Connection] = []  # the session's, cut when this node is found cut off
+
+    def _inherit(self, old: NodeState | None) -> None:
+        """The lease is the node's, not the worker's: a successor in the same server run keeps it. A new
+        server run keeps only what peers compare against (it renews before it serves, or fences)."""
+        if old is None or old.node != self.node:
+            return
+        s = self.state
+        s.renewed_at, s.peers = old.renewed_at, old.peers
+        if old.server == s.server:
+            s.renewed, s.verdict, s.verdict_at, s.verdict_detail = (
+                old.renewed,
+                old.verdict,
+                old.verdict_at,
+                old.verdict_detail,
+            )
 
     # The loop
 
     def run(self, stop: threading.Event) -> None:
+        self._publish()  # this server run's state, inherited lease included, before anything can block
+        done = threading.Event()
+        keepers = [
+            threading.Thread(target=self._renew_loop, args=(stop, done), name="hive-lease", daemon=True),
+            threading.Thread(target=self._check_loop, args=(stop, done), name="hive-lease-check", daemon=True),
+        ]
+        for t in keepers:
+            t.start()
         backoff = 0.1
-        while not stop.is_set():
-            try:
-                self._session(stop)
-                backoff = 0.1
-            except Exception as e:  # PostgreSQL gone, or a failure applying: retry, keep serving LMDB
-                if not stop.is_set():
-                    log.warning(
-                        "cluster replication (node %s) interrupted: %s; retrying", self.node, str(e).strip()[:300]
-                    )
-                self.state.connected = False
-                self.state.error = str(e).strip()[:300]
-                self._publish()
-                stop.wait(backoff)
-                backoff = min(2.0, backoff * 2)
+        try:
+            while not stop.is_set():
+                try:
+                    self._session(stop)
+                    backoff = 0.1
+                except Exception as e:  # PostgreSQL gone, or a failure applying: retry, keep serving LMDB
+                    if not stop.is_set():
+                        log.warning(
+                            "cluster replication (node %s) interrupted: %s; retrying", self.node, str(e).strip()[:300]
+                        )
+                    self.state.connected = False
+                    self.state.error = str(e).strip()[:300]
+                    self._publish()
+                    deadline = time.monotonic() + backoff
+                    while not stop.is_set() and not self._wake.is_set() and time.monotonic() < deadline:
+                        stop.wait(0.02)
+                    backoff = 0.1 if self._wake.is_set() else min(2.0, backoff * 2)
+                    self._wake.clear()
+        finally:
+            done.set()
+            for t in keepers:
+                t.join(5)
         self._goodbye()
 
     def _session(self, stop: threading.Event) -> None:
+        try:
+            self._connected_session(stop)
+        finally:
+            self._conns = []
+
+    def _connected_session(self, stop: threading.Event) -> None:
         with (
             connect(self.dsn, application_name=f"edge-hive-listen {self.node}") as listen,
             connect(self.dsn, application_name=f"edge-hive-node {self.node}") as work,
         ):
+            self._conns = [listen, work]
             with guard(work, QUERY_TIMEOUT_S), guard(listen, QUERY_TIMEOUT_S):
                 store.create_schema(work)
                 listen.execute(f"LISTEN {store.CHANNEL}")
@@ -222,8 +289,8 @@ class Replicator:
             wanted = store.states(conn, names) if names else {}
         self.state.cluster_generation = head.generation
         if not full and applied == head.generation:
-            if not self.state.caught_up:
-                self._caught_up(head.generation, self.registry.generation())
+            if not self.state.caught_up or not self._held():
+                self._caught_up(conn, head.generation, self.registry.generation())
             return False
         batches = self._batches(wanted)
         local = self.registry.generation()
@@ -250,7 +317,7 @@ class Replicator:
             len(names),
             (time.monotonic() - started) * 1000,
         )
-        self._caught_up(head.generation, local)
+        self._caught_up(conn, head.generation, local)
         return True
 
     def _batches(self, wanted: dict[str, FunctionState | None]) -> list[dict[str, FunctionState | None]]:
@@ -281,10 +348,13 @@ class Replicator:
             except Exception as e:  # the workers' own load reports it (readyz)
                 log.warning("node %s: could not compile %s v%d: %s", self.node, rec.name, rec.version, e)
 
-    def _caught_up(self, generation: int, local: int) -> None:
+    def _caught_up(self, conn: psycopg.Connection, generation: int, local: int) -> None:
         self.local = local
         self.state.generation = generation
         self.state.caught_up = True
+        if not self._held():  # a lapsed (or new) lease is renewed from a caught-up replica before anything
+            with guard(conn, QUERY_TIMEOUT_S):
+                self._report(conn, len(self.marks.live()), len(self.marks.lagging(local)))
         self._publish()  # the workers may serve (and booting ones warm) from here
         deadline = time.monotonic() + self.sync_wait_s
         while self.marks.lagging(local) and time.monotonic() < deadline:
@@ -305,12 +375,15 @@ class Replicator:
         self._publish()
 
     def _report(self, conn: psycopg.Connection, workers: int, behind: int) -> None:
-        conn.execute(
+        """The heartbeat: what the node serves, and a renewal of its lease."""
+        sent = time.monotonic()
+        row = conn.execute(
             "INSERT INTO hive_nodes (name, generation, applied, heartbeat_at, started_at, stopped, bind, pid, workers, "
-            "workers_behind) VALUES (%s, %s, %s, now(), to_timestamp(%s), false, %s, %s, %s, %s) "
+            "workers_behind, url, lease_ms) VALUES (%s, %s, %s, now(), to_timestamp(%s), false, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation, applied = EXCLUDED.applied, "
             "heartbeat_at = now(), started_at = EXCLUDED.started_at, stopped = false, bind = EXCLUDED.bind, "
-            "pid = EXCLUDED.pid, workers = EXCLUDED.workers, workers_behind = EXCLUDED.workers_behind",
+            "pid = EXCLUDED.pid, workers = EXCLUDED.workers, workers_behind = EXCLUDED.workers_behind, "
+            "url = EXCLUDED.url, lease_ms = EXCLUDED.lease_ms RETURNING extract(epoch from now())::float8",
             (
                 self.node,
                 self.state.loaded,
@@ -320,17 +393,102 @@ class Replicator:
                 os.getpid(),
                 workers,
                 behind,
+                self.state.url,
+                self.state.lease_ms,
             ),
-        )
-        row = conn.execute(
-            "SELECT count(*) FROM hive_nodes WHERE NOT stopped AND heartbeat_at > now() - make_interval(secs => %s)",
-            (NODE_TIMEOUT_S,),
         ).fetchone()
-        self.state.live_nodes = max(1, row[0] if row else 1)
+        live = conn.execute(f"SELECT name, url FROM hive_nodes WHERE {LIVE_SQL} ORDER BY name").fetchall()
+        self.state.live_nodes = max(1, len(live))
+        self.state.peers = [Peer(name, url) for name, url in live if name != self.node and url]
+        if row is not None:
+            self._renewed(sent, row[0])
+
+    # The lease (hive.cluster.lease)
+
+    def _held(self) -> bool:
+        return self.state.renewed > 0 and time.monotonic() - self.state.renewed < self.timing.own_s
+
+    def _renewed(self, sent: float, at: float) -> None:
+        with self._lock:
+            if sent > self.state.renewed:
+                self.state.renewed, self.state.renewed_at = sent, at
+
+    def _renew(self, conn: psycopg.Connection) -> bool:
+        sent = time.monotonic()
+        with guard(conn, self.timing.lease_s / 2):
+            row = conn.execute(
+                "UPDATE hive_nodes SET heartbeat_at = now() WHERE name = %s AND pid = %s AND NOT stopped "
+                "RETURNING extract(epoch from now())::float8",
+                (self.node, os.getpid()),
+            ).fetchone()
+        if row is None:
+            return False  # no row of this worker yet: the session's first report makes it
+        self._renewed(sent, row[0])
+        self._publish()
+        return True
+
+    def _renew_loop(self, stop: threading.Event, done: threading.Event) -> None:
+        """Renew while the replicator is connected and caught up, even in the middle of a long catch-up."""
+        beat = self.timing.beat_s
+        conn: psycopg.Connection | None = None
+        try:
+            while not stop.is_set() and not done.is_set():
+                due = self.state.renewed + beat
+                if self.state.connected and time.monotonic() >= due:
+                    try:
+                        if conn is None or conn.closed:
+                            conn = connect(self.dsn, application_name=f"edge-hive-lease {self.node}")
+                        self._renew(conn)
+                    except psycopg.Error:
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                    due = time.monotonic() + beat / 2  # after a failure: again soon, not at once
+                stop.wait(max(0.01, min(0.1, due - time.monotonic())))
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _check_loop(self, stop: threading.Event, done: threading.Event) -> None:
+        """Once the lease is overdue: ask the peers every check_s, publish the verdict."""
+        t = self.timing
+        next_check = 0.0
+        while not stop.is_set() and not done.is_set():
+            now = time.monotonic()
+            renewed = self.state.renewed
+            if renewed > 0 and now - renewed < t.overdue_s:
+                stop.wait(max(0.01, min(0.1, renewed + t.overdue_s - now)))
+                continue
+            if now < next_check:
+                stop.wait(max(0.01, min(0.05, next_check - now)))
+                continue
+            next_check = now + t.check_s
+            try:
+                verdict = check_peers(self.node, self.state.renewed_at, [p.url for p in self.state.peers], t)
+            except Exception:  # never leave the node without a verdict because of a bug here
+                log.exception("node %s: checking the peers failed", self.node)
+                continue
+            was = self.state.verdict
+            with self._lock:
+                self.state.verdict = SERVE if verdict.serve else FENCE
+                self.state.verdict_at, self.state.verdict_detail = now, verdict.detail
+            self._publish()
+            if self.state.verdict != was:
+                log.warning(
+                    "node %s has not renewed its lease for %.1f s: %s",
+                    self.node,
+                    now - renewed if renewed > 0 else math.inf,
+                    verdict.detail,
+                )
+            if verdict.connected:  # PostgreSQL is up: drop what may be stuck, reconnect at once
+                for c in list(self._conns):
+                    cut(c)
+                self._wake.set()
 
     def _publish(self) -> None:
-        self.state.at = time.time()
-        _write_state(self.data_dir, self.state)
+        with self._lock:
+            self.state.at = time.time()
+            _write_state(self.data_dir, self.state)
 
     def _goodbye(self) -> None:
         """This worker stops replicating: deploys need not wait for the node until a successor reports."""

@@ -7,7 +7,7 @@ Tables (created on first use, under an advisory lock):
   hive_blobs      sha256 -> module bytes, stored once, with the count of versions that use them
   hive_secrets    name -> value: the server-wide secrets (hive.registry's, for every node)
   hive_changes    generation -> op, name, version: what each change touched, for replicas catching up
-  hive_nodes      name -> the generation its workers serve, heartbeat, ... (hive.cluster.nodes)
+  hive_nodes      name -> the generation its workers serve, heartbeat (its lease), url, ... (hive.cluster.lease)
 
 A deploy, rollback or delete is one transaction: it bumps the generation first (the row lock makes
 changes take turns across the cluster), writes, logs the change and NOTIFYs `hive_registry` with
@@ -74,14 +74,27 @@ CREATE TABLE IF NOT EXISTS hive_nodes (
     bind text NOT NULL DEFAULT '',
     pid integer NOT NULL DEFAULT 0,
     workers integer NOT NULL DEFAULT 0,
-    workers_behind integer NOT NULL DEFAULT 0);
+    workers_behind integer NOT NULL DEFAULT 0,
+    url text NOT NULL DEFAULT '',
+    lease_ms integer NOT NULL DEFAULT 5000);
 """
+# Columns added since the first release: a table created by it gets them (only then: ALTER locks it).
+ADDED_COLUMNS = {"url": "text NOT NULL DEFAULT ''", "lease_ms": "integer NOT NULL DEFAULT 5000"}
 
 
 def create_schema(conn: psycopg.Connection) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         conn.execute(SCHEMA)
+        have = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'hive_nodes'::regclass AND NOT attisdropped"
+            )
+        }
+        for column, decl in ADDED_COLUMNS.items():
+            if column not in have:
+                conn.execute(f"ALTER TABLE hive_nodes ADD COLUMN IF NOT EXISTS {column} {decl}")
         conn.execute("INSERT INTO hive_cluster (id) VALUES (%s) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
 
 

@@ -122,6 +122,24 @@ class Node:
         return self.admin("POST", f"/api/v1/edge/{fn}/rollback", json={} if version is None else {"version": version})
 
 
+def via(proxy_port: int, dsn: str, pg_port: int) -> str:
+    """The DSN through a proxy (tests/cluster/proxy.py) on `proxy_port` instead of PostgreSQL's port."""
+    return dsn.replace(f"port={pg_port}", f"port={proxy_port}")
+
+
+def is_fenced(r: httpx.Response) -> bool:
+    return (
+        r.status_code == 503
+        and r.headers.get("content-type", "").startswith("application/json")
+        and (r.json().get("error") == "node_fenced")
+    )
+
+
+def cluster_part(node: Node) -> dict[str, Any]:
+    """The cluster part of the node's public /readyz (whatever its status)."""
+    return httpx.get(node.url + "/readyz", timeout=10, headers={"connection": "close"}).json()["cluster"]
+
+
 def status(node: Node) -> dict[str, Any]:
     r = node.admin("GET", "/api/v1/cluster")
     assert r.status_code == 200, r.text

@@ -4,7 +4,7 @@ dir and loopback port) sharing the session's PostgreSQL, under a bounded load ge
 In file order (later tests break things): deploys and rollbacks spread over the nodes, live everywhere
 when they answer; server-wide rate limits across nodes; a node whose LISTEN connection is killed;
 a node SIGKILLed mid-deploy and restarted; PostgreSQL restarted under load; shared KV; the CLI; a node
-partitioned from PostgreSQL and one started while cut off. Each prints its figures (`-s` shows them)."""
+partitioned from PostgreSQL (fenced) and one started while cut off. Each prints its figures (`-s` shows them)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.cluster.cluster import Load, Node, body_of, figures, healthy, module, status
+from tests.cluster.cluster import Load, Node, body_of, figures, healthy, is_fenced, module, status, via
 from tests.cluster.pgserver import PgServer
 from tests.cluster.proxy import StallingProxy
 from tests.support import poll
@@ -320,18 +320,15 @@ def test_cluster_status_cli(nodes: list[Node], tmp_path: Path) -> None:
     assert [(row[0], row[1]) for row in rows] == [(name, "ok") for name in NAMES], r.output
 
 
-def via(proxy: StallingProxy, dsn: str, postgres: PgServer) -> str:
-    return dsn.replace(f"port={postgres.port}", f"port={proxy.port}")
-
-
 def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catch_up(
     nodes: list[Node], dsn: str, postgres: PgServer, tmp_path: Path
 ) -> None:
     """A fourth node reaches PostgreSQL through a proxy that can stall (connections kept open, no bytes
-    moved: only the node's own timeouts notice); a fifth starts while its proxy is stalled."""
+    moved: only the node's own timeouts notice): fenced once its lease runs out (tests/cluster/test_fencing.py
+    has the details); a fifth starts while its proxy is stalled."""
     p3, p4 = StallingProxy(postgres.port), StallingProxy(postgres.port)
-    n3 = Node("n3", tmp_path / "n3" / "data", via(p3, dsn, postgres))
-    n4 = Node("n4", tmp_path / "n4" / "data", via(p4, dsn, postgres))
+    n3 = Node("n3", tmp_path / "n3" / "data", via(p3.port, dsn, postgres.port))
+    n4 = Node("n4", tmp_path / "n4" / "data", via(p4.port, dsn, postgres.port))
     everyone = [*nodes, n3]
     try:
         n3.start()
@@ -340,11 +337,13 @@ def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catc
         serves_everywhere(everyone, "parted", body_of("parted", 1))
         p3.stall()
         started = time.monotonic()
-        r = nodes[0].deploy("parted", module("parted", 2))  # waits for n3 only while its heartbeat is fresh
-        assert r.status_code == 201 and (r.json()["nodes"], r.json()["nodes_behind"]) == (3, 0), r.text
+        r = nodes[0].deploy("parted", module("parted", 2))  # waits for n3 until its lease runs out
+        assert r.status_code == 201, r.text
+        assert (r.json()["nodes"], r.json()["behind"], r.json()["behind_state"]) == (4, ["n3"], {"n3": "fenced"})
         dropped_ms = (time.monotonic() - started) * 1000
         serves_everywhere(nodes, "parted", body_of("parted", 2))
-        serves_everywhere([n3], "parted", body_of("parted", 1))  # cut off: it serves what it last knew
+        for _ in range(4):  # cut off while the others reach PostgreSQL: it refuses rather than serve build 1
+            assert is_fenced(n3.invoke("parted"))
         poll(
             "n3 to notice it is cut off",
             lambda: not httpx.get(n3.url + "/readyz", timeout=10).json()["cluster"]["connected"],
@@ -383,8 +382,8 @@ def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catc
         p3.close()
         p4.close()
     print(
-        f"\n[cluster figures] partitioned node: deploys stopped waiting for it after {dropped_ms:.0f} ms, it "
-        f"noticed after {noticed_ms:.0f} ms, converged {converge_ms:.0f} ms after the partition ended; a node "
+        f"\n[cluster figures] partitioned node: deploys stopped waiting for it (its lease ran out, it fenced) after "
+        f"{dropped_ms:.0f} ms, it noticed after {noticed_ms:.0f} ms, converged {converge_ms:.0f} ms after the partition ended; a node "
         f"started while cut off ({len(answers)} probes, none ready) was ready {ready_ms:.0f} ms after",
         flush=True,
     )
