@@ -106,3 +106,31 @@ def test_logs_follow_streams_new_lines(server: Server) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_burst_is_logged_exactly_once_per_request(server: Server) -> None:
+    """Lines written in one loop turn go out in one write(): under a concurrent burst on both workers the
+    log still has one whole line per request, and each is there once its response arrived."""
+    import asyncio
+
+    server.deploy("burst", wat(const_wat("ok")))
+    ids = [f"burst-{i}" for i in range(300)]
+
+    async def fire() -> list[int]:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as c:
+            sem = asyncio.Semaphore(32)
+
+            async def one(rid: str) -> int:
+                async with sem:
+                    r = await c.post("/api/v1/edge/burst", headers={"x-request-id": rid})
+                    return r.status_code
+
+            return await asyncio.gather(*(one(rid) for rid in ids))
+
+    assert set(asyncio.run(fire())) == {200}
+    r = fresh(server, "GET", "/api/v1/edge/burst/logs", headers=server.admin, params={"lines": "1000"})
+    records = [json.loads(line) for line in r.text.splitlines()]  # every line whole JSON
+    logged = [rec["request_id"] for rec in records if rec["kind"] == "invocation"]
+    assert sorted(logged) == sorted(ids)
+    assert {rec["pid"] for rec in records} <= server.worker_pids()
