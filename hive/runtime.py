@@ -15,7 +15,7 @@ from hive import abi
 from hive.capabilities import fetch_limits, rules_of
 from hive.cors import CorsPolicy
 from hive.errors import FunctionNotFound, GuestError
-from hive.js.server import JsEngines, engine_dir
+from hive.js.server import JsEngines, blob_waits, engine_dir
 from hive.jwks import JwksCache
 from hive.manifest import Manifest, burst_of
 from hive.outbound import FetchLimits, HostRule
@@ -61,7 +61,7 @@ class Loaded:
     wall_timeout_ms: int = 30_000
     max_concurrency: int = 64
     max_queue: int = 64
-    does_io: bool = False  # its calls may wait on fetch or KV: they run on guest threads
+    does_io: bool = False  # its calls may wait on fetch, KV or (JS) timers: they run on guest threads
     fresh_each_request: bool = False  # isolation = "request"
     cors: CorsPolicy | None = None
     guest_log: Callable[[str, int, str, int, str, str], None] | None = None  # JS: maps stack frames
@@ -143,8 +143,11 @@ class Runtime:
         allowed = rec.manifest.allowed_wasi_imports()
         fuel = rec.manifest.limits.fuel is not None
         guest_log = None
+        waits = False
         if rec.manifest.kind == "js":  # the shared engine, loading this version's bytecode (hive/js/server.py)
-            compiled, guest_log = self.js.function(rec, self.registry.blob(rec.sha256), self.guest_log)
+            blob = self.registry.blob(rec.sha256)
+            compiled, guest_log = self.js.function(rec, blob, self.guest_log)
+            waits = blob_waits(blob)  # its bundle uses timers: they sleep in the host, on a guest thread
         else:
             try:
                 compiled = self.sandbox.load(rec.sha256, None, allowed, fuel)
@@ -168,7 +171,7 @@ class Runtime:
             lim.wall_timeout_ms or st.wall_timeout_ms,
             lim.max_concurrency or st.max_concurrency,
             st.max_queue if lim.max_queue is None else lim.max_queue,
-            m.does_io,
+            m.does_io or waits,
             m.isolation == "request",
             None if m.cors is None else CorsPolicy(m.cors),
             guest_log,

@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -53,6 +55,18 @@ def engine_dir(data_dir: Path) -> Path:
     return Path(env) if env else data_dir / "js-engine"
 
 
+# What in a bundle can wait on time: the engine's timers (AbortSignal.timeout and a waitUntil'd promise
+# wait on them too). A mention is enough: such a function's calls run on guest threads with their I/O
+# context, where the engine sleeps in the host (hive.wait) off the CPU limit; one that reaches a timer
+# only dynamically (globalThis["set" + "Timeout"]) runs on the event loop and polls the clock.
+_WAITS_ON_TIME = re.compile(rb"setTimeout|setInterval|waitUntil|AbortSignal\W{0,8}timeout")
+
+
+def waits_on_time(source: bytes) -> bool:
+    """Whether the user's bundle (never the engine's prelude) mentions a timer."""
+    return _WAITS_ON_TIME.search(source) is not None
+
+
 @dataclass(frozen=True)
 class JsBlob:
     """What a JS version stores: bytecode for one engine, and what rebuilds or explains it."""
@@ -61,6 +75,7 @@ class JsBlob:
     bytecode: bytes
     source: bytes
     source_map: bytes | None
+    waits: bool = False  # waits_on_time(source), decided at deploy: its calls run on guest threads
 
     def pack(self) -> bytes:
         head = json.dumps(
@@ -69,19 +84,14 @@ class JsBlob:
                 "bytecode": len(self.bytecode),
                 "source": len(self.source),
                 "map": -1 if self.source_map is None else len(self.source_map),
+                "waits": self.waits,
             }
         ).encode()
         return b"".join((BLOB_MAGIC, _U32.pack(len(head)), head, self.bytecode, self.source, self.source_map or b""))
 
     @classmethod
     def unpack(cls, blob: bytes) -> JsBlob:
-        if not blob.startswith(BLOB_MAGIC):
-            raise InvalidModule('this version\'s blob is not a JavaScript function (deployed with kind "js"?)')
-        at = len(BLOB_MAGIC)
-        (n,) = _U32.unpack_from(blob, at)
-        at += 4
-        head = json.loads(blob[at : at + n])
-        at += n
+        head, at = _head(blob)
         parts = []
         for key in ("bytecode", "source", "map"):
             size = head[key]
@@ -89,7 +99,29 @@ class JsBlob:
             at += max(size, 0)
         bytecode, source, smap = parts
         assert bytecode is not None and source is not None
-        return cls(head["engine"], bytecode, source, smap)
+        waits = head["waits"] if "waits" in head else waits_on_time(source)
+        return cls(head["engine"], bytecode, source, smap, bool(waits))
+
+
+def _head(blob: bytes) -> tuple[dict[str, Any], int]:
+    """A blob's head and where its parts start."""
+    if not blob.startswith(BLOB_MAGIC):
+        raise InvalidModule('this version\'s blob is not a JavaScript function (deployed with kind "js"?)')
+    at = len(BLOB_MAGIC)
+    (n,) = _U32.unpack_from(blob, at)
+    at += 4
+    head: dict[str, Any] = json.loads(blob[at : at + n])
+    return head, at + n
+
+
+def blob_waits(blob: bytes) -> bool:
+    """Whether this version's calls wait on timers (hive.runtime's Loaded.does_io). Recorded at deploy;
+    a version deployed before the record existed is scanned now."""
+    head, at = _head(blob)
+    if "waits" in head:
+        return bool(head["waits"])
+    at += head["bytecode"]
+    return waits_on_time(blob[at : at + head["source"]])
 
 
 def with_engine_grants(manifest: Manifest) -> Manifest:
@@ -210,7 +242,7 @@ class JsEngines:
             JsFunction(engine, bytecode).instance(self.sandbox, limits, GuestContext(name, 0, env))
         except JsLoadError as e:
             raise _mapped_error(e, smap) from None
-        blob = JsBlob(engine.sha256, bytecode, source, raw_map if smap is not None else None)
+        blob = JsBlob(engine.sha256, bytecode, source, raw_map if smap is not None else None, waits_on_time(source))
         return blob.pack(), with_engine_grants(manifest)
 
     def function(self, rec: VersionRecord, blob: bytes, sink: Sink | None) -> tuple[CompiledModule, Sink | None]:
