@@ -68,6 +68,10 @@ class Hive:
 
 def open_hive(settings: Settings) -> Hive:
     """Everything process-bound, created in the worker after fork; every function warm when it returns."""
+    # Both idempotent; HiveWorker installs them first under gunicorn. Before the Sandbox: host functions
+    # a linker defined before fastcall's trampoline patch crash the process when a guest calls them.
+    install_telemetry_patch()
+    fastcall.install()
     data = settings.data_path
     token, token_file = ensure_admin_token(data, settings.admin_token or held_token())
     if token_file is not None:
@@ -80,8 +84,6 @@ def open_hive(settings: Settings) -> Hive:
     )
     registry.on_drop = sandbox.forget  # artifacts of pruned or deleted versions go with them
     function_log = FunctionLog(data / "logs" / "functions.jsonl")
-    install_telemetry_patch()  # both are idempotent; HiveWorker installs them first under gunicorn
-    fastcall.install()
     telemetry = Telemetry(function_log if settings.function_log else None)
     runtime = Runtime(settings, registry, sandbox, guest_log=telemetry.guest_output)
     marks = SyncMarks(data)

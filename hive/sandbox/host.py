@@ -25,6 +25,7 @@ from wasmtime import Caller, Engine, FuncType, Linker, Memory, Store, ValType, W
 
 from hive import hostio
 from hive.errors import AbiViolation, GuestExit, WallTimeout
+from hive.sandbox import fastcall
 
 log = logging.getLogger("hive.guest")
 
@@ -483,6 +484,9 @@ def define_all(linker: Linker) -> None:
     """wasmtime's WASI (for NATIVE_WASI), shadowed by the host functions above. A module can import
     only what HOST_FUNCTIONS lists (hive.sandbox.inspect), so the rest of wasmtime's WASI stays unused;
     it has no preopened dirs or sockets to reach anyway."""
+    # A host function defined before fastcall's trampoline patch crashes the process when called
+    # (measured): installing here keeps the order whoever makes the linker.
+    fastcall.install()
     linker.allow_shadowing = True
     linker.define_wasi()
     vt = {"i": ValType.i32(), "I": ValType.i64()}

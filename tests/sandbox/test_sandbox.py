@@ -723,3 +723,19 @@ def test_host_calls_write_into_the_calling_instance_after_memory_grows(sandbox: 
             seen.add(body)
     assert len(seen) == 10  # ten different random fills, each read back from the instance that was called
     assert a._fmem.size() == b._fmem.size() == 6 * 65536
+
+
+def test_a_sandbox_made_before_any_patch_calls_host_functions(tmp_path: Path) -> None:
+    """fastcall's trampoline patch must come before any linker gets host functions (a host function
+    defined before it crashed the process when a guest called it): whoever makes the Sandbox, and in
+    whatever order, a guest's host calls work. In a fresh process, since the patch is process-wide."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from hive.sandbox import Sandbox, fastcall, warm_up; "
+        "sb = Sandbox(sys.argv[1]); fastcall.install(); print(warm_up(sb))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "6"
