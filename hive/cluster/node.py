@@ -39,6 +39,7 @@ log = logging.getLogger("hive.cluster")
 BOOT_WAIT_S = 15.0  # a booting worker waits this long for the node's catch-up, then serves its last state
 _POLL_S = 0.005
 CHANGE_TIMEOUT_S = 30.0  # one change's PostgreSQL calls at most (a 50 MiB module included)
+MIN_LEASE_MS = 1000  # below this, renewals every lease / 5 would come too close to PostgreSQL's round trips
 T = TypeVar("T")
 
 
@@ -64,7 +65,11 @@ class ClusterNode:
         self.name = node_name(settings)
         self.data_dir = settings.data_path
         self.wait_s = settings.cluster_wait_ms / 1000
-        self.timing = Timing(settings.cluster_lease_ms / 1000)
+        if settings.cluster_lease_ms < MIN_LEASE_MS:
+            log.warning(
+                "cluster_lease_ms %d is below %d: using %d", settings.cluster_lease_ms, MIN_LEASE_MS, MIN_LEASE_MS
+            )
+        self.timing = Timing(max(MIN_LEASE_MS, settings.cluster_lease_ms) / 1000)
         self.url = node_url(settings)
         self.keep_versions = settings.keep_versions
         # Pinged before each use: a change must not fail on a connection PostgreSQL closed meanwhile.

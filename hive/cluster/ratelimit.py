@@ -6,7 +6,7 @@ counted (hive.cluster.replicator's state file, re-read at most once a second).
 Tolerance: over any T seconds the cluster admits at most rps x T + N x ceil(burst / N) (each node's bucket
 is bounded on its own), and with the load balancer spreading requests evenly it admits about rps x T.
 With uneven spreading it admits less (a node that gets every request admits rps / N); while the count of
-live nodes changes (a node joins, or dies and is not yet 5 s silent) each node may use the old share.
+live nodes changes (a node joins, or dies and its lease has not run out yet) each node may use the old share.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import math
 import os
 import threading
 import time
@@ -170,12 +169,18 @@ class Replicator:
             return
         s = self.state
         s.renewed_at, s.peers = old.renewed_at, old.peers
-        if old.server == s.server:
+        if old.server == s.server:  # and the replica is as caught up as its predecessor left it
             s.renewed, s.verdict, s.verdict_at, s.verdict_detail = (
                 old.renewed,
                 old.verdict,
                 old.verdict_at,
                 old.verdict_detail,
+            )
+            s.caught_up, s.generation, s.loaded, s.cluster_generation = (
+                old.caught_up,
+                old.generation,
+                old.loaded,
+                old.cluster_generation,
             )
 
     # The loop
@@ -289,7 +294,7 @@ class Replicator:
             wanted = store.states(conn, names) if names else {}
         self.state.cluster_generation = head.generation
         if not full and applied == head.generation:
-            if not self.state.caught_up or not self._held():
+            if not self.state.caught_up or self.local < 0 or not self._held():
                 self._caught_up(conn, head.generation, self.registry.generation())
             return False
         batches = self._batches(wanted)
@@ -452,12 +457,14 @@ class Replicator:
     def _check_loop(self, stop: threading.Event, done: threading.Event) -> None:
         """Once the lease is overdue: ask the peers every check_s, publish the verdict."""
         t = self.timing
+        started = time.monotonic()
         next_check = 0.0
         while not stop.is_set() and not done.is_set():
             now = time.monotonic()
             renewed = self.state.renewed
-            if renewed > 0 and now - renewed < t.overdue_s:
-                stop.wait(max(0.01, min(0.1, renewed + t.overdue_s - now)))
+            since = renewed if renewed > 0 else started  # a new lease: as if renewed when this began
+            if now - since < t.overdue_s:
+                stop.wait(max(0.01, min(0.1, since + t.overdue_s - now)))
                 continue
             if now < next_check:
                 stop.wait(max(0.01, min(0.05, next_check - now)))
@@ -475,9 +482,9 @@ class Replicator:
             self._publish()
             if self.state.verdict != was:
                 log.warning(
-                    "node %s has not renewed its lease for %.1f s: %s",
+                    "node %s has %s: %s",
                     self.node,
-                    now - renewed if renewed > 0 else math.inf,
+                    f"not renewed its lease for {now - renewed:.1f} s" if renewed > 0 else "no lease yet",
                     verdict.detail,
                 )
             if verdict.connected:  # PostgreSQL is up: drop what may be stuck, reconnect at once

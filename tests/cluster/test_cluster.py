@@ -317,7 +317,7 @@ def test_cluster_status_cli(nodes: list[Node], tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["cluster", "--url", nodes[2].url, "--token", "test-admin-token", "status"])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.output.splitlines()[2:]]
-    assert [(row[0], row[1]) for row in rows] == [(name, "ok") for name in NAMES], r.output
+    assert [(row[0], row[1], row[5]) for row in rows] == [(name, "ok", "held") for name in NAMES], r.output
 
 
 def test_a_partitioned_node_converges_and_a_new_one_is_ready_only_after_its_catch_up(

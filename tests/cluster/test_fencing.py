@@ -5,6 +5,7 @@ moved: only fa's own timeouts notice), with the default lease (cluster_lease_ms 
 - fa partitioned: a delete, and in a second partition a rollback, made through another node answer;
   from then on fa answers 503 node_fenced, never the deleted or rolled-back version, and its /readyz
   is 503; once the partition ends it catches up and serves the current state by itself.
+- fa restarted while cut off, after a change it missed: fenced, not serving what it had.
 - PostgreSQL stopped: past the lease every node keeps serving (its peers say PostgreSQL is down for
   them too); when it returns, all recover.
 - a cluster of one with PostgreSQL stopped keeps serving.
@@ -191,6 +192,47 @@ def test_a_partitioned_node_fences_and_converges(trio: Trio) -> None:
             f"({f['probes']:.0f} probes of fa, none stale after the answer)",
             flush=True,
         )
+
+
+def test_a_node_restarted_while_cut_off_fences_until_it_catches_up(trio: Trio) -> None:
+    """It knows its peers from its last run: with them reaching PostgreSQL it refuses rather than serve
+    the state it had when it stopped."""
+    a, b = trio.a, trio.b
+    r = b.deploy("back", module("back", 1))
+    assert r.status_code == 201 and r.json()["nodes_behind"] == 0, r.text
+    a.stop()
+    r = b.deploy("back", module("back", 2))  # while fa is down: not waited for
+    assert r.status_code == 201 and r.json()["behind"] == [], r.text
+    trio.proxy.stall()
+    server = a.launch()
+    launched = time.monotonic()
+    answers: list[httpx.Response] = []
+    try:
+
+        def answered() -> bool:
+            assert server.proc.poll() is None, server.log()[-3000:]
+            try:
+                answers.append(a.invoke("back"))
+            except httpx.HTTPError:
+                return False  # its workers wait (15 s at most) for a catch-up that cannot come
+            return len(answers) >= 4
+
+        poll("fa to accept connections", answered, timeout=90, interval=0.05)
+        accepted = time.monotonic()
+        assert all(is_fenced(x) for x in answers), [(x.status_code, x.text[:100]) for x in answers]
+        ready = httpx.get(a.url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["cluster"]["fenced"] is True, ready.text
+    finally:
+        trio.proxy.resume()
+    resumed = time.monotonic()
+    server.wait_ready(2, timeout=90)
+    assert serves(a, "back", body_of("back", 2))
+    print(
+        f"\n[cluster figures] fa restarted while cut off: accepted connections {(accepted - launched) * 1000:.0f} ms "
+        f"after launch, fenced ({len(answers)} answers, all node_fenced); ready "
+        f"{(time.monotonic() - resumed) * 1000:.0f} ms after the partition ended",
+        flush=True,
+    )
 
 
 def test_postgres_stopped_every_node_keeps_serving_past_the_lease(trio: Trio, postgres: PgServer) -> None:
