@@ -20,13 +20,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from hive import abi, hostio
-from hive.errors import AbiViolation, HiveError
+from hive.errors import AbiViolation, HiveError, WallTimeout
 from hive.kv import KvBackend
 from hive.outbound import FetchBudget, FetchLimits, FetchRecord, FetchRefused, FetchRequest, HostRule, Outbound
 from hive.settings import Settings
 from hive.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from hive.guestthreads import RunSlots
     from hive.runtime import Loaded
 
 log = logging.getLogger("hive.capabilities")
@@ -49,8 +50,8 @@ class Capabilities:
         self.loop = loop
         self._loop_thread = threading.get_ident()
 
-    def prepare(self, loaded: Loaded, request_id: str, started: float) -> InvocationIO:
-        return InvocationIO(self, loaded, request_id, started + loaded.wall_timeout_ms / 1000)
+    def prepare(self, loaded: Loaded, request_id: str, started: float, slots: RunSlots | None = None) -> InvocationIO:
+        return InvocationIO(self, loaded, request_id, started + loaded.wall_timeout_ms / 1000, slots)
 
     async def aclose(self) -> None:
         await self.outbound.aclose()
@@ -64,17 +65,48 @@ class Capabilities:
 class InvocationIO:
     """One invocation's view of the capabilities (hive.sandbox.host's GuestIO)."""
 
-    __slots__ = ("caps", "loaded", "request_id", "deadline", "budget")
+    __slots__ = ("caps", "loaded", "request_id", "deadline", "budget", "slots", "_running")
 
-    def __init__(self, caps: Capabilities, loaded: Loaded, request_id: str, deadline: float) -> None:
+    def __init__(
+        self, caps: Capabilities, loaded: Loaded, request_id: str, deadline: float, slots: RunSlots | None = None
+    ) -> None:
         self.caps = caps
         self.loaded = loaded
         self.request_id = request_id
         self.deadline = deadline
         self.budget = FetchBudget()
+        self.slots = slots  # the worker's run slots (hive.guestthreads.RunSlots), None for no bound
+        self._running = False
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
+
+    # --- run slots: on the guest thread, around the guest's execution and its waits ---
+
+    def begin(self) -> bool:
+        """Take a run slot before the guest first runs; False if the wall clock ran out meanwhile."""
+        if self.slots is None or self._running:
+            return True
+        self._running = self.slots.take(self.remaining())
+        return self._running
+
+    def pause(self) -> None:
+        """The guest is about to wait (hive.sandbox.guest): its slot goes to the next guest."""
+        if self._running:
+            self._running = False
+            assert self.slots is not None
+            self.slots.give()
+
+    def resume(self) -> None:
+        """The wait is over: a slot again before the guest's execution clock restarts."""
+        if not self.begin():
+            raise WallTimeout(
+                f"the invocation ran past its wall-clock limit of {self.loaded.wall_timeout_ms} ms waiting "
+                "for its turn to run (this worker's guests are busy); raise limits.wall_timeout_ms"
+            )
+
+    def end(self) -> None:
+        self.pause()
 
     def timeout_message(self) -> str:
         return (

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hive.errors import Overloaded, WallTimeout
-from hive.guestthreads import guest_pool
+from hive.guestthreads import RunSlots, guest_pool
 from hive.render import Reply
 
 if TYPE_CHECKING:
-    from hive.capabilities import Capabilities
+    from hive.capabilities import Capabilities, InvocationIO
     from hive.invoke import Invocation, Invoker
 
 
@@ -39,6 +39,7 @@ class Gates:
         self.threads = threads
         self._gates: dict[str, _Gate] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self.slots = RunSlots()  # how many of those threads run guest code at once
 
     def enter(self, inv: Invocation, body: bytes) -> Reply | asyncio.Future[Reply]:
         loaded = inv.loaded
@@ -67,10 +68,10 @@ class Gates:
         assert loaded is not None
         gate.in_flight += 1
         caps = self.capabilities
-        io = caps.prepare(loaded, inv.request_id, inv.started) if caps is not None else None
+        io = caps.prepare(loaded, inv.request_id, inv.started, self.slots) if caps is not None else None
         loop = self.invoker._loop = asyncio.get_running_loop()  # for what its threads hand back to the loop
         pool = self._executor()
-        fut = loop.run_in_executor(pool, inv.run, body, io)
+        fut = loop.run_in_executor(pool, _run, inv, body, io)
         fut.add_done_callback(lambda _: self._done(loaded.name))
         if not loaded.idle and gate.warming == 0 and gate.in_flight < loaded.max_concurrency:
             # The next invocation should find a warm instance: make one now, off its path.
@@ -79,9 +80,11 @@ class Gates:
         return fut
 
     def _warm(self, loaded: Any, gate: _Gate) -> None:
+        self.slots.take()  # instantiating runs guest start-up code under its own time limit
         try:
             self.invoker.runtime.add_instance(loaded)
         finally:
+            self.slots.give()
             gate.warming -= 1
 
     def _done(self, name: str) -> None:
@@ -114,3 +117,24 @@ class Gates:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def _run(inv: Invocation, body: bytes, io: InvocationIO | None) -> Reply:
+    """On a guest thread: the invocation, within a run slot (given back while it waits, see
+    hive.guestthreads.RunSlots)."""
+    if io is not None and not io.begin():
+        loaded = inv.loaded
+        assert loaded is not None
+        inv.refuse(
+            WallTimeout(
+                f"the invocation waited past its wall-clock limit of {loaded.wall_timeout_ms} ms for its "
+                "turn to run (this worker's guests are busy); raise limits.wall_timeout_ms"
+            )
+        )
+        assert inv.reply is not None
+        return inv.reply
+    try:
+        return inv.run(body, io)
+    finally:
+        if io is not None:
+            io.end()

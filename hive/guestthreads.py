@@ -1,5 +1,13 @@
 """The threads long-running guests run on: a small pool per worker, at a lower scheduling priority
-than the event loop thread, so a guest that burns CPU never holds the loop off its core for long."""
+than the event loop thread, so a guest that burns CPU never holds the loop off its core for long.
+
+RunSlots bounds how many guests of I/O functions *execute* at once per worker. Hundreds of them
+may be in flight, each on its own thread, but nearly all of that time is spent waiting; a guest
+gives its slot up while it waits and takes one again before it resumes. Without the bound, a burst
+of upstream answers makes hundreds of threads runnable together: they fight the event loop for the
+GIL and the core (the loop's other requests stall), and each one's execution clock (an epoch
+deadline, which ticks with the wall clock) runs out while it only waits for its turn.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,11 @@ import ctypes
 import os
 import platform
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 GUEST_THREADS = 2  # per worker
+RUNNING_GUESTS = 4  # per worker: guests of I/O functions that execute at once (the others wait or sleep)
 GUEST_THREAD_NICE = 10  # the loop thread (nice 0) gets about 90% of a contended core
 GUEST_THREAD_SLICE_NS = 100_000  # EEVDF slice request: a guest thread yields the core to the loop quickly
 
@@ -57,3 +67,42 @@ def _lower_priority() -> None:
 
 def guest_pool(threads: int = GUEST_THREADS) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="hive-guest", initializer=_lower_priority)
+
+
+class RunSlots:
+    """Taken by a guest thread before it runs guest code, given back while it waits. Strictly first
+    come, first served: a slot given back passes straight to the longest waiter."""
+
+    def __init__(self, size: int = RUNNING_GUESTS) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._free = size
+        self._waiters: deque[threading.Lock] = deque()
+
+    def take(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            return True  # give() handed its slot over
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                return True  # handed over just as the wait timed out
+            return False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def give(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1

@@ -130,9 +130,14 @@ class GuestInstance:
         this thread's CPU time, not the wall clock: with many guest threads, time spent waiting for
         the GIL or a core is not the guest's."""
         self._left_ms -= (time.thread_time() - self._segment) * 1000
+        pause, resume = getattr(io, "pause", None), getattr(io, "resume", None)
+        if pause is not None:
+            pause()  # the invocation's run slot (hive.guestthreads.RunSlots) goes to another guest meanwhile
         try:
             yield
         finally:
+            if resume is not None:
+                resume()  # waits for a slot (raises WallTimeout past the wall clock) before the clock restarts
             self._segment = time.thread_time()
             self._fstore.set_epoch_deadline(self._sandbox.deadline_ticks(max(self._left_ms, 0.0)))
 

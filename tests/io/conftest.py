@@ -17,6 +17,8 @@ _REASONS = {200: "OK", 302: "Found", 404: "Not Found", 500: "Internal Server Err
 class Upstream:
     def __init__(self) -> None:
         self.hits = 0
+        self.gathering: dict[str, asyncio.Event] = {}  # /gather: id -> set once n requests arrived
+        self.arrived: dict[str, int] = {}
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.port = 0
@@ -69,6 +71,17 @@ class Upstream:
         if url.path == "/slow":
             await asyncio.sleep(int(q.get("ms", "200")) / 1000)  # the upstream's own pace
             return 200, "text/plain", b"slow", {}
+        if url.path == "/gather":  # answers once n requests with this id are all waiting here (or after 5 s)
+            key, n = q["id"], int(q["n"])
+            event = self.gathering.setdefault(key, asyncio.Event())
+            self.arrived[key] = self.arrived.get(key, 0) + 1
+            if self.arrived[key] >= n:
+                event.set()
+            try:
+                await asyncio.wait_for(event.wait(), 5)
+                return 200, "text/plain", b"gathered", {}
+            except TimeoutError:
+                return 200, "text/plain", f"only {self.arrived[key]} of {n}".encode(), {}
         if url.path == "/big":
             return 200, "application/octet-stream", b"b" * int(q["n"]), {}
         if url.path == "/echo":
