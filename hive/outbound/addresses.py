@@ -91,10 +91,18 @@ class AddressPolicy:
 
     def __init__(self, rules: Iterable[HostRule]) -> None:
         self.granted = frozenset((rule.ip, rule.port) for rule in rules if rule.ip is not None)
+        self._seen: dict[tuple[IPAddress, int], bool] = {}  # answers so far: a pure function of (ip, port)
 
     def allows(self, ip: IPAddress, port: int) -> bool:
-        ip = canonical_ip(ip)
-        return is_public(ip) or (ip, port) in self.granted
+        key = (ip, port)
+        answer = self._seen.get(key)
+        if answer is None:
+            canonical = canonical_ip(ip)
+            answer = is_public(canonical) or (canonical, port) in self.granted
+            if len(self._seen) >= 4096:
+                self._seen.clear()
+            self._seen[key] = answer
+        return answer
 
     def why_not(self, ip: IPAddress, port: int) -> str:
         ip = canonical_ip(ip)

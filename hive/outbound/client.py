@@ -26,6 +26,7 @@ import asyncio
 import re
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,6 +238,11 @@ def _refusal(e: BaseException, url: Url, limits: FetchLimits) -> FetchRefused:
     return FetchRefused("protocol_error", f"{where} broke the HTTP exchange: {e or type(e).__name__}")
 
 
+# The address each pooled connection goes to, by its protocol object: read once per connection
+# (uvloop's get_extra_info("peername") is a getpeername() system call each time).
+_peers: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+
 class _Response(aiohttp.ClientResponse):
     """Notes the address its connection goes to before aiohttp may hand the connection back to the
     pool (a response with an empty body is complete as soon as its head is read)."""
@@ -244,9 +250,15 @@ class _Response(aiohttp.ClientResponse):
     peer: str | None = None
 
     async def start(self, connection: Any) -> _Response:
-        transport = connection.transport
-        addr = transport.get_extra_info("peername") if transport is not None else None
-        self.peer = str(addr[0]) if addr else None
+        protocol = connection.protocol
+        try:
+            self.peer = _peers[protocol]
+        except (KeyError, TypeError):
+            transport = connection.transport
+            addr = transport.get_extra_info("peername") if transport is not None else None
+            self.peer = str(addr[0]) if addr else None
+            if protocol is not None:
+                _peers[protocol] = self.peer
         await super().start(connection)
         return self
 

@@ -11,6 +11,7 @@ hive.outbound.hosts (IDNA, numeric IPv4 forms, IPv6 literals).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
@@ -53,7 +54,20 @@ def _bad(url: str, why: str) -> FetchRefused:
     return FetchRefused("bad_url", f"{shown!r}: {why}; pass an absolute http:// or https:// URL")
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(url: str) -> Url:
+    return _parse(url)
+
+
 def parse_url(url: str) -> Url:
+    """A pure function of the text, so its answers are kept (a function fetches the same few URLs);
+    a refusal is raised again each time, never kept."""
+    if not isinstance(url, str):
+        raise _bad(str(url)[:200], f"not a string of at most {MAX_URL_BYTES} bytes")
+    return _parse_cached(url) if len(url) <= 512 else _parse(url)
+
+
+def _parse(url: str) -> Url:
     if not isinstance(url, str) or len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
         raise _bad(str(url)[:200], f"not a string of at most {MAX_URL_BYTES} bytes")
     if any(c <= " " or c == "\x7f" or "\x80" <= c <= "\x9f" for c in url):

@@ -82,9 +82,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        bodiless = status in (204, 304)  # never any content (RFC 9110), as real servers send them
+        if not bodiless:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and not bodiless:
             self.wfile.write(body)
 
     def _handle(self) -> None:
