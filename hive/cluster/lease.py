@@ -13,9 +13,12 @@ off" (changes may be committing elsewhere: fence), so it asks its peers' public 
 - it has peers and none answers: it is isolated, it fences;
 - it knows no peer (a cluster of one): it keeps serving.
 
-It checks from OVERDUE of the lease on and again every lease / 5, so a verdict is there when the lease
-ends; a verdict to keep serving counts only for a little over two checks. The fence lifts by itself
-once the replicator has reconnected, caught up and renewed the lease.
+It checks from OVERDUE_FRACTION of the lease on and again every lease / 5, so a verdict is there when
+the lease ends; a verdict to keep serving counts only for a little over two checks. A node that was
+serving past its lease because PostgreSQL was down for everyone, and sees a peer that is back, first
+reconnects (for grace_s at most) instead of fencing at once: writers wait for a node past its lease
+that still answers unfenced (hive.cluster.node), so the grace serves nothing stale after a change's
+answer. The fence lifts by itself once the replicator has reconnected, caught up and renewed the lease.
 
 Pure rules and the peer check here; the replicator (hive.cluster.replicator) renews and checks, the
 workers (FenceWatch) read its state file off the request path and set one flag the invoke path tests.
@@ -79,6 +82,18 @@ class Timing:
     def verdict_s(self) -> float:
         """How long a verdict to keep serving counts: two checks and a timeout."""
         return 2 * self.check_s + self.peer_timeout_s
+
+    @property
+    def grace_s(self) -> float:
+        """A node serving past its lease because PostgreSQL was down for everyone gets this long to
+        reconnect once a peer shows it is back, before it fences."""
+        return self.check_s
+
+    @property
+    def unfenced_wait_s(self) -> float:
+        """How long a change waits for a node past its lease that still answers unfenced: its next check,
+        its grace and a timeout, with room to spare."""
+        return 3 * self.check_s + self.peer_timeout_s
 
     @property
     def evidence_s(self) -> float:

@@ -38,6 +38,7 @@ log = logging.getLogger("hive.cluster")
 
 BOOT_WAIT_S = 15.0  # a booting worker waits this long for the node's catch-up, then serves its last state
 _POLL_S = 0.005
+_PROBE_S = 0.1  # how often a change asks the nodes past their lease whether they still serve
 CHANGE_TIMEOUT_S = 30.0  # one change's PostgreSQL calls at most (a 50 MiB module included)
 MIN_LEASE_MS = 1000  # below this, renewals every lease / 5 would come too close to PostgreSQL's round trips
 T = TypeVar("T")
@@ -100,7 +101,7 @@ class ClusterNode:
                 return True
             time.sleep(0.01)
         log.warning(
-            "node %s has not caught up with the cluster after %.0f s: serving its last state, not ready until it has",
+            "node %s has not caught up with the cluster after %.0f s: serving its last state unless fenced, not ready",
             self.name,
             boot_wait_s,
         )
@@ -158,7 +159,7 @@ class ClusterNode:
                 live_nodes=current.live_nodes,
                 lease=lease_info(current, self.timing, now),
             )
-            if current.verdict:
+            if current.verdict and not held(current, self.timing, now):
                 cluster["peers"] = {
                     "verdict": current.verdict,
                     "age_ms": round((now - current.verdict_at) * 1000),
@@ -218,11 +219,15 @@ class ClusterNode:
 
     async def live_everywhere(self, generation: int) -> dict[str, Any]:
         """Wait until every node holding a lease serves `generation`, this one included. The wait for a
-        node ends when it has loaded it or when its lease has run out (it has fenced then, or fences
-        within its peer-check interval); a node that keeps renewing without loading it is waited for
-        cluster_wait_ms, and past that only until the lease it held then runs out."""
+        node ends when it has loaded it or when its lease has run out and it has fenced (or does not
+        answer). A node that keeps renewing without loading it is waited for cluster_wait_ms, and past
+        that only until the lease it held then runs out; one past its lease that still answers unfenced
+        (it served on while PostgreSQL was down for everyone, and is reconnecting) for unfenced_wait_s."""
         deadline = time.monotonic() + self.wait_s
-        seen: dict[str, _Lease] = {}  # every node that held a lease at some poll, as last read
+        seen: dict[str, _Lease] = {}  # every node that held a lease at some poll (or answered past it)
+        health: dict[str, str] = {}  # a node past its lease, as its /readyz last said: fenced, down, expired
+        unfenced_since: dict[str, float] = {}
+        next_probe = 0.0
         while True:
             try:
                 rows = await self._call(_leases)
@@ -231,26 +236,40 @@ class ClusterNode:
                 break
             now = time.monotonic()
             waiting = False
+            lapsed = {}
             for name, row in rows.items():
                 if name in seen or row.held:
                     seen[name] = row
-                # Past the deadline a node that renewed since is slow, not cut off: no longer waited for.
-                if row.held and row.generation < generation and (now < deadline or row.age_s > now - deadline):
-                    waiting = True
+                if row.generation >= generation:
+                    continue
+                if row.held:  # past the deadline a node that renewed since is slow, not cut off
+                    waiting = waiting or now < deadline or row.age_s > now - deadline
+                elif row.url and name != self.name:
+                    lapsed[name] = row
+            if lapsed and (now >= next_probe or not lapsed.keys() <= health.keys()):  # may they still serve?
+                answers = await asyncio.to_thread(ask_all, [r.url for r in lapsed.values()], self.timing.peer_timeout_s)
+                next_probe = time.monotonic() + _PROBE_S
+                for name, row in lapsed.items():
+                    health[name] = _lease_health(answers.get(row.url))
+                    if health[name] != "down":
+                        seen[name] = row
+            for name in lapsed:
+                if health.get(name) == "expired":
+                    since = unfenced_since.setdefault(name, now)
+                    waiting = waiting or now - since < self.timing.unfenced_wait_s
             mine = rows.get(self.name)
             if (mine is None or mine.generation < generation) and now < deadline:
                 waiting = True  # this node itself: until the deadline whatever its lease says
             if not waiting:
                 break
             await asyncio.sleep(_POLL_S)
-        behind = {name: "slow" if row.held else "expired" for name, row in seen.items() if row.generation < generation}
+        behind = {
+            name: "slow" if row.held else health.get(name, "down")
+            for name, row in seen.items()
+            if row.generation < generation
+        }
         if self.name not in seen or seen[self.name].generation < generation:
             behind[self.name] = "slow"
-        expired = [name for name, how in behind.items() if how == "expired"]
-        if expired:  # fenced, or not answering at all: ask them
-            answers = await asyncio.to_thread(ask_all, [seen[n].url for n in expired], self.timing.peer_timeout_s)
-            for name in expired:
-                behind[name] = _lease_health(answers.get(seen[name].url))
         if behind:
             log.warning(
                 "generation %d not loaded by %s",

@@ -161,6 +161,8 @@ class Replicator:
         self._lock = threading.Lock()  # the state file is written by three threads
         self._wake = threading.Event()  # a peer reaches PostgreSQL: reconnect now, not after the backoff
         self._conns: list[psycopg.Connection] = []  # the session's, cut when this node is found cut off
+        self._session_began = 0.0  # monotonic
+        self._grace_until = 0.0  # monotonic: the end of a reconnect grace (see _check_loop), 0: none
 
     def _inherit(self, old: NodeState | None) -> None:
         """The lease is the node's, not the worker's: a successor in the same server run keeps it. A new
@@ -230,7 +232,7 @@ class Replicator:
             connect(self.dsn, application_name=f"edge-hive-listen {self.node}") as listen,
             connect(self.dsn, application_name=f"edge-hive-node {self.node}") as work,
         ):
-            self._conns = [listen, work]
+            self._conns, self._session_began = [listen, work], time.monotonic()
             with guard(work, QUERY_TIMEOUT_S), guard(listen, QUERY_TIMEOUT_S):
                 store.create_schema(work)
                 listen.execute(f"LISTEN {store.CHANNEL}")
@@ -384,7 +386,8 @@ class Replicator:
         sent = time.monotonic()
         row = conn.execute(
             "INSERT INTO hive_nodes (name, generation, applied, heartbeat_at, started_at, stopped, bind, pid, workers, "
-            "workers_behind, url, lease_ms) VALUES (%s, %s, %s, now(), to_timestamp(%s), false, %s, %s, %s, %s, %s, %s) "
+            "workers_behind, url, lease_ms) "
+            "VALUES (%s, %s, %s, now(), to_timestamp(%s), false, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation, applied = EXCLUDED.applied, "
             "heartbeat_at = now(), started_at = EXCLUDED.started_at, stopped = false, bind = EXCLUDED.bind, "
             "pid = EXCLUDED.pid, workers = EXCLUDED.workers, workers_behind = EXCLUDED.workers_behind, "
@@ -436,9 +439,10 @@ class Replicator:
         """Renew while the replicator is connected and caught up, even in the middle of a long catch-up."""
         beat = self.timing.beat_s
         conn: psycopg.Connection | None = None
+        retry_at = 0.0
         try:
             while not stop.is_set() and not done.is_set():
-                due = self.state.renewed + beat
+                due = max(self.state.renewed + beat, retry_at)
                 if self.state.connected and time.monotonic() >= due:
                     try:
                         if conn is None or conn.closed:
@@ -448,7 +452,8 @@ class Replicator:
                         if conn is not None:
                             conn.close()
                         conn = None
-                    due = time.monotonic() + beat / 2  # after a failure: again soon, not at once
+                    retry_at = time.monotonic() + beat / 2  # after a failure (or no row yet): soon, not at once
+                    continue
                 stop.wait(max(0.01, min(0.1, due - time.monotonic())))
         finally:
             if conn is not None:
@@ -472,24 +477,37 @@ class Replicator:
             next_check = now + t.check_s
             try:
                 verdict = check_peers(self.node, self.state.renewed_at, [p.url for p in self.state.peers], t)
-            except Exception:  # never leave the node without a verdict because of a bug here
+            except Exception:  # no fresh verdict then: the workers fence, the safe side
                 log.exception("node %s: checking the peers failed", self.node)
                 continue
             was = self.state.verdict
+            serve, detail = verdict.serve, verdict.detail
+            if verdict.connected and was == SERVE and not self._held():
+                # Past its lease on a verdict that PostgreSQL was down for everyone, and now it is back:
+                # reconnect first, fence only if that takes longer than the grace. A change meanwhile
+                # waits for a node that answers unfenced (hive.cluster.node), so this serves nothing stale.
+                if not self._grace_until:
+                    self._grace_until = now + t.grace_s
+                serve = now < self._grace_until
+                if serve:
+                    detail = f"{detail}; PostgreSQL is back: reconnecting first (for {t.grace_s:.1f} s at most)"
+            else:
+                self._grace_until = 0.0
             with self._lock:
-                self.state.verdict = SERVE if verdict.serve else FENCE
-                self.state.verdict_at, self.state.verdict_detail = now, verdict.detail
+                self.state.verdict = SERVE if serve else FENCE
+                self.state.verdict_at, self.state.verdict_detail = now, detail
             self._publish()
             if self.state.verdict != was:
                 log.warning(
                     "node %s has %s: %s",
                     self.node,
                     f"not renewed its lease for {now - renewed:.1f} s" if renewed > 0 else "no lease yet",
-                    verdict.detail,
+                    detail,
                 )
-            if verdict.connected:  # PostgreSQL is up: drop what may be stuck, reconnect at once
-                for c in list(self._conns):
-                    cut(c)
+            if verdict.connected:  # PostgreSQL is up: reconnect at once, not after the backoff
+                if self._session_began < renewed:  # the session that was renewing then: stuck, cut it
+                    for c in list(self._conns):  # (a newer one is catching up: left alone)
+                        cut(c)
                 self._wake.set()
 
     def _publish(self) -> None:
