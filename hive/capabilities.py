@@ -16,7 +16,7 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING
 
 from hive import abi, hostio
@@ -139,7 +139,21 @@ class InvocationIO:
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers],
             call.body,
         )
-        return asyncio.run_coroutine_threadsafe(self._fetch(req, call.flags), caps.loop)
+        # One hop to the loop, where the fetch runs as a task; the guest thread waits on `fut`.
+        # (asyncio.run_coroutine_threadsafe does the same with a second future chained both ways.)
+        fut: Future[bytes] = Future()
+        caps.loop.call_soon_threadsafe(self._begin, req, call.flags, fut)
+        return fut
+
+    def _begin(self, req: FetchRequest, flags: int, fut: Future[bytes]) -> None:
+        """On the loop. The guest cancels `fut` when its invocation ends first: that cancels the task."""
+        if fut.cancelled():
+            return
+        loop = self.caps.loop
+        assert loop is not None
+        task = loop.create_task(self._fetch(req, flags))
+        task.add_done_callback(lambda t: _settle(fut, t))
+        fut.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(task.cancel))
 
     async def _fetch(self, req: FetchRequest, flags: int = 0) -> bytes:
         loaded, caps = self.loaded, self.caps
@@ -197,6 +211,20 @@ class InvocationIO:
             return hostio.kv_number(backend.incr(store, call.key, call.delta, ttl))
         except HiveError as e:
             return hostio.error(e.code, e.message)
+
+
+def _settle(fut: Future[bytes], task: asyncio.Task[bytes]) -> None:
+    """The task's result to the guest thread's future (_fetch returns error values, never raises, but
+    for a cancellation)."""
+    try:
+        if task.cancelled():
+            fut.cancel()
+        elif (exc := task.exception()) is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(task.result())
+    except InvalidStateError:  # the guest cancelled it meanwhile
+        pass
 
 
 def fetch_limits(spec: object | None) -> FetchLimits:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hive.errors import Overloaded, WallTimeout
-from hive.guestthreads import RunSlots, guest_pool
+from hive.guestthreads import GuestThreads, RunSlots
 from hive.render import Reply
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ class Gates:
         self.capabilities = capabilities
         self.threads = threads
         self._gates: dict[str, _Gate] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: GuestThreads | None = None
         self.slots = RunSlots()  # how many of those threads run guest code at once
 
     def enter(self, inv: Invocation, body: bytes) -> Reply | asyncio.Future[Reply]:
@@ -69,14 +68,14 @@ class Gates:
         gate.in_flight += 1
         caps = self.capabilities
         io = caps.prepare(loaded, inv.request_id, inv.started, self.slots) if caps is not None else None
-        loop = self.invoker._loop = asyncio.get_running_loop()  # for what its threads hand back to the loop
+        self.invoker._loop = asyncio.get_running_loop()  # for what its threads hand back to the loop
         pool = self._executor()
-        fut = loop.run_in_executor(pool, _run, inv, body, io)
+        fut = pool.submit(_run, inv, body, io)
         fut.add_done_callback(lambda _: self._done(loaded.name))
         if not loaded.idle and gate.warming == 0 and gate.in_flight < loaded.max_concurrency:
             # The next invocation should find a warm instance: make one now, off its path.
             gate.warming += 1
-            pool.submit(self._warm, loaded, gate)
+            pool.run_soon(self._warm, loaded, gate)
         return fut
 
     def _warm(self, loaded: Any, gate: _Gate) -> None:
@@ -108,14 +107,14 @@ class Gates:
             self._start(inv, body, gate).add_done_callback(lambda f, w=waiter: w.done() or w.set_result(f.result()))  # type: ignore[misc]
             break
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> GuestThreads:
         if self._pool is None:
-            self._pool = guest_pool(self.threads)
+            self._pool = GuestThreads(self.threads)
         return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
             self._pool = None
 
 

@@ -11,12 +11,20 @@ deadline, which ticks with the wall clock) runs out while it only waits for its 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import logging
 import os
 import platform
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+log = logging.getLogger("hive.guestthreads")
+T = TypeVar("T")
 
 GUEST_THREADS = 2  # per worker
 RUNNING_GUESTS = 4  # per worker: guests of I/O functions that execute at once (the others wait or sleep)
@@ -67,6 +75,90 @@ def _lower_priority() -> None:
 
 def guest_pool(threads: int = GUEST_THREADS) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="hive-guest", initializer=_lower_priority)
+
+
+class GuestThreads:
+    """The threads of I/O functions' invocations: up to `limit`, started when none is idle, then kept.
+
+    What a ThreadPoolExecutor with loop.run_in_executor does, with one hand-off each way instead of a
+    concurrent future chained to an asyncio one (about 30 us of CPU less per invocation): the job goes
+    in a SimpleQueue, its result comes back with one call_soon_threadsafe."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._jobs: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any] | None] | None] = (
+            SimpleQueue()
+        )
+        self._idle = threading.Semaphore(0)  # one count per thread waiting for a job
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """fn(*args) on a guest thread; the future (of the calling loop) gets its result. On the loop."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put((fn, args, fut))
+        return fut
+
+    def run_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(*args) on a guest thread, for its effect only (its exception is logged)."""
+        self._put((fn, args, None))
+
+    def _put(self, job: tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any] | None]) -> None:
+        self._jobs.put(job)
+        if self._idle.acquire(blocking=False):
+            return  # an idle thread takes it
+        with self._lock:
+            if len(self._threads) < self.limit:
+                t = threading.Thread(target=self._work, name=f"hive-guest-io_{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _work(self) -> None:
+        _lower_priority()
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            fn, args, fut = job
+            try:
+                result = fn(*args)
+            except BaseException as e:
+                if fut is None:
+                    log.exception("a guest thread's job failed")
+                else:
+                    _hand_back(fut, _fail, e)
+            else:
+                if fut is not None:
+                    _hand_back(fut, _resolve, result)
+            del job, fn, args, fut
+            self._idle.release()
+
+    def shutdown(self) -> None:
+        """Let the jobs already queued finish, then stop every thread."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)
+        for t in threads:
+            t.join()
+
+
+def _hand_back(fut: asyncio.Future[Any], how: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+    try:
+        fut.get_loop().call_soon_threadsafe(how, fut, value)
+    except RuntimeError:  # the loop is closed: the worker is stopping, nobody waits for this any more
+        pass
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _fail(fut: asyncio.Future[Any], e: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(e)
 
 
 class RunSlots:

@@ -1,6 +1,6 @@
 """Outbound fetch under load, side by side in one run (not collected by pytest; no test asserts a time).
 
-    .venv/bin/python loadtests/io_bench.py [--rounds 3] [--seconds 6]
+    .venv/bin/python loadtests/io_bench.py [--rounds 3] [--seconds 6] [--before /tmp/before]
 
 1. A proxy (fetch a local upstream, answer its body): Edge Hive's loadtests/proxy (C, hive_fetch) against
    Node doing the same with fetch() (loadtests/node_proxy.js). Each server alone on CPU 0, wrk and the
@@ -9,6 +9,10 @@
    until all 256 have answered.
 3. hello's latency on that worker while those bursts run, against the same wrk load without them (p50,
    p99 and the ratio).
+
+--before TREE: a checkout of an earlier revision (`git worktree add --detach /tmp/before REV`), served
+with PYTHONPATH=TREE beside this tree's server and measured in the same rounds, interleaved. The load
+generators (wrk, the upstream, the bursts' client: this process) all run on CPU 1.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -90,45 +95,58 @@ def build_hello(work: Path) -> bytes:
     return build_function(dest).read_bytes()
 
 
+def burst_loop(port: int, stop_at: threading.Event, out: list[tuple[float, int]]) -> None:
+    """Bursts of 256 slow invocations back to back until told to stop: (seconds, non-200 count) each."""
+    while not stop_at.is_set():
+        took, statuses = asyncio.run(burst(port, "/api/v1/edge/slow", 256))
+        out.append((took, sum(s != 200 for s in statuses)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--before", type=Path, help="a checkout of the earlier revision, measured beside this one")
     args = ap.parse_args()
     ensure_wrk()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {1})  # this process makes the bursts: a load generator, off the server's core
     work = tmpdir("hive-io-")
     proxy_wasm, hello_wasm = build_proxy(work), build_hello(work)
     up_port = free_port()
     upstream = node("node_upstream.js", "1", str(up_port))
     wait_port(up_port)
     up = f"http://127.0.0.1:{up_port}"
-    out: dict[str, object] = {}
-    servers: list[HiveServer] = []
+    trees = {"edge-hive": HERE.parent}
+    if args.before is not None:
+        trees = {"before": args.before.resolve(), **trees}
+    out: dict[str, object] = {"trees": {k: str(v) for k, v in trees.items()}}
+    servers: dict[str, HiveServer] = {}
     extra: list[subprocess.Popen[bytes]] = []
+    manifest = {"allowed_hosts": [up], "config": {"UPSTREAM": f"{up}/rates"}, "limits": {"max_concurrency": 256}}
+    slow = {
+        **manifest,
+        "config": {"UPSTREAM": f"{up}/rates?ms=200"},
+        "limits": {"max_concurrency": 256, "max_queue": 256},
+    }
     try:
+        for name, tree in trees.items():
+            srv = HiveServer(work / f"data-{name}", workers=1, cpus="0", env={"PYTHONPATH": str(tree)}).start()
+            servers[name] = srv
+            status, body, _ = srv.deploy("proxy", proxy_wasm, json.dumps(manifest))
+            assert status == 201, body
+            assert srv.deploy("slow", proxy_wasm, json.dumps(slow))[0] == 201
+            assert srv.deploy("hello", hello_wasm, None)[0] == 201
+
         # 1. proxy against Node
-        srv = HiveServer(work / "data", workers=1, cpus="0").start()
-        servers.append(srv)
-        manifest = {"allowed_hosts": [up], "config": {"UPSTREAM": f"{up}/rates"}, "limits": {"max_concurrency": 256}}
-        status, body, _ = srv.deploy("proxy", proxy_wasm, json.dumps(manifest))
-        assert status == 201, body
-        slow = {
-            **manifest,
-            "config": {"UPSTREAM": f"{up}/rates?ms=200"},
-            "limits": {"max_concurrency": 256, "max_queue": 256},
-        }
-        assert srv.deploy("slow", proxy_wasm, json.dumps(slow))[0] == 201
-        assert srv.deploy("hello", hello_wasm, None)[0] == 201
         np_port = free_port()
         nodeproxy = node("node_proxy.js", "0", str(np_port), f"{up}/rates")
         extra.append(nodeproxy)
         wait_port(np_port)
-        cpu: dict[str, list[float]] = {"edge-hive": [], "node": []}
-        rps: dict[str, list[float]] = {"edge-hive": [], "node": []}
-        targets = {
-            "edge-hive": (srv.port, "/api/v1/edge/proxy", srv.all_pids()),
-            "node": (np_port, "/", [nodeproxy.pid]),
-        }
+        targets = {name: (srv.port, "/api/v1/edge/proxy", srv.all_pids()) for name, srv in servers.items()}
+        targets["node"] = (np_port, "/", [nodeproxy.pid])
+        cpu: dict[str, list[float]] = {k: [] for k in targets}
+        rps: dict[str, list[float]] = {k: [] for k in targets}
         for port, path, _ in targets.values():
             run_wrk(port, conns=64, seconds=1, cpus="1", path=path)
         for r in range(args.rounds):
@@ -146,44 +164,63 @@ def main() -> None:
         out["proxy_rps"] = {k: statistics.median(v) for k, v in rps.items()}
 
         # 2. 256 slow invocations at once
-        times = []
-        for _ in range(args.rounds):
-            took, statuses = asyncio.run(burst(srv.port, "/api/v1/edge/slow", 256))
-            if statuses != [200] * 256:
-                log(f"not all 200: {sorted(set(statuses))} ({sum(s != 200 for s in statuses)} others)")
-            times.append(took * 1000)
-            log(f"256 x 200 ms upstream: all answered in {took * 1000:.0f} ms")
-        out["slow_256_ms"] = statistics.median(times)
+        slow_ms: dict[str, list[float]] = {k: [] for k in servers}
+        failed: dict[str, int] = {k: 0 for k in servers}
+        for r in range(args.rounds):
+            for name in list(servers) if r % 2 == 0 else list(reversed(servers)):
+                if r == 0:  # a first burst warms the instances, the threads and the connection pool
+                    asyncio.run(burst(servers[name].port, "/api/v1/edge/slow", 256))
+                took, statuses = asyncio.run(burst(servers[name].port, "/api/v1/edge/slow", 256))
+                bad = sum(s != 200 for s in statuses)
+                failed[name] += bad
+                slow_ms[name].append(took * 1000)
+                log(f"{name}: 256 x 200 ms upstream: all answered in {took * 1000:.0f} ms ({bad} not 200)")
+        out["slow_256_ms"] = {k: statistics.median(v) for k, v in slow_ms.items()}
+        out["slow_256_not_200"] = failed
 
         # 3. hello's latency with and without those bursts on the same worker
-        def hello_run() -> dict[str, float]:
-            return run_wrk(srv.port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello")
-
-        quiet, loud = [], []
-        for _ in range(args.rounds):
-            quiet.append(hello_run())
-            done = threading.Event()
-
-            def bursts(stop_at: threading.Event = done) -> None:
-                while not stop_at.is_set():
-                    asyncio.run(burst(srv.port, "/api/v1/edge/slow", 256))
-
-            t = threading.Thread(target=bursts)
-            t.start()
-            try:
-                loud.append(hello_run())
-            finally:
-                done.set()
-                t.join(60)
-        p99q = statistics.median(r["p99"] / 1000 for r in quiet)
-        p99l = statistics.median(r["p99"] / 1000 for r in loud)
-        out["hello_p99_ms"] = {"alone": p99q, "with_slow_bursts": p99l, "ratio": p99l / p99q}
-        out["hello_p50_ms"] = {
-            "alone": statistics.median(r["p50"] / 1000 for r in quiet),
-            "with_slow_bursts": statistics.median(r["p50"] / 1000 for r in loud),
-        }
+        quiet: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+        loud: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+        during: dict[str, list[tuple[float, int]]] = {k: [] for k in servers}
+        for r in range(args.rounds):
+            for name in list(servers) if r % 2 == 0 else list(reversed(servers)):
+                port = servers[name].port
+                quiet[name].append(run_wrk(port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello"))
+                done = threading.Event()
+                t = threading.Thread(target=burst_loop, args=(port, done, during[name]))
+                t.start()
+                try:
+                    loud[name].append(
+                        run_wrk(port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello")
+                    )
+                finally:
+                    done.set()
+                    t.join(60)
+                q, ld = quiet[name][-1], loud[name][-1]
+                log(
+                    f"{name} hello p99 alone {q['p99'] / 1000:.1f} ms, beside the bursts {ld['p99'] / 1000:.1f} ms "
+                    f"({ld['p99'] / q['p99']:.2f}x); p50 {q['p50'] / 1000:.1f} / {ld['p50'] / 1000:.1f} ms"
+                )
+        p99: dict[str, dict[str, float]] = {}
+        p50: dict[str, dict[str, float]] = {}
+        beside: dict[str, dict[str, float | None]] = {}
+        for name in servers:
+            p99q = statistics.median(r["p99"] / 1000 for r in quiet[name])
+            p99l = statistics.median(r["p99"] / 1000 for r in loud[name])
+            p99[name] = {"alone": p99q, "with_slow_bursts": p99l, "ratio": p99l / p99q}
+            p50[name] = {
+                "alone": statistics.median(r["p50"] / 1000 for r in quiet[name]),
+                "with_slow_bursts": statistics.median(r["p50"] / 1000 for r in loud[name]),
+            }
+            times = [t * 1000 for t, _ in during[name]]
+            beside[name] = {
+                "count": len(times),
+                "median_ms": statistics.median(times) if times else None,
+                "not_200": sum(b for _, b in during[name]),
+            }
+        out["hello_p99_ms"], out["hello_p50_ms"], out["bursts_beside_hello"] = p99, p50, beside
     finally:
-        for s in servers:
+        for s in servers.values():
             s.stop()
         for p in extra:
             stop(p)

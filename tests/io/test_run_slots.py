@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hive.guestthreads import RUNNING_GUESTS, RunSlots
+from hive.guestthreads import RUNNING_GUESTS, GuestThreads, RunSlots
 from tests.io.guests import Result, fetch, io_guest, program, results
 from tests.support import Server, start_server
 
@@ -62,6 +62,50 @@ def test_a_timed_out_waiter_leaves_no_slot_behind() -> None:
     slots.give()
     assert slots.take(0)
     assert not slots.take(0)
+
+
+def test_guest_threads_hand_results_and_errors_back_to_the_loop() -> None:
+    pool = GuestThreads(limit=3)
+    gate = threading.Barrier(3, timeout=BOUND)  # three jobs that can only finish together: three threads
+
+    def together(i: int) -> tuple[int, str]:
+        gate.wait()
+        return i, threading.current_thread().name
+
+    def boom() -> None:
+        raise ValueError("from a guest thread")
+
+    async def go() -> tuple[list[tuple[int, str]], str]:
+        results = await asyncio.gather(*[pool.submit(together, i) for i in range(3)])
+        try:
+            await pool.submit(boom)
+        except ValueError as e:
+            return list(results), str(e)
+        return list(results), "no error"
+
+    try:
+        results, error = asyncio.run(go())
+    finally:
+        pool.shutdown()
+    assert [i for i, _ in results] == [0, 1, 2] and len({name for _, name in results}) == 3
+    assert error == "from a guest thread"
+
+
+def test_guest_threads_never_exceed_their_limit() -> None:
+    pool = GuestThreads(limit=2)
+    seen: set[str] = set()
+
+    def job() -> None:
+        seen.add(threading.current_thread().name)
+
+    async def go() -> None:
+        await asyncio.gather(*[pool.submit(job) for _ in range(50)])
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.shutdown()
+    assert 1 <= len(seen) <= 2
 
 
 @pytest.fixture(scope="module")
