@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
@@ -28,6 +28,8 @@ from hive.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hive.metrics import exposition, function_stats
 from hive.registry import VersionRecord
 from hive.service import Hive
+
+T = TypeVar("T")
 
 Handler = Callable[[Request, Hive], Awaitable[Response]]
 
@@ -187,13 +189,19 @@ async def rollback(request: Request, hive: Hive) -> Response:
 # --- KV stores ---
 
 
+async def _kv(fn: Callable[..., T], *args: Any) -> T:
+    """A KV store call off the event loop: in cluster mode it is a PostgreSQL round trip, which a stalled
+    server would make last seconds for every request of the worker."""
+    return await asyncio.to_thread(fn, *args)
+
+
 def _text(key: bytes) -> str:
     return key.decode("utf-8", "backslashreplace")
 
 
 @admin_only
 async def kv_stores(request: Request, hive: Hive) -> Response:
-    stores = hive.capabilities.kv.stores()
+    stores = await _kv(hive.capabilities.kv.stores)
     return JSONResponse({"stores": [{"name": s.name, "keys": s.keys, "bytes": s.bytes} for s in stores]})
 
 
@@ -206,7 +214,8 @@ async def kv_keys(request: Request, hive: Hive) -> Response:
     except ValueError:
         raise BadRequest("limit must be an integer") from None
     cursor = q.get("cursor")
-    page = hive.capabilities.kv.list(store, q.get("prefix", "").encode(), cursor.encode() if cursor else None, limit)
+    prefix = q.get("prefix", "").encode()
+    page = await _kv(hive.capabilities.kv.list, store, prefix, cursor.encode() if cursor else None, limit)
     return JSONResponse(
         {
             "store": store,
@@ -222,19 +231,19 @@ async def kv_item(request: Request, hive: Hive) -> Response:
     key = request.path_params["key"].encode()
     kv = hive.capabilities.kv
     if request.method == "GET":
-        value = kv.get(store, key)
+        value = await _kv(kv.get, store, key)
         if value is None:
             raise KeyNotFound(f"no key {_text(key)!r} in store {store!r}")
         return Response(value, media_type="application/octet-stream")
     if request.method == "DELETE":
-        return JSONResponse({"store": store, "key": _text(key), "deleted": kv.delete(store, key)})
+        return JSONResponse({"store": store, "key": _text(key), "deleted": await _kv(kv.delete, store, key)})
     ttl = request.query_params.get("ttl_s")
     try:
         ttl_s = float(ttl) if ttl else None
     except ValueError:
         raise BadRequest("ttl_s must be a number of seconds") from None
     value = await read_limited(request, MAX_VALUE_BYTES, "KV value")
-    kv.set(store, key, value, ttl_s)
+    await _kv(kv.set, store, key, value, ttl_s)
     return JSONResponse({"store": store, "key": _text(key), "bytes": len(value), "ttl_s": ttl_s})
 
 

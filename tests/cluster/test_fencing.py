@@ -347,3 +347,24 @@ def test_a_cluster_of_one_keeps_serving_with_postgres_stopped(postgres: PgServer
         assert serves(solo, "own", body_of("own", 2))
     finally:
         solo.stop()
+
+
+def test_an_admin_kv_call_to_a_stalled_postgres_blocks_no_worker(trio: Trio) -> None:
+    """The admin KV routes wait for PostgreSQL off the event loop: while one waits on a stalled
+    connection, both of the node's workers keep answering."""
+    a = trio.a
+    pids = {a.admin("GET", "/healthz").json()["pid"] for _ in range(40)}
+    assert len(pids) == 2  # both workers take new connections
+    trio.proxy.stall()
+    try:
+        pending = threading.Thread(target=lambda: a.admin("GET", "/api/v1/kv/default/k"), daemon=True)
+        pending.start()
+        time.sleep(0.3)  # let it reach PostgreSQL
+        answered: set[int] = set()
+        while pending.is_alive() and answered != pids:
+            with httpx.Client(base_url=a.url, timeout=5, headers={"connection": "close"}) as client:
+                answered.add(client.get("/healthz").json()["pid"])
+        assert pending.is_alive(), "the KV call ended before both workers answered: it was not pending"
+        assert answered == pids
+    finally:
+        trio.proxy.resume()
