@@ -4,6 +4,7 @@ What every SDK shares (the ABI vectors, failures, hello's answers) is in test_sd
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hive import abi
-from hive.build import build_function, load_function_manifest
+from hive.build import WASM_CFLAGS, build_function, load_function_manifest
 from hive.errors import BuildError, InvalidManifest
 from tests.sdk import common
 from tests.sdk.common import ROOT, check_imports_allowed, decode, exports_and_imports
@@ -226,7 +227,7 @@ def hello_build(sdk_builds: Builds) -> tuple[Path, list[str]]:
 def test_hello_builds(hello_build: tuple[Path, list[str]]) -> None:
     path, lines = hello_build
     assert path.name == "hello.wasm" and path.is_file()
-    assert "ziglang cc --target=wasm32-wasi -O2 -mexec-model=reactor -s" in lines[0]
+    assert "ziglang cc " + shlex.join(WASM_CFLAGS) in lines[0]
 
 
 def test_hello_exports_and_imports(hello_build: tuple[Path, list[str]]) -> None:
