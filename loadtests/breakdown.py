@@ -70,7 +70,10 @@ def run(work: Path, calls: int, runs: int) -> None:
     from hive.manifest import parse_manifest
     from hive.render import guest_reply
     from hive.routes import invoke_target
+    from hive.sandbox import fastcall
     from hive.settings import load_settings
+
+    fastcall.install()  # before any linker, as a worker does (older trees need it done here)
 
     folder = work / "hello"
     shutil.copytree(ROOT / "functions" / "hello", folder, ignore=shutil.ignore_patterns("*.wasm"))
