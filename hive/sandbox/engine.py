@@ -26,23 +26,34 @@ log = logging.getLogger("hive.sandbox")
 
 
 class EpochTicker(threading.Thread):
-    """Increments the engine epoch in step with the wall clock, catching up after any delay."""
+    """Increments the engine epoch in step with the wall clock, catching up after any delay.
+
+    A deadline is counted from the current epoch, so one set while the ticker lags behind the clock (it
+    waited for a core or the GIL) would be charged that lag when it catches up: lag() says how many
+    ticks to add, so a call gets its whole time limit from when it starts."""
 
     def __init__(self, engines: list[Engine], tick_s: float) -> None:
         super().__init__(name="hive-epoch", daemon=True)
         self.engines = engines
         self.tick_s = tick_s
+        self.per_s = 1 / tick_s
+        self.began = time.monotonic()
+        self.ticks = 0  # epochs given so far
         self._stop_event = threading.Event()
 
+    def lag(self) -> int:
+        """Ticks the epoch is behind the wall clock (0 when in step)."""
+        behind = int((time.monotonic() - self.began) * self.per_s) - self.ticks
+        return behind if behind > 0 else 0
+
     def run(self) -> None:
-        start = time.monotonic()
-        ticks = 0
+        start = self.began
         while not self._stop_event.wait(self.tick_s):
             due = int((time.monotonic() - start) / self.tick_s)
-            while ticks < due:
+            while self.ticks < due:
                 for engine in self.engines:
                     engine.increment_epoch()
-                ticks += 1
+                self.ticks += 1
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -95,6 +106,10 @@ class Sandbox:
         self.ticker.stop()
 
     def deadline_ticks(self, timeout_ms: float) -> int:
+        """Epoch ticks from now for a time limit (what the ticker lags behind included)."""
+        return self.limit_ticks(timeout_ms) + self.ticker.lag()
+
+    def limit_ticks(self, timeout_ms: float) -> int:
         # +1: the current tick may be about to end.
         return int(-(-timeout_ms // self.tick_ms)) + 1
 

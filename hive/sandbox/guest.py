@@ -41,6 +41,7 @@ class GuestInstance:
         "_free",
         "_handle",
         "_ticks",
+        "_ticker",
         "req_ptr",
         "req_cap",
         "calls",
@@ -60,7 +61,8 @@ class GuestInstance:
         self.compiled = compiled
         self.limits = limits
         self.ctx = ctx
-        self._ticks = sandbox.deadline_ticks(limits.timeout_ms)
+        self._ticks = sandbox.limit_ticks(limits.timeout_ms)
+        self._ticker = sandbox.ticker
         self._sandbox = sandbox
         self._segment = 0.0  # this thread's CPU time when guest execution last resumed (calls with I/O only)
         self._left_ms = float(limits.timeout_ms)
@@ -68,7 +70,7 @@ class GuestInstance:
         store.set_limits(
             memory_size=limits.memory_bytes, table_elements=limits.table_elements, instances=1, tables=4, memories=1
         )
-        store.set_epoch_deadline(self._ticks)
+        store.set_epoch_deadline(self._ticks + self._ticker.lag())
         self._fuel = limits.fuel if compiled.fuel else None
         self.fuel_used: int | None = None
         if compiled.fuel:
@@ -146,7 +148,7 @@ class GuestInstance:
         instance must be discarded."""
         fstore = self._fstore
         self.calls += 1
-        fstore.set_epoch_deadline(self._ticks)
+        fstore.set_epoch_deadline(self._ticks + self._ticker.lag())
         if io is not None:
             self._segment = time.thread_time()
             self._left_ms = float(self.limits.timeout_ms)

@@ -27,7 +27,7 @@ from hive.errors import (
 from hive.manifest import WASI_GROUPS, Manifest, parse_manifest
 from hive.registry import sha256_hex
 from hive.sandbox import CompiledModule, GuestContext, GuestInstance, GuestLimits, Sandbox
-from tests.guests import RESP, WASI, data, echo_guest, guest, packed, wat
+from tests.guests import RESP, WASI, const_wat, data, echo_guest, guest, packed, wat
 
 ALLOWED = Manifest(wasi=list(WASI_GROUPS)).allowed_wasi_imports()  # every capability granted
 
@@ -739,3 +739,26 @@ def test_a_sandbox_made_before_any_patch_calls_host_functions(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "6"
+
+
+SPIN = wat(
+    const_wat(
+        "done",
+        work="""(local.set 0 (i32.const 3000000))
+    (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))""",
+    )
+)
+
+
+def test_a_lagging_epoch_ticker_does_not_charge_its_lag_to_the_next_call(sandbox: Sandbox) -> None:
+    """The ticker fell a second behind the clock (it waited for a core or the GIL): the call that starts
+    then still gets its whole time limit, although the ticker catches up while it runs."""
+    inst = instance(sandbox, SPIN, GuestLimits(timeout_ms=100))
+    assert inst.call(request()).body == b"done"
+    sandbox.ticker.ticks -= 1000  # as if the last second's ticks were still to come
+    assert sandbox.ticker.lag() >= 999
+    for _ in range(200):  # back to back (the GIL is free while the guest runs): the catch-up meets one
+        assert inst.call(request()).body == b"done"
+        if sandbox.ticker.lag() < 999:
+            break
+    assert sandbox.ticker.lag() < 999
