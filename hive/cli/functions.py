@@ -102,6 +102,7 @@ def deploy(
         if folder is None:
             _fail(f"no function folder or .wasm file at {target!r} (run `edge-hive function new NAME` to start one)")
         wasm = build_function(folder, echo=lambda line: click.echo(line, err=True))
+        click.echo(f"built {wasm} ({wasm.stat().st_size} bytes)", err=True)
         name = name or load_function_manifest(folder)["function"]["name"]
         manifest = deploy_manifest(folder)
     if manifest_file:

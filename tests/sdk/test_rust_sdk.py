@@ -62,7 +62,7 @@ def test_hello_builds_offline_with_debian_cargo(hello_build: tuple[Path, list[st
 
 def test_hello_exports_and_imports(hello_build: tuple[Path, list[str]]) -> None:
     info = check_interface(hello_build[0])
-    assert ("wasi_snapshot_preview1", "clock_time_get") in info["imports"]  # chrono::Utc::now()
+    assert ("wasi_snapshot_preview1", "clock_time_get") in info["imports"]  # edge_hive_wasm::time::now()
 
 
 # ---- the driver: query, body and error helpers, random requests ------------------------------------

@@ -1,8 +1,14 @@
 //! hello-rust: greets the "name" field of a JSON body, or the World.
 
-use chrono::{SecondsFormat, Utc};
-use edge_hive_wasm::{edge_function, Error, Request, Response};
-use serde_json::{json, Value};
+use edge_hive_wasm::{edge_function, time, Error, Request, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Serialize)]
+struct Hello {
+    message: String,
+    timestamp: String,
+}
 
 #[edge_function]
 fn hello(req: Request) -> Result<Response, Error> {
@@ -12,7 +18,9 @@ fn hello(req: Request) -> Result<Response, Error> {
         .as_ref()
         .and_then(|v| v.get("name")?.as_str())
         .unwrap_or("World");
-    // Utc::now() reads the WASI realtime clock.
-    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    Response::json(&json!({ "message": format!("Hello, {name}!"), "timestamp": timestamp }))
+    // A struct, not json!(): serializing a Value would bring float formatting (ryu) into the module.
+    Response::json(&Hello {
+        message: format!("Hello, {name}!"),
+        timestamp: time::rfc3339(time::now()), // the WASI realtime clock
+    })
 }

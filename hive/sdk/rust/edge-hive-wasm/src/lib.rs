@@ -282,11 +282,12 @@ impl Response {
         };
         match why {
             Some(why) => {
-                let shown: String = name.chars().take(64).collect();
-                hive_log(
-                    Level::Warn,
-                    &format!("dropped response header {shown:?}: {why}"),
-                );
+                // Pieces, not format!("{:?}"): Debug of a str brings Unicode tables into every module.
+                let mut line = String::from("dropped response header ");
+                push_json_string(&mut line, &name.chars().take(64).collect::<String>());
+                line.push_str(": ");
+                line.push_str(why);
+                hive_log(Level::Warn, &line);
             }
             None => self.headers.push((name, value)),
         }
@@ -448,7 +449,11 @@ fn push_json_string(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => {
+                out.push_str("\\u00");
+                out.push(char::from(b"0123456789abcdef"[c as usize >> 4]));
+                out.push(char::from(b"0123456789abcdef"[c as usize & 15]));
+            }
             c => out.push(c),
         }
     }
@@ -512,6 +517,71 @@ macro_rules! __hive_log_warn {
 #[macro_export]
 macro_rules! __hive_log_error {
     ($($arg:tt)+) => { $crate::hive_log($crate::Level::Error, &::std::format!($($arg)+)) };
+}
+
+/// Wall-clock time as most functions need it, without a date crate (chrono adds about 45 KB to a module).
+///
+/// ```ignore
+/// let stamp = edge_hive_wasm::time::rfc3339(edge_hive_wasm::time::now()); // "2026-11-24T19:40:00Z"
+/// ```
+pub mod time {
+    /// Seconds since the Unix epoch, from the WASI realtime clock (the `clocks` permission); 0 if the
+    /// clock fails.
+    #[cfg(target_arch = "wasm32")]
+    pub fn now() -> i64 {
+        // The WASI call itself: std's SystemTime::now() unwraps it, which brings the Debug formatting of
+        // every WASI error code and about 7 KB into the module.
+        #[link(wasm_import_module = "wasi_snapshot_preview1")]
+        extern "C" {
+            fn clock_time_get(id: u32, precision: u64, time: *mut u64) -> u16;
+        }
+        let mut ns = 0u64;
+        // SAFETY: the host writes one u64 at `time`; 0 is the realtime clock.
+        match unsafe { clock_time_get(0, 1, &mut ns) } {
+            0 => (ns / 1_000_000_000) as i64,
+            _ => 0,
+        }
+    }
+
+    /// Seconds since the Unix epoch, from the system clock (off wasm, for unit tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn now() -> i64 {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// `secs` (Unix seconds, clamped to the years 1970 to 9999) as RFC 3339 UTC to the second, e.g.
+    /// `"2026-11-24T19:40:00Z"`.
+    pub fn rfc3339(secs: i64) -> String {
+        let secs = secs.clamp(0, 253_402_300_799);
+        // The civil date of a day count: Howard Hinnant's civil_from_days.
+        let z = secs / 86_400 + 719_468;
+        let (era, sod) = (z / 146_097, secs % 86_400);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let parts = [
+            yoe + era * 400 + i64::from(month <= 2),
+            month,
+            doy - (153 * mp + 2) / 5 + 1,
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60,
+        ];
+        let mut out = *b"0000-00-00T00:00:00Z";
+        for (i, mut v) in parts.into_iter().enumerate() {
+            let (end, width) = if i == 0 { (4, 4) } else { (3 * i + 4, 2) };
+            for digit in out[end - width..end].iter_mut().rev() {
+                *digit = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        out.iter().map(|&b| b as char).collect()
+    }
 }
 
 // ---- outbound HTTP and key-value stores (ABI v1 revision 2: docs/abi.md) ------------------------------
@@ -1186,7 +1256,7 @@ pub mod __abi {
     use super::*;
     use std::alloc::{alloc as raw_alloc, dealloc, Layout};
     use std::panic;
-    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// What `#[edge_function]` accepts.
     pub type Handler = fn(Request) -> Result<Response, Error>;
@@ -1218,12 +1288,13 @@ pub mod __abi {
     /// `ptr..ptr + len` is readable guest memory (the host's request buffer).
     pub unsafe fn handle(ptr: *const u8, len: u32, handler: Handler) -> u64 {
         // A panic aborts (a trap, which the host answers with a 502): say why in one log line first.
-        static PANIC_HOOK: Once = Once::new();
-        PANIC_HOOK.call_once(|| {
+        // A flag, not a Once: Once's general machinery is about 3 KB of every module.
+        static HOOKED: AtomicBool = AtomicBool::new(false);
+        if !HOOKED.swap(true, Ordering::Relaxed) {
             panic::set_hook(Box::new(|info| {
                 hive_log(Level::Error, &format!("handler {info}"))
             }))
-        });
+        }
         LAST.with(|last| drop(last.take())); // free the previous response before this request runs
         let envelope = if ptr.is_null() {
             &[][..]
