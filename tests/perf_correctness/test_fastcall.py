@@ -64,7 +64,7 @@ class Pair:
 
     @staticmethod
     def _instance(c: CompiledModule) -> tuple[Store, dict[str, object]]:
-        store = Store(c.engine)
+        store = host.new_store(c.engine)
         store.set_epoch_deadline(1 << 40)
         if c.fuel:
             store.set_fuel(1 << 40)

@@ -184,7 +184,7 @@ class RawGuest:
     def __init__(self, sandbox: Sandbox, wasm: bytes, env: list[bytes] | None = None) -> None:
         compiled = sandbox.compile(wasm, sha256_hex(wasm), ALLOWED)
         self.ctx = GuestContext("echo", env=env or [])
-        self.store = wasmtime.Store(sandbox.engine)
+        self.store = host.new_store(sandbox.engine)  # the host linker has WASI: set_wasi or abort
         self.store.set_limits(memory_size=128 << 20)
         self.store.set_epoch_deadline(60_000)
         host.set_current(self.ctx)
