@@ -192,73 +192,58 @@ class Telemetry:
         fuel: int | None = None,
     ) -> None:
         try:
-            self._invocation(function, version, status, started_ns, request_id, error, fuel)
-        except OSError as e:
-            self._lost(e)
-
-    def _invocation(
-        self,
-        function: str,
-        version: int,
-        status: int,
-        started_ns: int,
-        request_id: str,
-        error: str | None,
-        fuel: int | None,
-    ) -> None:
-        elapsed_ns = time.perf_counter_ns() - started_ns
-        children = self._children.get((function, status)) or self.series(function, status)
-        children.record(elapsed_ns / 1e9)
-        if error is not None:
-            self.m.errors.labels(function, error).inc()
-        if fuel is not None:
-            self.m.fuel.labels(function).inc(fuel)
-        if self.log is not None:
-            record = {
-                "ts": _now_iso(),
-                "kind": "invocation",
-                "function": function,
-                "version": version,
-                "status": status,
-                "duration_us": elapsed_ns // 1000,
-                "pid": self.pid,
-                "request_id": request_id,
-            }
+            elapsed_ns = time.perf_counter_ns() - started_ns
+            children = self._children.get((function, status)) or self.series(function, status)
+            children.record(elapsed_ns / 1e9)
             if error is not None:
-                record["error"] = error
+                self.m.errors.labels(function, error).inc()
             if fuel is not None:
-                record["fuel"] = fuel
-            self._write(self.log, record)
+                self.m.fuel.labels(function).inc(fuel)
+            if self.log is not None:
+                record = {
+                    "ts": _now_iso(),
+                    "kind": "invocation",
+                    "function": function,
+                    "version": version,
+                    "status": status,
+                    "duration_us": elapsed_ns // 1000,
+                    "pid": self.pid,
+                    "request_id": request_id,
+                }
+                if error is not None:
+                    record["error"] = error
+                if fuel is not None:
+                    record["fuel"] = fuel
+                self._write(self.log, record)
+        except OSError as e:  # a read-only or full data dir: the request is served all the same
+            self._lost(e)
 
     def outbound(self, function: str, version: int, request_id: str, r: Any) -> None:
         """One outbound fetch hop or refusal (a hive.outbound.FetchRecord)."""
         try:
-            self._outbound(function, version, request_id, r)
+            status = str(r.status) if r.status is not None else (r.code or "error")
+            self.m.outbound.labels(function, r.host or "-", status).inc()
+            self.m.outbound_duration.labels(function).observe(r.ms / 1000)
+            if self.log is not None:
+                record = {
+                    "ts": now_iso(),
+                    "kind": "outbound",
+                    "function": function,
+                    "version": version,
+                    "method": r.method,
+                    "host": r.host,
+                    "status": r.status,
+                    "ms": round(r.ms, 2),
+                    "bytes_out": r.bytes_out,
+                    "bytes_in": r.bytes_in,
+                    "pid": self.pid,
+                    "request_id": request_id,
+                }
+                if r.code is not None:
+                    record["error"] = r.code
+                self._write(self.log, record)
         except OSError as e:
             self._lost(e)
-
-    def _outbound(self, function: str, version: int, request_id: str, r: Any) -> None:
-        status = str(r.status) if r.status is not None else (r.code or "error")
-        self.m.outbound.labels(function, r.host or "-", status).inc()
-        self.m.outbound_duration.labels(function).observe(r.ms / 1000)
-        if self.log is not None:
-            record = {
-                "ts": now_iso(),
-                "kind": "outbound",
-                "function": function,
-                "version": version,
-                "method": r.method,
-                "host": r.host,
-                "status": r.status,
-                "ms": round(r.ms, 2),
-                "bytes_out": r.bytes_out,
-                "bytes_in": r.bytes_in,
-                "pid": self.pid,
-                "request_id": request_id,
-            }
-            if r.code is not None:
-                record["error"] = r.code
-            self._write(self.log, record)
 
     def guest_output(self, function: str, version: int, stream: str, level: int, text: str, request_id: str) -> None:
         if self.log is not None:
