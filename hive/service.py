@@ -26,7 +26,7 @@ from hive.peers import SyncMarks
 from hive.ratelimit import RateLimiter
 from hive.registry import Registry, VersionRecord, sha256_hex
 from hive.runtime import Runtime, env_for, limits_for
-from hive.sandbox import GuestContext, GuestInstance, Sandbox, fastcall, warm_up
+from hive.sandbox import GuestContext, GuestInstance, Sandbox, warm_up
 from hive.sandbox.compiler import CompileLimits
 from hive.settings import Settings
 from hive.telemetry import Telemetry
@@ -68,10 +68,7 @@ class Hive:
 
 def open_hive(settings: Settings) -> Hive:
     """Everything process-bound, created in the worker after fork; every function warm when it returns."""
-    # Both idempotent; HiveWorker installs them first under gunicorn. Before the Sandbox: host functions
-    # a linker defined before fastcall's trampoline patch crash the process when a guest calls them.
-    install_telemetry_patch()
-    fastcall.install()
+    install_telemetry_patch()  # idempotent; HiveWorker installs it first under gunicorn (fastcall's: define_all)
     data = settings.data_path
     token, token_file = ensure_admin_token(data, settings.admin_token or held_token())
     if token_file is not None:
