@@ -23,7 +23,6 @@ default Accept or Content-Type: the client does exactly what the guest asked, wi
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
 import ssl
 import time
@@ -36,6 +35,7 @@ import aiohttp
 import certifi
 from yarl import URL
 
+from hive import pacing
 from hive.outbound.addresses import AddressPolicy
 from hive.outbound.errors import FetchRefused, OutboundSetupError
 from hive.outbound.limits import (
@@ -244,62 +244,14 @@ def _refusal(e: BaseException, url: Url, limits: FetchLimits) -> FetchRefused:
 _peers: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
 
 
-# How many fetches may go on past their response's head in one turn of the event loop.
-COMPLETIONS_PER_TURN = 16
-
-
-class _Turns:
-    """Paces the fetches whose responses arrive together (hundreds of upstreams answering in the same
-    millisecond): each goes on once its head is read, at most COMPLETIONS_PER_TURN per loop
-    iteration, the others in the next ones. The loop polls its sockets between iterations, so the
-    worker's other requests are served in between instead of after the whole batch. Loop thread only."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.used = 0
-        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.armed = False
-
-    def take(self) -> asyncio.Future[None] | None:
-        """None: go on now; else a future to await, set in a later iteration."""
-        if not self.armed:
-            self.armed = True
-            self.loop.call_soon(self._next)
-        if self.used < COMPLETIONS_PER_TURN and not self.waiting:
-            self.used += 1
-            return None
-        turn = self.loop.create_future()
-        self.waiting.append(turn)
-        return turn
-
-    def _next(self) -> None:
-        self.used, self.armed = 0, False
-        waiting = self.waiting
-        while waiting and self.used < COMPLETIONS_PER_TURN:
-            turn = waiting.popleft()
-            if not turn.done():  # a fetch cancelled meanwhile (its timeout) gives its turn up
-                turn.set_result(None)
-                self.used += 1
-        if waiting:
-            self.armed = True
-            self.loop.call_soon(self._next)
-
-
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
-
-
-def _turn() -> asyncio.Future[None] | None:
-    loop = asyncio.get_running_loop()
-    turns = _turns.get(loop)
-    if turns is None:
-        turns = _turns[loop] = _Turns(loop)
-    return turns.take()
+def _completions() -> asyncio.Future[None] | None:
+    return pacing.turns("fetch completions").take()
 
 
 class _Response(aiohttp.ClientResponse):
     """Notes the address its connection goes to before aiohttp may hand the connection back to the
     pool (a response with an empty body is complete as soon as its head is read), and waits for its
-    turn (_Turns) once its head is read."""
+    turn once its head is read (hive.pacing: responses that arrive together go on a few per loop turn)."""
 
     peer: str | None = None
 
@@ -314,7 +266,7 @@ class _Response(aiohttp.ClientResponse):
             if protocol is not None:
                 _peers[protocol] = self.peer
         await super().start(connection)
-        turn = _turn()
+        turn = _completions()
         if turn is not None:
             await turn
         return self

@@ -260,29 +260,3 @@ def test_idle_pools_are_closed_after_the_keepalive_expiry(upstream: Upstream) ->
             await ob.aclose()
 
     assert run(go()) == (True, True)
-
-
-def test_responses_that_arrive_together_go_on_a_few_per_loop_turn() -> None:
-    """Hundreds of heads read in one loop iteration must not all go on in the next one (the worker's
-    other requests would wait for the whole batch): COMPLETIONS_PER_TURN per iteration, in order."""
-    from hive.outbound.client import COMPLETIONS_PER_TURN, _Turns
-
-    loop = asyncio.new_event_loop()  # its run_forever after call_soon(stop) is exactly one iteration
-    try:
-        turns = _Turns(loop)
-        n = 3 * COMPLETIONS_PER_TURN + 5
-        taken = [turns.take() for _ in range(n)]  # all in one iteration
-        assert all(t is None for t in taken[:COMPLETIONS_PER_TURN])
-        waiting = [t for t in taken if t is not None]
-        assert len(waiting) == n - COMPLETIONS_PER_TURN
-        waiting[1].cancel()  # a fetch that timed out meanwhile gives its turn up
-        released = []
-        for _ in range(10):  # bounded: one loop iteration each
-            loop.call_soon(loop.stop)
-            loop.run_forever()
-            released.append(sum(1 for t in waiting if t.done() and not t.cancelled()))
-        assert released[0] == COMPLETIONS_PER_TURN and released[-1] == len(waiting) - 1
-        assert all(b - a <= COMPLETIONS_PER_TURN for a, b in zip(released, released[1:], strict=False))
-        assert [t.done() for t in waiting if not t.cancelled()] == [True] * (len(waiting) - 1)
-    finally:
-        loop.close()
