@@ -48,6 +48,7 @@ class _SchedAttr(ctypes.Structure):
 
 
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
+_libc: list[ctypes.CDLL] = []  # loaded once: each CDLL is a small reference cycle left to the collector
 
 
 def _lower_priority() -> None:
@@ -68,7 +69,9 @@ def _lower_priority() -> None:
         sched_runtime=GUEST_THREAD_SLICE_NS,
     )
     try:
-        ctypes.CDLL(None, use_errno=True).syscall(_SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0)
+        if not _libc:
+            _libc.append(ctypes.CDLL(None, use_errno=True))
+        _libc[0].syscall(_SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0)
     except (OSError, AttributeError):  # pragma: no cover - an older kernel refuses it: the nice stays
         pass
 

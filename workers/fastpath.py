@@ -20,6 +20,9 @@ What the transport does here, as uvicorn does it (tests/http checks each on a re
   and uvicorn's shutdown makes an in-flight request's response close its connection;
 - uvicorn's access log line when gunicorn's access log is on.
 
+A burst of new connections (hundreds opened in the same millisecond) is read hive.pacing.PER_TURN
+connections per loop turn, so requests on connections already open are served in between.
+
 Added for every connection, fast or not (uvicorn has no request-read timeout): a client that stops
 in the middle of a request is disconnected after `keepalive` seconds without a byte (gunicorn's
 keepalive, 5 s), a request whose headers are not complete within HEADER_TIMEOUT_S or whose body is
@@ -38,6 +41,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from hive import pacing
 from hive.httprules import uri_too_long
 from hive.render import Reply, error_reply
 from hive.routes import invoke_target
@@ -220,6 +224,14 @@ class FastHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_idle()  # a connection that never sends a request is closed like an idle keep-alive one
+        turn = pacing.turns("connections").take()
+        if turn is not None:  # one of a burst of new connections: read from a later loop turn on
+            self.flow.pause_reading()
+            turn.add_done_callback(self._read_from_now)
+
+    def _read_from_now(self, _turn: asyncio.Future[None]) -> None:
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read_timer()
@@ -230,6 +242,10 @@ class FastHttpProtocol(HttpToolsProtocol):
         if type(cycle) is FastCycle:
             cycle.lost()
         super().connection_lost(exc)
+        # This protocol and its cycle refer to each other: unlinked, a closed connection is freed by
+        # reference counting instead of waiting for a cyclic collection (a burst of short connections
+        # otherwise leaves thousands of objects to the collector, which stalls the loop for ms).
+        self.cycle = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

@@ -96,6 +96,9 @@ class ReadyMarks(MarkFiles):
         return bool(self._younger) and not any(self.read(p) is not None for p in self._younger)
 
 
+FULL_COLLECTION_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)
+
+
 class DrainingServer(Server):
     """Before uvicorn's graceful shutdown: wait (bounded by handover_s) until a replacement worker
     that is still warming accepts connections, then stop accepting and let open connections send one
@@ -124,6 +127,12 @@ class DrainingServer(Server):
             # collections stall the loop from time to time.
             gc.collect()
             gc.freeze()
+            # A full collection walks everything made since the freeze (guest threads, instances,
+            # connection pools: 6-17 ms here, a stall of every request) and, with the request path
+            # free of reference cycles, finds nothing: let young collections run as usual, full ones
+            # a tenth as often (about every 7 M allocations instead of 700 K).
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
         self.lifespan.startup = startup_then_settle
         await super().startup(sockets)
