@@ -17,7 +17,7 @@ from pathlib import Path
 from wasmtime import Engine, InstancePre, Linker, Module, WasmtimeError
 
 from hive.errors import CompileFailed, InvalidModule
-from hive.sandbox import artifacts, compiler, features, host
+from hive.sandbox import artifacts, compiler, fastcall, features, host
 from hive.sandbox.inspect import check_interface, check_wasm_header, first_line
 
 __all__ = ["CompiledModule", "EpochTicker", "Sandbox", "check_interface", "check_wasm_header"]
@@ -34,12 +34,13 @@ class EpochTicker(threading.Thread):
 
     def __init__(self, engines: list[Engine], tick_s: float) -> None:
         super().__init__(name="hive-epoch", daemon=True)
-        self.engines = engines
+        self.engines = engines  # kept alive: the incrementers hold their addresses
+        self._increments = [fastcall.epoch_incrementer(e) for e in engines]
         self.tick_s = tick_s
         self.per_s = 1 / tick_s
         self.began = time.monotonic()
         self.ticks = 0  # epochs given so far
-        self._stop_event = threading.Event()
+        self._stopping = False
 
     def lag(self) -> int:
         """Ticks the epoch is behind the wall clock (0 when in step)."""
@@ -47,16 +48,21 @@ class EpochTicker(threading.Thread):
         return behind if behind > 0 else 0
 
     def run(self) -> None:
-        start = self.began
-        while not self._stop_event.wait(self.tick_s):
-            due = int((time.monotonic() - start) / self.tick_s)
+        # One GIL acquisition per tick: time.sleep waits without it and without the lock an
+        # Event.wait makes each time, and the increments do not give it up.
+        start, tick_s, increments = self.began, self.tick_s, self._increments
+        while True:
+            time.sleep(tick_s)
+            if self._stopping:
+                return
+            due = int((time.monotonic() - start) / tick_s)
             while self.ticks < due:
-                for engine in self.engines:
-                    engine.increment_epoch()
+                for increment in increments:
+                    increment()
                 self.ticks += 1
 
     def stop(self) -> None:
-        self._stop_event.set()
+        self._stopping = True  # seen within a tick
 
 
 @dataclass(frozen=True)
