@@ -4,8 +4,9 @@
 up, converts each value through `Val`, builds fresh ctypes arrays and enters a context manager.
 The hot path here calls the C API's `wasmtime_func_call` directly, with the argument and result arrays
 preallocated once per export and written through a flat integer view; memory base and size, the epoch
-deadline and fuel go through private ctypes prototypes of the same C functions (taken with
-`dll[name]`, so wasmtime-py's own prototypes stay untouched).
+deadline, fuel and the epoch increment go through private ctypes prototypes of the same C functions
+(taken with `dll[name]` or a prototype of their own, so wasmtime-py's stay untouched); those return
+at once and keep the GIL, only the guest call gives it up.
 
 Failures are reported exactly like the public API: the trap or error object is built with
 `Trap._from_ptr` / `WasmtimeError._from_ptr` (so ExitTrap and trap codes are the same), and a Python
