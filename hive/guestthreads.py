@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -48,7 +49,11 @@ class _SchedAttr(ctypes.Structure):
 
 
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
-_libc: list[ctypes.CDLL] = []  # loaded once: each CDLL is a small reference cycle left to the collector
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)  # once: each CDLL is a small reference cycle left to the collector
 
 
 def _lower_priority() -> None:
@@ -69,9 +74,7 @@ def _lower_priority() -> None:
         sched_runtime=GUEST_THREAD_SLICE_NS,
     )
     try:
-        if not _libc:
-            _libc.append(ctypes.CDLL(None, use_errno=True))
-        _libc[0].syscall(_SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0)
+        _libc().syscall(_SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0)
     except (OSError, AttributeError):  # pragma: no cover - an older kernel refuses it: the nice stays
         pass
 

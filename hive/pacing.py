@@ -20,9 +20,8 @@ class Turns:
     """One kind of paced work on one loop: `take()` says go on now (None) or gives a future that a
     later iteration sets, in arrival order."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, per_turn: int = PER_TURN) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.per_turn = per_turn
         self.used = 0
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self.armed = False
@@ -32,7 +31,7 @@ class Turns:
         if not self.armed:
             self.armed = True
             self.loop.call_soon(self._next)
-        if self.used < self.per_turn and not self.waiting:
+        if self.used < PER_TURN and not self.waiting:
             self.used += 1
             return None
         turn = self.loop.create_future()
@@ -42,7 +41,7 @@ class Turns:
     def _next(self) -> None:
         self.used, self.armed = 0, False
         waiting = self.waiting
-        while waiting and self.used < self.per_turn:
+        while waiting and self.used < PER_TURN:
             turn = waiting.popleft()
             if not turn.done():  # given up meanwhile (a fetch's timeout, a closed connection)
                 turn.set_result(None)

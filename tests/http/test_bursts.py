@@ -1,13 +1,11 @@
-"""Bursts of short connections: each is answered, and each is freed by reference counting.
+"""Bursts of short connections (one request each, as a client without a pool sends them), on the
+real HTTP front in this process (uvicorn with workers.fastpath's protocol, uvloop, a real socket, a
+real guest).
 
-Connections opened in the same loop turn beyond hive.pacing.PER_TURN are read from a later turn on
-(workers.fastpath); none may stay paused.
-
-A burst of short connections (one request each, as a client without a pool sends them) used to leave
-every connection's protocol, cycle, transport and invocation in a reference cycle; the collector then
-walked thousands of them at once while every other request waited. Here the real HTTP front
-(uvicorn with workers.fastpath's protocol, uvloop, a real socket) serves a real guest in this process,
-with the collector off, and no protocol object outlives its connection.
+Each connection is answered: those opened in one loop turn beyond hive.pacing.PER_TURN are read from
+a later turn on, and none may stay paused. Each is freed by reference counting: its protocol, cycle,
+transport and invocation used to stay in a reference cycle, and the collector then walked thousands
+of them at once while every other request waited.
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ from __future__ import annotations
 import gc
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import uvicorn
 import uvloop
@@ -26,7 +24,7 @@ from hive.app import create_app
 from hive.pacing import PER_TURN
 from hive.settings import Settings
 from tests.guests import const_wat, wat
-from tests.support import ADMIN_TOKEN, free_port
+from tests.support import ADMIN_TOKEN, free_port, poll
 from workers.fastpath import FastHttpProtocol
 
 
@@ -38,10 +36,8 @@ def front(settings: Settings) -> Iterator[int]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: uvloop.run(server.serve()), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
-        time.sleep(0.02)
+    poll("the in-process server to start", lambda: server.started or not thread.is_alive(), timeout=30)
+    assert server.started, "the in-process server did not start"
     try:
         yield port
     finally:
@@ -59,23 +55,14 @@ def one_request(port: int, head: bytes, body: bytes = b"") -> bytes:
 
 
 def deploy(port: int, name: str, wasm: bytes) -> None:
-    boundary = "hiveboundary"
-    body = (
-        (
-            f'--{boundary}\r\ncontent-disposition: form-data; name="function"\r\n\r\n{name}\r\n'
-            f'--{boundary}\r\ncontent-disposition: form-data; name="wasm"; filename="f.wasm"\r\n'
-            "content-type: application/wasm\r\n\r\n"
-        ).encode()
-        + wasm
-        + f"\r\n--{boundary}--\r\n".encode()
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/edge/deploy",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        data={"function": name},
+        files={"wasm": ("f.wasm", wasm, "application/wasm")},
+        timeout=30,
     )
-    head = (
-        f"POST /api/v1/edge/deploy HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
-        f"authorization: Bearer {ADMIN_TOKEN}\r\ncontent-type: multipart/form-data; boundary={boundary}\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    ).encode()
-    answer = one_request(port, head, body)
-    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    assert r.status_code == 201, r.text
 
 
 def live_protocols() -> int:
@@ -93,10 +80,10 @@ def test_closed_connections_leave_no_reference_cycles(front: int) -> None:
             answer = one_request(front, b"GET /api/v1/edge/const HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hi"), answer[:300]
         # the server's side of the last connection may still be closing: give its loop a moment
-        deadline = time.monotonic() + 5
-        while live_protocols() > before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert live_protocols() <= before, "closed connections' protocols are kept alive by reference cycles"
+        try:
+            poll("closed connections' protocols to be freed", lambda: live_protocols() <= before, timeout=5)
+        except AssertionError:
+            raise AssertionError("closed connections' protocols are kept alive by reference cycles") from None
     finally:
         if was:
             gc.enable()
