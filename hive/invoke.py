@@ -354,7 +354,7 @@ class Invoker:
         rec = loaded.record
         rt = self.runtime
         try:
-            resp, fuel = rt.invoke(loaded, envelope, request_id, io)
+            resp, fuel = rt.invoke(loaded, envelope, request_id, io, cpu_started)
         except HiveError as e:
             self._observe(rec.name, _thread_time_ns() - cpu_started)
             self.telemetry.invocation(

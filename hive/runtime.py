@@ -197,17 +197,25 @@ class Runtime:
         return loaded
 
     def invoke(
-        self, loaded: Loaded, envelope: bytes, request_id: str = "", io: object = None
+        self,
+        loaded: Loaded,
+        envelope: bytes,
+        request_id: str = "",
+        io: object = None,
+        cpu_started_ns: int | None = None,
     ) -> tuple[abi.Response, int | None]:
         """The guest's response and the fuel it used (None without a fuel budget). Each call owns the
-        instance it takes until it returns; with concurrent calls (guest threads) more are made."""
+        instance it takes until it returns; with concurrent calls (guest threads) more are made.
+        `cpu_started_ns`: the thread's CPU time when the invocation began (its time limit counts from
+        there; from the call itself when it is not given or an instance had to be made first)."""
         if loaded.idle:
             inst = loaded.idle.pop()
         else:  # cold: after a failure, or more concurrent calls than warm instances
             self.cold += 1
             inst = self._instantiate(loaded)
+            cpu_started_ns = None  # making the instance is not the guest's time
         try:
-            resp = inst.call(envelope, request_id, io)
+            resp = inst.call(envelope, request_id, io, cpu_started_ns)
         except GuestError as e:
             # The store may be in any state: drop it, and warm a fresh one off the request path.
             self._refill.add(loaded.name)

@@ -82,6 +82,38 @@ _get_fuel = _held("wasmtime_context_get_fuel", c_void_p, [c_void_p, c_void_p])
 _increment_epoch = _held("wasmtime_engine_increment_epoch", None, [c_void_p])
 
 
+# Asked each time a store's epoch deadline is reached (on the guest's thread; ctypes takes the GIL).
+_DEADLINE_CALLBACK = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, POINTER(c_uint64), POINTER(ctypes.c_uint8))
+_store_epoch_deadline_callback = _proto(
+    "wasmtime_store_epoch_deadline_callback", None, [c_void_p, _DEADLINE_CALLBACK, c_void_p, c_void_p]
+)
+_error_new = _proto("wasmtime_error_new", c_void_p, [ctypes.c_char_p])
+_UPDATE_DEADLINE_CONTINUE = 0
+DEADLINE_ERROR = "hive: the epoch deadline ended the call"
+
+
+def on_epoch_deadline(store: Store, extend: Any) -> Any:
+    """From now on, when the store's epoch deadline is reached, `extend()` says how many more ticks the
+    guest runs, or None to end the call (it fails with a WasmtimeError saying DEADLINE_ERROR; the caller
+    knows why). Without this the deadline traps at once. Keep what this returns as long as the store."""
+
+    def reached(_ctx: int, _env: int, delta: Any, kind: Any) -> int:
+        try:
+            ticks = extend()
+        except BaseException:  # never into wasmtime: end the call
+            log.exception("the epoch deadline callback failed")
+            ticks = None
+        if ticks is None:
+            return _error_new(DEADLINE_ERROR.encode()) or 0
+        delta[0] = ticks
+        kind[0] = _UPDATE_DEADLINE_CONTINUE
+        return 0
+
+    callback = _DEADLINE_CALLBACK(reached)
+    _store_epoch_deadline_callback(cast(store.ptr(), c_void_p).value, callback, None, None)
+    return callback
+
+
 def epoch_incrementer(engine: wasmtime.Engine) -> Any:
     """engine.increment_epoch without giving up the GIL (keep the engine alive as long as this)."""
     address = cast(engine.ptr(), c_void_p).value

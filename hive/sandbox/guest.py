@@ -17,6 +17,7 @@ from hive.sandbox import fastcall, host
 from hive.sandbox.engine import CompiledModule, Sandbox
 
 _MIN_REQUEST_BUFFER = 4096
+_thread_time_ns = time.thread_time_ns
 # Room for status and headers on top of the body limit.
 _ENVELOPE_OVERHEAD = 1 << 20
 
@@ -53,8 +54,8 @@ class GuestInstance:
         "_fhandle",
         "_max_envelope",
         "_sandbox",
-        "_segment",
-        "_left_ms",
+        "_budget",
+        "_on_deadline",
     )
 
     def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits, ctx: host.GuestContext) -> None:
@@ -64,8 +65,6 @@ class GuestInstance:
         self._ticks = sandbox.limit_ticks(limits.timeout_ms)
         self._ticker = sandbox.ticker
         self._sandbox = sandbox
-        self._segment = 0.0  # this thread's CPU time when guest execution last resumed (calls with I/O only)
-        self._left_ms = float(limits.timeout_ms)
         store = host.new_store(compiled.engine)
         store.set_limits(
             memory_size=limits.memory_bytes, table_elements=limits.table_elements, instances=1, tables=4, memories=1
@@ -96,6 +95,9 @@ class GuestInstance:
         # The request path calls through hive.sandbox.fastcall (wasmtime's C API with preallocated
         # arrays); the public objects above stay for everything else.
         self._fstore = fastcall.FastStore(store)
+        # From here on the time limit is CPU time (start-up code keeps the plain deadline).
+        self._budget = _CpuBudget(limits.timeout_ms, sandbox)
+        self._on_deadline = fastcall.on_epoch_deadline(store, self._budget.extend)
         self._fmem = fastcall.FastMemory(self._fstore, memory)
         self._falloc = fastcall.FastFunc(self._fstore, alloc, ["i32"], ["i32"])
         self._fhandle = fastcall.FastFunc(self._fstore, handle, ["i32", "i32"], ["i64"])
@@ -127,11 +129,9 @@ class GuestInstance:
 
     @contextlib.contextmanager
     def _waiting(self, io: object) -> Iterator[None]:
-        """Around a host call that blocks on I/O: the time limit counts guest execution only, so the
-        epoch deadline is set again to what was left of it when the guest resumes. What was used is
-        this thread's CPU time, not the wall clock: with many guest threads, time spent waiting for
-        the GIL or a core is not the guest's."""
-        self._left_ms -= (time.thread_time() - self._segment) * 1000
+        """Around a host call that blocks on I/O: a waiting thread uses no CPU time, so the limit is
+        untouched; the epoch deadline (which the wall clock moves) is set again to what is left of it
+        when the guest resumes, so the wait costs no deadline callback."""
         pause, resume = getattr(io, "pause", None), getattr(io, "resume", None)
         if pause is not None:
             pause()  # the invocation's run slot (hive.guestthreads.RunSlots) goes to another guest meanwhile
@@ -140,18 +140,20 @@ class GuestInstance:
         finally:
             if resume is not None:
                 resume()  # waits for a slot (raises WallTimeout past the wall clock) before the clock restarts
-            self._segment = time.thread_time()
-            self._fstore.set_epoch_deadline(self._sandbox.deadline_ticks(max(self._left_ms, 0.0)))
+            self._fstore.set_epoch_deadline(self._budget.extend() or 0)
 
-    def call(self, envelope: bytes, request_id: str = "", io: object = None) -> abi.Response:
-        """Run one request (with the invocation's I/O capabilities, if any). Any exception means the
-        instance must be discarded."""
+    def call(
+        self, envelope: bytes, request_id: str = "", io: object = None, cpu_started_ns: int | None = None
+    ) -> abi.Response:
+        """Run one request (with the invocation's I/O capabilities, if any). `cpu_started_ns`: this
+        thread's CPU time (time.thread_time_ns) when the invocation began, if the caller read it. Any
+        exception means the instance must be discarded."""
         fstore = self._fstore
         self.calls += 1
+        budget = self._budget
+        budget.started_ns = _thread_time_ns() if cpu_started_ns is None else cpu_started_ns
+        budget.expired = False
         fstore.set_epoch_deadline(self._ticks + self._ticker.lag())
-        if io is not None:
-            self._segment = time.thread_time()
-            self._left_ms = float(self.limits.timeout_ms)
         fuel = self._fuel
         if fuel is not None:
             fstore.set_fuel(fuel)
@@ -167,6 +169,8 @@ class GuestInstance:
             ctypes.memmove(mem.base() + ptr, envelope, n)
             packed = self._fhandle.call2(ptr, n)
         except BaseException as e:
+            if budget.expired:
+                raise Timeout("the handler ran past its time limit") from None
             _guest_error(e, "the handler")
             raise
         finally:
@@ -185,6 +189,29 @@ class GuestInstance:
             )
         raw = ctypes.string_at(mem.base() + rptr, rlen)
         return abi.decode_response(raw, self.limits.max_response_bytes)
+
+
+class _CpuBudget:
+    """A call's time limit as CPU time of the thread it runs on. The epoch deadline follows the wall
+    clock, which also moves while the thread waits for a core or for the GIL (in a host call, or
+    behind other guest threads): when the deadline is reached, the guest goes on for what is left of
+    its CPU time, and ends once none is."""
+
+    __slots__ = ("limit_ms", "started_ns", "expired", "_sandbox")
+
+    def __init__(self, limit_ms: int, sandbox: Sandbox) -> None:
+        self.limit_ms = limit_ms
+        self.started_ns = _thread_time_ns()
+        self.expired = False
+        self._sandbox = sandbox
+
+    def extend(self) -> int | None:
+        """Ticks from now for the CPU time left (on the guest's thread), or None when it is used up."""
+        left_ms = self.limit_ms - (_thread_time_ns() - self.started_ns) / 1e6
+        if left_ms <= 0:
+            self.expired = True
+            return None
+        return self._sandbox.deadline_ticks(left_ms)
 
 
 def _guest_error(e: BaseException, phase: str) -> None:

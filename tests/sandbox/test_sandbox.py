@@ -762,3 +762,54 @@ def test_a_lagging_epoch_ticker_does_not_charge_its_lag_to_the_next_call(sandbox
         if sandbox.ticker.lag() < 999:
             break
     assert sandbox.ticker.lag() < 999
+
+
+def _spin(iterations: int) -> str:
+    return f"""(local.set 0 (i32.const {iterations}))
+    (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))"""
+
+
+# Spins, calls a Python host function (hive.log), spins again.
+SPIN_LOG_SPIN = guest(
+    f"""(local $n i32) {_spin(20_000_000).replace("local.set 0", "local.set $n").replace("local.get 0", "local.get $n")}
+    (call $log (i32.const 1) (i32.const 64) (i32.const 4))
+    {_spin(20_000_000).replace("local.set 0", "local.set $n").replace("local.get 0", "local.get $n")}
+    {packed(RESP, len(abi.encode_response(abi.Response(200, [], b"done"))))}""",
+    '(import "hive" "log" (func $log (param i32 i32 i32)))',
+    data(64, b"half"),
+    data(RESP, abi.encode_response(abi.Response(200, [], b"done"))),
+)
+
+
+def test_time_a_guest_waits_for_the_gil_is_not_its_own(sandbox: Sandbox) -> None:
+    """The time limit is the guest's CPU time: a guest whose host call waits 400 ms for the GIL (another
+    thread holds it: on a busy worker, the event loop and hundreds of guest threads) answers within its
+    100 ms limit, while a guest that spins past its limit still ends."""
+    import sys
+    import threading
+
+    inst = instance(sandbox, SPIN_LOG_SPIN, GuestLimits(timeout_ms=100))
+    assert inst.call(request()).body == b"done"  # alone: well within the limit
+    out: list[object] = []
+
+    def call() -> None:
+        try:
+            out.append(inst.call(request()).body)
+        except Exception as e:  # noqa: BLE001 - the test reads it
+            out.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)  # this thread keeps the GIL while it spins
+    try:
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.005)  # the guest is running (its thread gave the GIL up to call it)
+        until = time.monotonic() + 0.4
+        while time.monotonic() < until:  # holds the GIL: the guest's hive.log waits, so does the ticker
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+    t.join(10)
+    assert out == [b"done"]
+    with pytest.raises(Timeout):  # spinning still ends at the limit
+        instance(sandbox, guest("(loop $l (br $l)) unreachable"), GuestLimits(timeout_ms=20)).call(request())
