@@ -8,7 +8,9 @@
 2. 256 invocations at once of a function whose upstream answers after 200 ms, on one worker: the time
    until all 256 have answered.
 3. hello's latency on that worker while those bursts run, against the same wrk load without them (p50,
-   p99 and the ratio).
+   p99 and the ratio); and, as a control, beside the same bursts sent straight to the upstream (the
+   load generators' own share of CPU 1, which wrk shares on this 2-core machine: Edge Hive does
+   nothing for them).
 
 --before TREE: a checkout of an earlier revision (`git worktree add --detach /tmp/before REV`), served
 with PYTHONPATH=TREE beside this tree's server and measured in the same rounds, interleaved. The load
@@ -95,10 +97,12 @@ def build_hello(work: Path) -> bytes:
     return build_function(dest).read_bytes()
 
 
-def burst_loop(port: int, stop_at: threading.Event, out: list[tuple[float, int]]) -> None:
+def burst_loop(
+    port: int, stop_at: threading.Event, out: list[tuple[float, int]], path: str = "/api/v1/edge/slow"
+) -> None:
     """Bursts of 256 slow invocations back to back until told to stop: (seconds, non-200 count) each."""
     while not stop_at.is_set():
-        took, statuses = asyncio.run(burst(port, "/api/v1/edge/slow", 256))
+        took, statuses = asyncio.run(burst(port, path, 256))
         out.append((took, sum(s != 200 for s in statuses)))
 
 
@@ -181,6 +185,7 @@ def main() -> None:
         # 3. hello's latency with and without those bursts on the same worker
         quiet: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
         loud: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
+        control: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
         during: dict[str, list[tuple[float, int]]] = {k: [] for k in servers}
         for r in range(args.rounds):
             for name in list(servers) if r % 2 == 0 else list(reversed(servers)):
@@ -196,10 +201,21 @@ def main() -> None:
                 finally:
                     done.set()
                     t.join(60)
-                q, ld = quiet[name][-1], loud[name][-1]
+                done, direct = threading.Event(), []  # the control: the bursts go straight to the upstream
+                t = threading.Thread(target=burst_loop, args=(up_port, done, direct, "/rates?ms=200"))
+                t.start()
+                try:
+                    control[name].append(
+                        run_wrk(port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello")
+                    )
+                finally:
+                    done.set()
+                    t.join(60)
+                q, ld, c = quiet[name][-1], loud[name][-1], control[name][-1]
                 log(
                     f"{name} hello p99 alone {q['p99'] / 1000:.1f} ms, beside the bursts {ld['p99'] / 1000:.1f} ms "
-                    f"({ld['p99'] / q['p99']:.2f}x); p50 {q['p50'] / 1000:.1f} / {ld['p50'] / 1000:.1f} ms"
+                    f"({ld['p99'] / q['p99']:.2f}x), beside bursts to the upstream only {c['p99'] / 1000:.1f} ms "
+                    f"({c['p99'] / q['p99']:.2f}x); p50 {q['p50'] / 1000:.1f} / {ld['p50'] / 1000:.1f} ms"
                 )
         p99: dict[str, dict[str, float]] = {}
         p50: dict[str, dict[str, float]] = {}
@@ -207,12 +223,15 @@ def main() -> None:
         for name in servers:
             p99q = statistics.median(r["p99"] / 1000 for r in quiet[name])
             p99l = statistics.median(r["p99"] / 1000 for r in loud[name])
+            p99c = statistics.median(r["p99"] / 1000 for r in control[name])
             rounds = sorted(ld["p99"] / q["p99"] for q, ld in zip(quiet[name], loud[name], strict=True))
             p99[name] = {
                 "alone": p99q,
                 "with_slow_bursts": p99l,
                 "ratio": p99l / p99q,
                 "ratio_median_of_rounds": statistics.median(rounds),  # one noisy round moves it less
+                "beside_bursts_to_the_upstream_only": p99c,
+                "control_ratio": p99c / p99q,
             }
             p50[name] = {
                 "alone": statistics.median(r["p50"] / 1000 for r in quiet[name]),
