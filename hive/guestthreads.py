@@ -5,8 +5,8 @@ RunSlots bounds how many guests of I/O functions *execute* at once per worker. H
 may be in flight, each on its own thread, but nearly all of that time is spent waiting; a guest
 gives its slot up while it waits and takes one again before it resumes. Without the bound, a burst
 of upstream answers makes hundreds of threads runnable together: they fight the event loop for the
-GIL and the core (the loop's other requests stall), and each one's execution clock (an epoch
-deadline, which ticks with the wall clock) runs out while it only waits for its turn.
+GIL and the core, and the loop's other requests stall. (Waiting for a slot, like waiting for the GIL,
+costs a guest none of its time limit: that is CPU time of its thread, hive.sandbox.guest.)
 """
 
 from __future__ import annotations
