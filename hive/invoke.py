@@ -278,7 +278,7 @@ class Invoker:
             if self.fenced:
                 raise NodeFenced()
             rt = self.runtime
-            rt.sync()  # one key read; makes a deploy visible to the next request on every worker
+            rt.sync_for_request()  # one key read per loop turn: a deploy is live for the next request
             loaded = inv.loaded = rt.lookup(name)
             if loaded.does_io:
                 inv.started = time.monotonic()

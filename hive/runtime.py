@@ -6,6 +6,7 @@ single-threaded: the web app calls it from its event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -96,12 +97,33 @@ class Runtime:
         # One engine for every JS function; built in the background when missing, then sync loads them.
         self.js = JsEngines(sandbox, engine_dir(settings.data_path), on_ready=self._load_again)
         self._stale = False
+        self._read_this_turn = False  # sync_for_request: the generation was read in this loop turn
         # Counters that show the request path does no compile or instantiate in steady state.
         self.loads = 0
         self.instantiations = 0
         self.cold = 0  # instantiations a request waited for
 
     # Keeping up with the registry
+
+    def sync_for_request(self) -> None:
+        """sync() for the request path, at most once per event-loop turn: requests read in one turn
+        share one generation read. Every LMDB call gives the GIL up (py-lmdb releases it around
+        them), and a guest thread that takes it may keep it for a switch interval (5 ms) while the
+        loop waits; once per turn instead of once per request. A change still reaches every worker
+        before its answer (hive.service.live_everywhere waits for their marks), so a client that
+        waited for that answer never meets the old version."""
+        if self._read_this_turn:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        except RuntimeError:  # no loop (tests, benchmarks): every call reads
+            self.sync()
+            return
+        self._read_this_turn = True
+        self.sync()
+
+    def _next_turn(self) -> None:
+        self._read_this_turn = False
 
     def sync(self, force: bool = False) -> bool:
         """Load what changed since the last sync. Returns True when anything changed."""

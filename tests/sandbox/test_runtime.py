@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,29 @@ def test_new_deploy_swaps_the_version_on_the_next_sync(runtime: Runtime, registr
     assert len(new.idle) == 1
     assert old.retired and not new.retired
     assert body(runtime, "hello") == b"v2"
+
+
+def test_the_request_path_reads_the_generation_once_per_loop_turn(runtime: Runtime, registry: Registry) -> None:
+    """Requests read in one event-loop turn share one registry read (each LMDB call gives the GIL up);
+    the next turn reads again, so a deploy is live for the next request that comes after it."""
+    registry.deploy("hello", const_guest(b"v1"), Manifest())
+
+    async def serve() -> None:
+        runtime.sync_for_request()
+        assert body(runtime, "hello") == b"v1"
+        registry.deploy("hello", const_guest(b"v2"), Manifest())
+        runtime.sync_for_request()  # the same turn: not read again
+        assert body(runtime, "hello") == b"v1"
+        await asyncio.sleep(0)  # the next turn
+        runtime.sync_for_request()
+        assert body(runtime, "hello") == b"v2"
+        assert runtime.generation == registry.generation()
+
+    asyncio.run(serve())
+    runtime.sync_for_request()  # without a running loop: every call reads
+    registry.deploy("hello", const_guest(b"v3"), Manifest())
+    runtime.sync_for_request()
+    assert body(runtime, "hello") == b"v3"
 
 
 def test_a_request_in_flight_finishes_on_the_old_version(runtime: Runtime, registry: Registry) -> None:
