@@ -210,8 +210,11 @@ class FenceWatch:
 
     def refresh(self) -> float:
         """Set the flag; the seconds until it should be looked at again."""
-        state = self.read()
-        now = time.monotonic()
+        return self.apply(self.read(), time.monotonic())
+
+    def apply(self, state: NodeState | None, now: float) -> float:
+        """Set the flag from a state just read (also by /readyz, so that a worker it calls ready serves
+        at once instead of up to WATCH_S later); the seconds until it should be looked at again."""
         if state is None or not self.current(state):
             self.target.fenced = True  # no replicator of this server run has reported: nothing vouches for it
             return WATCH_S

@@ -148,6 +148,8 @@ class ClusterNode:
         caught_up = current is not None and current.caught_up
         now = time.monotonic()
         is_fenced = current is None or fenced(current, self.timing, now)
+        if self._watch is not None:  # the invoke path's flag agrees with what this answer says
+            self._watch.apply(state, now)
         cluster: dict[str, Any] = {"node": self.name, "caught_up": caught_up, "fenced": is_fenced}
         if current is not None:
             cluster.update(
