@@ -106,6 +106,20 @@ def burst_loop(
         out.append((took, sum(s != 200 for s in statuses)))
 
 
+def hello_beside(
+    port: int, seconds: float, burst_port: int, burst_path: str, out: list[tuple[float, int]]
+) -> dict[str, float]:
+    """hello at c16 on `port` while bursts of 256 go to burst_port/burst_path back to back."""
+    done = threading.Event()
+    t = threading.Thread(target=burst_loop, args=(burst_port, done, out, burst_path))
+    t.start()
+    try:
+        return run_wrk(port, conns=16, seconds=seconds, cpus="1", path="/api/v1/edge/hello")
+    finally:
+        done.set()
+        t.join(60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -191,26 +205,9 @@ def main() -> None:
             for name in list(servers) if r % 2 == 0 else list(reversed(servers)):
                 port = servers[name].port
                 quiet[name].append(run_wrk(port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello"))
-                done = threading.Event()
-                t = threading.Thread(target=burst_loop, args=(port, done, during[name]))
-                t.start()
-                try:
-                    loud[name].append(
-                        run_wrk(port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello")
-                    )
-                finally:
-                    done.set()
-                    t.join(60)
-                done, direct = threading.Event(), []  # the control: the bursts go straight to the upstream
-                t = threading.Thread(target=burst_loop, args=(up_port, done, direct, "/rates?ms=200"))
-                t.start()
-                try:
-                    control[name].append(
-                        run_wrk(port, conns=16, seconds=args.seconds, cpus="1", path="/api/v1/edge/hello")
-                    )
-                finally:
-                    done.set()
-                    t.join(60)
+                loud[name].append(hello_beside(port, args.seconds, port, "/api/v1/edge/slow", during[name]))
+                # the control: the same bursts straight to the upstream
+                control[name].append(hello_beside(port, args.seconds, up_port, "/rates?ms=200", []))
                 q, ld, c = quiet[name][-1], loud[name][-1], control[name][-1]
                 log(
                     f"{name} hello p99 alone {q['p99'] / 1000:.1f} ms, beside the bursts {ld['p99'] / 1000:.1f} ms "
