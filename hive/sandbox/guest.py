@@ -56,6 +56,9 @@ class GuestInstance:
         "_sandbox",
         "_budget",
         "_on_deadline",
+        "_view",
+        "_view_size",
+        "_deadline_at",
     )
 
     def __init__(self, sandbox: Sandbox, compiled: CompiledModule, limits: GuestLimits, ctx: host.GuestContext) -> None:
@@ -108,10 +111,20 @@ class GuestInstance:
         # its code and the guest's heap are paged in before anyone waits on it.
         with _guest_errors("the warm-up (hive_alloc)"):
             self._reserve(_MIN_REQUEST_BUFFER)
+        self._view_size = -1
+        self._view = self._map_memory()
+        self._deadline_at = -1  # the ticker's count when call() last set the epoch deadline
 
-    def _base(self) -> int:
-        # Re-read every time: memory.grow may move the mapping.
-        return self._fmem.base()
+    def _map_memory(self) -> memoryview:
+        """Guest memory as a memoryview: the request and the response are copied by slicing, not by
+        two ctypes calls. Only memory.grow may move the mapping, and it always changes the size:
+        call() maps again whenever the size it reads after the handler differs from this view's."""
+        mem = self._fmem
+        size = mem.size()
+        if size != self._view_size:
+            self._view_size = size
+            self._view = memoryview((ctypes.c_ubyte * size).from_address(mem.base())).cast("B")
+        return self._view
 
     def _reserve(self, n: int) -> int:
         if n <= self.req_cap:
@@ -153,7 +166,15 @@ class GuestInstance:
         budget = self._budget
         budget.started_ns = _thread_time_ns() if cpu_started_ns is None else cpu_started_ns
         budget.expired = False
-        fstore.set_epoch_deadline(self._ticks + self._ticker.lag())
+        ticker = self._ticker
+        now = ticker.ticks
+        if now != self._deadline_at or budget.extended:
+            # Set again only once the epoch moved (or a callback or a wait changed it): within one tick
+            # the deadline left by the last call is the same. Being a tick early costs nothing but a
+            # deadline callback, which gives the call the rest of its CPU time (_CpuBudget).
+            fstore.set_epoch_deadline(self._ticks + ticker.lag())
+            self._deadline_at = now
+            budget.extended = False
         fuel = self._fuel
         if fuel is not None:
             fstore.set_fuel(fuel)
@@ -164,9 +185,12 @@ class GuestInstance:
         host.set_current(ctx)
         try:
             n = len(envelope)
-            ptr = self._reserve(n) if n > self.req_cap else self.req_ptr
-            mem = self._fmem
-            ctypes.memmove(mem.base() + ptr, envelope, n)
+            if n > self.req_cap:
+                ptr = self._reserve(n)
+                view = self._map_memory()  # hive_alloc may have grown the memory
+            else:
+                ptr, view = self.req_ptr, self._view
+            view[ptr : ptr + n] = envelope
             packed = self._fhandle.call2(ptr, n)
         except BaseException as e:
             if budget.expired:
@@ -180,15 +204,16 @@ class GuestInstance:
                 self.fuel_used = fuel - fstore.get_fuel()
         packed &= 0xFFFF_FFFF_FFFF_FFFF  # abi.split_packed, inline
         rptr, rlen = packed >> 32, packed & 0xFFFF_FFFF
-        size = mem.size()
-        if rptr + rlen > size:
-            raise AbiViolation(f"the response ({rlen} bytes at {rptr}) lies outside guest memory ({size} bytes)")
+        view = self._map_memory()  # one size read; a new mapping only when the handler grew the memory
+        if rptr + rlen > self._view_size:
+            raise AbiViolation(
+                f"the response ({rlen} bytes at {rptr}) lies outside guest memory ({self._view_size} bytes)"
+            )
         if rlen > self._max_envelope:
             raise ResponseTooLarge(
                 f"the response of {rlen} bytes exceeds the limit of {self.limits.max_response_bytes}"
             )
-        raw = ctypes.string_at(mem.base() + rptr, rlen)
-        return abi.decode_response(raw, self.limits.max_response_bytes)
+        return abi.decode_response(view[rptr : rptr + rlen].tobytes(), self.limits.max_response_bytes)
 
 
 class _CpuBudget:
@@ -197,16 +222,18 @@ class _CpuBudget:
     behind other guest threads): when the deadline is reached, the guest goes on for what is left of
     its CPU time, and ends once none is."""
 
-    __slots__ = ("limit_ms", "started_ns", "expired", "_sandbox")
+    __slots__ = ("limit_ms", "started_ns", "expired", "extended", "_sandbox")
 
     def __init__(self, limit_ms: int, sandbox: Sandbox) -> None:
         self.limit_ms = limit_ms
         self.started_ns = _thread_time_ns()
         self.expired = False
+        self.extended = False  # the deadline was set from here: the next call sets it afresh
         self._sandbox = sandbox
 
     def extend(self) -> int | None:
         """Ticks from now for the CPU time left (on the guest's thread), or None when it is used up."""
+        self.extended = True
         left_ms = self.limit_ms - (_thread_time_ns() - self.started_ns) / 1e6
         if left_ms <= 0:
             self.expired = True
