@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import msgspec
 from prometheus_client import values as _prometheus_values
 
 from hive.logs import FunctionLog, now_iso
@@ -83,27 +84,54 @@ def install() -> bool:
 
 _second = -1
 _second_text = ""
+_second_bytes = b""
+_json = msgspec.json.Encoder().encode
+# An invocation record without error or fuel, formatted directly: the same JSON, key for key, as
+# FunctionLog.line gives for its dict (tests/unit/test_telemetry.py compares the two).
+_INVOCATION_LINE = (
+    b'{"ts":"%s","kind":"invocation","function":%s,"version":%d,"status":%d,"duration_us":%d,'
+    b'"pid":%d,"request_id":%s}\n'
+)
 
 
 def _now_iso() -> str:
     """hive.logs.now_iso, with the formatted second cached (the same text, a quarter of the time)."""
-    global _second, _second_text
+    return _now_iso_bytes().decode()
+
+
+def _now_iso_bytes() -> bytes:
+    global _second, _second_text, _second_bytes
     t = time.time()
     s = int(t)
     if s != _second:
         _second_text, _second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)), s
-    return _second_text + f".{int(t % 1 * 1000):03d}Z"
+        _second_bytes = _second_text.encode()
+    return b"%s.%03dZ" % (_second_bytes, int(t % 1 * 1000))
 
 
 class _Series:
-    """The metric children of one (function, status), incremented the way Counter.inc and
-    Histogram.observe do it, without their per-call checks (the children are complete by
-    construction) and with the histogram bucket found by bisection."""
+    """The metric children of one (function, status). On the event loop `add` only counts, and
+    `flush` (once per loop turn, with the batched log lines) writes the counts to the multiprocess
+    files; `record` writes at once (guest threads). Both update the values the way Counter.inc and
+    Histogram.observe do, without their per-call checks (the children are complete by
+    construction), with the histogram bucket found by bisection."""
 
-    __slots__ = ("count", "duration", "count_value", "sum_value", "bucket_values", "bounds")
+    __slots__ = (
+        "count",
+        "duration",
+        "count_value",
+        "sum_value",
+        "bucket_values",
+        "bounds",
+        "function_json",
+        "n",
+        "total",
+        "hits",
+    )
 
-    def __init__(self, count: Any, duration: Any) -> None:
+    def __init__(self, count: Any, duration: Any, function: str) -> None:
         self.count, self.duration = count, duration
+        self.function_json = _json(function)
         try:
             self.count_value = count._value
             self.sum_value = duration._sum
@@ -111,6 +139,33 @@ class _Series:
             self.bounds = list(duration._upper_bounds)
         except AttributeError:  # pragma: no cover - another prometheus_client: the public API
             self.count_value = None
+            self.bounds = []
+        self.n = 0  # counted by add() since the last flush
+        self.total = 0.0
+        self.hits = [0] * len(self.bounds)
+
+    def add(self, seconds: float) -> bool:
+        """Count one call; True when it is the first since the last flush."""
+        self.n += 1
+        self.total += seconds
+        i = bisect.bisect_left(self.bounds, seconds)  # the first bucket with seconds <= bound
+        if i < len(self.hits):
+            self.hits[i] += 1
+        return self.n == 1
+
+    def flush(self) -> None:
+        n, total, hits = self.n, self.total, self.hits
+        self.n, self.total, self.hits = 0, 0.0, [0] * len(hits)
+        if self.count_value is None:  # pragma: no cover
+            for _ in range(n):
+                self.count.inc()
+                self.duration.observe(total / n)
+            return
+        self.count_value.inc(n)
+        self.sum_value.inc(total)
+        for value, hit in zip(self.bucket_values, hits, strict=True):
+            if hit:
+                value.inc(hit)
 
     def record(self, seconds: float) -> None:
         if self.count_value is None:  # pragma: no cover
@@ -119,7 +174,7 @@ class _Series:
             return
         self.count_value.inc(1)
         self.sum_value.inc(seconds)
-        i = bisect.bisect_left(self.bounds, seconds)  # the first bucket with seconds <= bound
+        i = bisect.bisect_left(self.bounds, seconds)
         if i < len(self.bounds):
             self.bucket_values[i].inc(1)
 
@@ -136,8 +191,12 @@ class Telemetry:
         # Lines written on the event loop wait in _batch until the loop's next turn, which writes them
         # in one write(): under load one syscall carries many requests' lines, and a line is on disk
         # before the loop reads the next request (a client that got its answer and asks for the logs
-        # finds it). Guest threads write their own lines at once.
+        # finds it). Guest threads write their own lines at once. Metrics go the same way: counted
+        # on the loop, written to the multiprocess files in the same flush (_dirty: the series
+        # counted since the last one).
         self._batch: list[bytes] = []
+        self._dirty: list[_Series] = []
+        self._flush_due = False
         self.lost = 0  # records that could not be written
         self._lost_logged = -1e9
 
@@ -147,7 +206,7 @@ class Telemetry:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = _Series(
-                self.m.invocations.labels(function, str(status)), self.m.duration.labels(function)
+                self.m.invocations.labels(function, str(status)), self.m.duration.labels(function), function
             )
         return children
 
@@ -194,27 +253,50 @@ class Telemetry:
         try:
             elapsed_ns = time.perf_counter_ns() - started_ns
             children = self._children.get((function, status)) or self.series(function, status)
-            children.record(elapsed_ns / 1e9)
+            loop = _running_loop()
+            if loop is None:  # a guest thread (or no loop): at once
+                children.record(elapsed_ns / 1e9)
+            else:
+                if children.add(elapsed_ns / 1e9):
+                    self._dirty.append(children)
+                if not self._flush_due:
+                    self._flush_due = True
+                    loop.call_soon(self.flush)
             if error is not None:
                 self.m.errors.labels(function, error).inc()
             if fuel is not None:
                 self.m.fuel.labels(function).inc(fuel)
-            if self.log is not None:
-                record = {
-                    "ts": _now_iso(),
-                    "kind": "invocation",
-                    "function": function,
-                    "version": version,
-                    "status": status,
-                    "duration_us": elapsed_ns // 1000,
-                    "pid": self.pid,
-                    "request_id": request_id,
-                }
-                if error is not None:
-                    record["error"] = error
-                if fuel is not None:
-                    record["fuel"] = fuel
-                self._write(self.log, record)
+            if self.log is None:
+                return
+            if error is None and fuel is None and loop is not None:
+                self._batch.append(
+                    _INVOCATION_LINE
+                    % (
+                        _now_iso_bytes(),
+                        children.function_json,
+                        version,
+                        status,
+                        elapsed_ns // 1000,
+                        self.pid,
+                        _json(request_id),
+                    )
+                )
+                return
+            record = {
+                "ts": _now_iso(),
+                "kind": "invocation",
+                "function": function,
+                "version": version,
+                "status": status,
+                "duration_us": elapsed_ns // 1000,
+                "pid": self.pid,
+                "request_id": request_id,
+            }
+            if error is not None:
+                record["error"] = error
+            if fuel is not None:
+                record["fuel"] = fuel
+            self._write(self.log, record)
         except OSError as e:  # a read-only or full data dir: the request is served all the same
             self._lost(e)
 
@@ -271,13 +353,20 @@ class Telemetry:
             with self._log_lock:
                 log.write(record)
             return
-        batch = self._batch
-        batch.append(FunctionLog.line(record))
-        if len(batch) == 1:
+        self._batch.append(FunctionLog.line(record))
+        if not self._flush_due:
+            self._flush_due = True
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write the lines batched on the event loop (also called on shutdown)."""
+        """Write what was counted and batched on the event loop (also called on shutdown)."""
+        self._flush_due = False
+        dirty, self._dirty = self._dirty, []
+        try:
+            for series in dirty:
+                series.flush()
+        except OSError as e:  # pragma: no cover - the mmap files are written in memory
+            self._lost(e)
         batch, self._batch = self._batch, []
         if batch and self.log is not None:
             try:
